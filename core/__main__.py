@@ -1,0 +1,7 @@
+"""``python -m faceauth RECIPE [key=value ...]``: the same as ``faceauth-run`` (and what torchrun launches)."""
+
+import sys
+
+from faceauth.cli import run_main
+
+sys.exit(run_main())

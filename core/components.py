@@ -1,0 +1,109 @@
+"""The records a plugin returns from its hooks, one class per component kind.
+
+A record names a component, says which options a recipe may set for it (an attrs class, or None
+when it takes none), and gives the function that builds it. The registry checks that each hook
+returns records of its own kind, so a plugin is pure data plus factories and is easy to test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import attrs
+
+__all__ = [
+    "Component",
+    "Dataset",
+    "Backbone",
+    "Loss",
+    "Trainer",
+    "Exporter",
+    "Preprocess",
+    "KINDS",
+]
+
+
+def _is_options_class(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and not attrs.has(value):
+        raise TypeError(f"{attribute.name} must be an attrs class or None, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Component:
+    """What every record holds; use one of the subclasses below."""
+
+    kind: ClassVar[str] = "component"
+    name: str = attrs.field(validator=attrs.validators.matches_re(r"^[a-z][a-z0-9_\-]*$"))
+    build: Callable[..., Any] = attrs.field(validator=attrs.validators.is_callable())
+    options: type | None = attrs.field(default=None, validator=_is_options_class)
+    description: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Dataset(Component):
+    """`build(options) -> faceauth.data.Splits`: the train/val/test sample sets of one dataset."""
+
+    kind: ClassVar[str] = "dataset"
+
+
+@attrs.frozen(kw_only=True)
+class Backbone(Component):
+    """`build(options) -> torch.nn.Module` mapping a batch of inputs to features.
+
+    The module carries two attributes: `num_features` (int, the size of its output) and
+    `preprocess` (a `Preprocess`), so that exported models know how to prepare their input.
+    """
+
+    kind: ClassVar[str] = "backbone"
+
+
+@attrs.frozen(kw_only=True)
+class Loss(Component):
+    """`build(options, num_classes=..., num_features=...) -> torch.nn.Module` called as `loss(x, target)`.
+
+    `consumes` says what `x` is: "logits" (the trainer adds the classification head) or
+    "embeddings" (the loss owns its class centres, as margin losses do).
+    """
+
+    kind: ClassVar[str] = "loss"
+    consumes: str = attrs.field(default="logits", validator=attrs.validators.in_(("logits", "embeddings")))
+
+
+@attrs.frozen(kw_only=True)
+class Trainer(Component):
+    """`build(options) -> object` with `fit(run)`, `evaluate(run, model, splits)`, `export_bundle(run, model)`."""
+
+    kind: ClassVar[str] = "trainer"
+
+
+@attrs.frozen(kw_only=True)
+class Exporter(Component):
+    """`build(options) -> object` with `export(bundle, path) -> path` (a `faceauth.export.Bundle`)."""
+
+    kind: ClassVar[str] = "exporter"
+
+
+KINDS: dict[str, type[Component]] = {
+    cls.kind: cls for cls in (Dataset, Backbone, Loss, Trainer, Exporter)
+}
+
+
+@attrs.frozen(kw_only=True)
+class Preprocess:
+    """How raw RGB pixels become a model input: resize to `input_size`, then (x/255 - mean) / std."""
+
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channel_order: str = "RGB"
+
+    def as_metadata(self) -> dict[str, str]:
+        return {
+            "input_size": f"{self.input_size[0]},{self.input_size[1]}",
+            "mean": ",".join(f"{m:g}" for m in self.mean),
+            "std": ",".join(f"{s:g}" for s in self.std),
+            "channel_order": self.channel_order,
+            "layout": "NCHW",
+            "pixel_range": "0-255 scaled to 0-1 before mean/std",
+        }

@@ -1,0 +1,139 @@
+"""Samples, splits and the input pipeline every trainer shares.
+
+A dataset component returns `Splits`: up to three map-style datasets whose items are dicts. Image
+samples hold ``image`` (a PIL RGB image) and ``label`` (int); liveness samples add ``attack_type``
+("" for bona fide) and, where known, ``subject`` and ``path``. Liveness labels are `LIVE` (0) and
+`SPOOF` (1).
+
+Randomness in augmentation is seeded per sample from (seed, epoch, position), not per worker, so a
+run gives the same batches whatever the number of workers and continues identically on resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, Sampler
+
+from faceauth.errors import DataError, FaceAuthError
+
+__all__ = ["LIVE", "SPOOF", "Splits", "read_image", "Transformed", "EpochSampler", "reraise_worker_errors",
+           "IMAGE_SUFFIXES"]
+
+LIVE, SPOOF = 0, 1
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff")
+
+
+@attrs.frozen
+class Splits:
+    """What a dataset component returns. `classes[i]` names label i; `info` carries any extra facts."""
+
+    train: Dataset | None
+    val: Dataset | None
+    test: Dataset | None
+    classes: tuple[str, ...] = ("live", "spoof")
+    info: dict[str, Any] = attrs.field(factory=dict)
+
+    def get(self, split: str) -> Dataset | None:
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}")
+        return getattr(self, split)
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Decode an image file to RGB; an unreadable or corrupt file raises DataError naming it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read image ({exc})") from None
+
+
+class Transformed(Dataset):
+    """Applies `transform` to a sample's ``image`` (or each of its ``frames``) under a per-sample seed.
+
+    Items are requested as ``(index, seed)`` pairs, as `EpochSampler` yields them.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable[[Any], torch.Tensor]):
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, seed = key
+        sample = dict(self.dataset[index])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if "frames" in sample:
+                sample["frames"] = torch.stack([self.transform(f) for f in sample["frames"]])
+            else:
+                sample["image"] = self.transform(sample["image"])
+        return sample
+
+
+class EpochSampler(Sampler):
+    """Yields ``(index, seed)``: a permutation fixed by (seed, epoch), or the plain order for evaluation.
+
+    `start` skips the first positions of the epoch, which is how a run resumes mid-epoch. With
+    `world_size` > 1 each rank takes every `world_size`-th position.
+    """
+
+    def __init__(self, size: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _order(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+        seeds = rng.integers(0, 2**62, size=self.size)
+        return order[self.rank :: self.world_size], seeds[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order, seeds = self._order()
+        for position in range(self.start, len(order)):
+            yield int(order[position]), int(seeds[position])
+
+    def __len__(self) -> int:
+        return max(0, len(range(self.rank, self.size, self.world_size)) - self.start)
+
+
+def reraise_worker_errors(batches: Iterator[Any]) -> Iterator[Any]:
+    """Re-raise a faceauth error from a DataLoader worker with its own one-line message.
+
+    PyTorch wraps worker exceptions in a multi-line message that starts with "Caught ... in
+    DataLoader worker"; the user's line (the file at fault) is the last line of that text.
+    """
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except FaceAuthError as exc:
+            lines = str(exc).strip().splitlines()
+            if len(lines) > 1 and "DataLoader worker" in lines[0]:
+                message = lines[-1].split(": ", 1)[-1]
+                raise type(exc)(message) from None
+            raise
+        yield batch
+
+
+def check_classes(split_name: str, labels: Sequence[int], classes: Sequence[str], where: str) -> None:
+    """A DataError when a split lacks one of the classes (training and metrics need both)."""
+    present = set(labels)
+    missing = [name for index, name in enumerate(classes) if index not in present]
+    if missing:
+        raise DataError(f"{where}: the {split_name} split has no '{missing[0]}' samples; each split needs every class")

@@ -1,0 +1,216 @@
+"""Recipes: YAML files that choose components by registered name and set their options.
+
+A recipe has fixed top-level keys (see `Recipe`). Each component section holds ``name`` (a
+registered component of that kind) and that component's options; the component's options class
+validates them, so a typo anywhere is caught before anything runs. Command-line overrides
+``a.b.c=value`` are applied to the raw data first, the value parsed as YAML.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import yaml
+
+from faceauth import schema
+from faceauth.errors import PluginError, RecipeError
+from faceauth.registry import Registry, suggest
+
+__all__ = ["Recipe", "Section", "OptimizerConfig", "SchedulerConfig", "load_recipe", "apply_overrides", "read_yaml"]
+
+COMPONENT_SECTIONS = {"data": "dataset", "backbone": "backbone", "loss": "loss", "trainer": "trainer", "export": "exporter"}
+
+
+@attrs.frozen
+class OptimizerConfig:
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = attrs.field(default=0.01, validator=schema.positive)
+    momentum: float = attrs.field(default=0.9, validator=schema.fraction)
+    weight_decay: float = attrs.field(default=5e-4, validator=schema.non_negative)
+    nesterov: bool = False
+    betas: tuple[float, ...] = (0.9, 0.999)
+
+
+@attrs.frozen
+class SchedulerConfig:
+    name: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = attrs.field(default=0.0, validator=schema.non_negative)
+    step_epochs: int = attrs.field(default=10, validator=schema.positive)
+    gamma: float = attrs.field(default=0.1, validator=schema.positive)
+    min_lr: float = attrs.field(default=0.0, validator=schema.non_negative)
+
+
+@attrs.frozen
+class _Core:
+    """The top-level keys that are not component sections."""
+
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: str | None = None
+    device: str = "auto"
+    deterministic: bool = False
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+
+
+@attrs.frozen
+class Section:
+    """One component section: the registered name and its validated options (or None)."""
+
+    name: str
+    options: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        options = schema.unstructure(self.options) if self.options is not None else {}
+        return {"name": self.name, **options}
+
+
+@attrs.frozen
+class Recipe:
+    seed: int
+    output_dir: str
+    run_name: str | None
+    device: str
+    deterministic: bool
+    optimizer: OptimizerConfig
+    scheduler: SchedulerConfig
+    data: Section
+    backbone: Section
+    loss: Section
+    trainer: Section
+    export: Section | None
+    source: str = attrs.field(default="<recipe>", eq=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in ("seed", "output_dir", "run_name", "device", "deterministic"):
+            out[name] = getattr(self, name)
+        for name in COMPONENT_SECTIONS:
+            section = getattr(self, name)
+            out[name] = section.to_dict() if section is not None else None
+        out["optimizer"] = schema.unstructure(self.optimizer)
+        out["scheduler"] = schema.unstructure(self.scheduler)
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def component_names(self) -> dict[str, str]:
+        names = {}
+        for section_key, kind in COMPONENT_SECTIONS.items():
+            section = getattr(self, section_key)
+            if section is not None:
+                names[kind] = section.name
+        return names
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file, or a RecipeError naming the file (and line and column)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: cannot read recipe file: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A copy of `raw` with each ``a.b.c=value`` applied; the value is parsed as YAML."""
+    result = copy.deepcopy(dict(raw))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise RecipeError(f"override '{item}': expected key=value, for example trainer.epochs=10")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"override '{item}': the value is not valid YAML: {exc}") from None
+        node = result
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise RecipeError(f"override '{item}': {where} is {child!r}, not a section with keys")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _resolve_section(raw: Any, key: str, kind: str, registry: Registry) -> Section:
+    if not isinstance(raw, Mapping) or "name" not in raw:
+        known = ", ".join(registry.names(kind))
+        raise RecipeError(f"{key}: expected a mapping with 'name' (a registered {kind}: {known}), got {raw!r}")
+    name = raw["name"]
+    try:
+        component = registry.get(kind, str(name))
+    except PluginError as exc:
+        raise RecipeError(f"{key}.name: {exc}") from None
+    options = {k: v for k, v in raw.items() if k != "name"}
+    if component.options is None:
+        if options:
+            raise RecipeError(f"{key}.{next(iter(options))}: {kind} '{name}' takes no options")
+        return Section(str(name), None)
+    return Section(str(name), schema.structure(component.options, options, key))
+
+
+def resolve(raw: Mapping[str, Any], registry: Registry, source: str = "<recipe>") -> Recipe:
+    """Validate raw recipe data against the core schema and each chosen component's options."""
+    core_raw = {k: v for k, v in raw.items() if k not in COMPONENT_SECTIONS}
+    for key in core_raw:
+        if key not in schema.field_names(_Core):
+            known = [*schema.field_names(_Core), *COMPONENT_SECTIONS]
+            raise RecipeError(f"{source}: {key}: unknown key (known: {', '.join(known)}){suggest(str(key), known)}")
+    try:
+        core = schema.structure(_Core, core_raw, "$")
+        sections: dict[str, Section | None] = {}
+        for key, kind in COMPONENT_SECTIONS.items():
+            if raw.get(key) is None and key == "export":
+                sections[key] = None
+                continue
+            if key not in raw:
+                raise RecipeError(f"{key}: required section is missing (a mapping with 'name')")
+            sections[key] = _resolve_section(raw[key], key, kind, registry)
+    except RecipeError as exc:
+        message = str(exc).removeprefix("$.")
+        raise RecipeError(f"{source}: {message}") from None
+    return Recipe(**attrs.asdict(core, recurse=False), **sections, source=source)
+
+
+def load_recipe(path: str | Path | None, overrides: Iterable[str] = (), *, registry: Registry,
+                base: Mapping[str, Any] | None = None) -> Recipe:
+    """Read `path` (or start from `base`), apply `overrides`, and validate the result."""
+    raw = read_yaml(path) if path is not None else dict(base or {})
+    overrides = list(overrides)
+    raw = apply_overrides(raw, overrides)
+    source = str(path) if path is not None else "<recipe>"
+    try:
+        return resolve(raw, registry, source=source)
+    except RecipeError as exc:
+        # Name the override when the faulty key came from the command line, not the file.
+        message = str(exc).removeprefix(f"{source}: ")
+        for item in reversed(overrides):
+            key = item.partition("=")[0].strip()
+            if message.startswith(f"{key}:") or message.startswith(f"{key}."):
+                raise RecipeError(f"override '{item}': {message}") from None
+        raise

@@ -1,0 +1,216 @@
+"""Running a recipe: the run directory, the components, events, checkpoints and the final export.
+
+`run()` is what ``faceauth-run`` calls; `Run` is what a trainer receives. A run directory holds:
+``recipe.yaml`` (resolved), ``events.out.tfevents.*`` (TensorBoard), ``checkpoints/{last,best}.pt``,
+``metrics.json`` and ``model.onnx``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+from faceauth import checkpoint
+from faceauth.errors import FaceAuthError, PluginError, RecipeError
+from faceauth.recipe import COMPONENT_SECTIONS, Recipe, load_recipe
+from faceauth.registry import Registry, load_registry
+
+__all__ = ["Run", "FitResult", "RunResult", "run", "version", "build_component"]
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("faceauth")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_component(registry: Registry, recipe: Recipe, section_key: str, **kwargs: Any) -> Any:
+    """Build the component a recipe section names, with its validated options."""
+    section = getattr(recipe, section_key)
+    kind = COMPONENT_SECTIONS[section_key]
+    entry = registry.entry(kind, section.name)
+    args = (section.options,) if entry.component.options is not None else ()
+    try:
+        return entry.component.build(*args, **kwargs)
+    except FaceAuthError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"{kind} '{section.name}' from {entry.provider} failed to build: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+class Run:
+    """One training run as a trainer sees it.
+
+    Public: `recipe`, `dir`, `device`, `epoch`, `resume` (the checkpoint to continue from, or None),
+    `stop_reason`; `build(section)`, `log(scalars, step)`, `writer`, `save_checkpoint(tag, payload)`,
+    `emit(event, **kwargs)`, `request_stop(reason)`.
+    """
+
+    def __init__(self, recipe: Recipe, registry: Registry, directory: Path, resume: dict[str, Any] | None = None):
+        self.recipe, self.registry, self.dir, self.resume = recipe, registry, directory, resume
+        self.epoch = 0
+        self.stop_reason: str | None = None
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if recipe.device == "auto" else recipe.device
+        )
+        self._writer: Any = None
+
+    # components -------------------------------------------------------------------------------
+    def build(self, section_key: str, **kwargs: Any) -> Any:
+        return build_component(self.registry, self.recipe, section_key, **kwargs)
+
+    def component(self, section_key: str) -> Any:
+        return self.registry.get(COMPONENT_SECTIONS[section_key], getattr(self.recipe, section_key).name)
+
+    def versions(self) -> dict[str, Any]:
+        return {"faceauth": version(), "components": self.registry.providers_of(self.recipe.component_names())}
+
+    # logging ----------------------------------------------------------------------------------
+    @property
+    def writer(self) -> Any:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.dir))
+        return self._writer
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
+
+    # events and stopping ----------------------------------------------------------------------
+    def emit(self, event: str, **kwargs: Any) -> None:
+        getattr(self.registry.hook(), f"faceauth_{event}")(run=self, **kwargs)
+
+    def request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """The first Ctrl-C asks the trainer to stop after the current step; a second one aborts."""
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self.stop_reason == "interrupted":
+                raise KeyboardInterrupt
+            self.request_stop("interrupted")
+
+        try:
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not the main thread: leave signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    # checkpoints ------------------------------------------------------------------------------
+    def save_checkpoint(self, tag: str, payload: dict[str, Any]) -> Path:
+        path = checkpoint.save(
+            self.dir / "checkpoints" / f"{tag}.pt",
+            {**payload, "recipe": self.recipe.to_dict(), "versions": self.versions(), "tag": tag},
+        )
+        self.emit("checkpoint_saved", path=path, epoch=self.epoch, tag=tag)
+        return path
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+@attrs.frozen
+class FitResult:
+    """What a trainer's ``fit(run)`` returns: the trained model (best weights) and the run's figures."""
+
+    model: Any
+    metrics: dict[str, Any]
+
+
+@attrs.frozen
+class RunResult:
+    """What `run()` returns: where the run lives and its figures."""
+
+    dir: Path
+    metrics: dict[str, Any]
+    interrupted: bool
+    onnx_path: Path | None
+
+
+def _run_dir(recipe: Recipe) -> Path:
+    stem = Path(recipe.source).stem if recipe.source != "<recipe>" else "run"
+    name = recipe.run_name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    root = Path(recipe.output_dir)
+    directory = root / name
+    suffix = 1
+    while directory.exists():
+        suffix += 1
+        directory = root / f"{name}-{suffix}"
+    try:
+        directory.mkdir(parents=True)
+    except OSError as exc:
+        raise RecipeError(f"output_dir: cannot create run directory {directory} ({exc.strerror or exc})") from None
+    return directory
+
+
+def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resume: str | Path | None = None,
+        extra_plugins: Iterable[Any] = ()) -> RunResult:
+    """Run a recipe (or continue the run in directory `resume`) and return its results."""
+    registry = load_registry(extra_plugins)
+    state = None
+    if resume is not None:
+        state = checkpoint.load(Path(resume))
+        recipe_obj = load_recipe(None, overrides, registry=registry, base=state["recipe"])
+        directory = Path(resume)
+    else:
+        if recipe is None:
+            raise RecipeError("no recipe given (a YAML file such as recipes/liveness_resnet18.yaml)")
+        recipe_obj = load_recipe(recipe, overrides, registry=registry)
+        directory = None
+    trainer = build_component(registry, recipe_obj, "trainer")
+    exporter = build_component(registry, recipe_obj, "export") if recipe_obj.export is not None else None
+    created = directory is None
+    directory = directory or _run_dir(recipe_obj)
+    (directory / "recipe.yaml").write_text(recipe_obj.to_yaml(), encoding="utf-8")
+    current = Run(recipe_obj, registry, directory, resume=state)
+    try:
+        with current.interruptible():
+            try:
+                fit = trainer.fit(current)
+            except FaceAuthError:
+                # Bad input found before anything was trained: leave no empty run directory behind.
+                if created and not (directory / "checkpoints").exists():
+                    current.close()
+                    shutil.rmtree(directory, ignore_errors=True)
+                raise
+        onnx_path = None
+        if exporter is not None and current.stop_reason is None:
+            onnx_path = exporter.export(trainer.export_bundle(current, fit.model), directory / "model.onnx")
+        metrics = {**fit.metrics, "stopped": current.stop_reason}
+        _write_json(directory / "metrics.json", metrics)
+    finally:
+        current.close()
+    return RunResult(directory, metrics, current.stop_reason == "interrupted", onnx_path)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,48 @@
+"""Loading pretrained weights from a local file into a backbone, strictly, with a readable mismatch report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from faceauth.errors import CheckpointError
+
+__all__ = ["load_pretrained"]
+
+
+def _state_dict_of(payload: Any, path: Path) -> dict[str, torch.Tensor]:
+    # Public checkpoints come as a bare state_dict, or wrapped under "state_dict"/"model".
+    if isinstance(payload, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(payload.get(key), dict):
+                payload = payload[key]
+                break
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise CheckpointError(f"{path}: expected a state_dict (a mapping of parameter names to tensors)")
+    return {k.removeprefix("module."): v for k, v in payload.items()}
+
+
+def load_pretrained(module: torch.nn.Module, path: str | Path, *, ignore: tuple[str, ...] = ()) -> None:
+    """Load `path` into `module` with strict key and shape matching; `ignore` lists key prefixes to skip."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"backbone.pretrained: {path} does not exist (a local .pth/.pt state_dict file)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    state = {k: v for k, v in _state_dict_of(payload, path).items() if not k.startswith(ignore)}
+    own = {k: v for k, v in module.state_dict().items() if not k.startswith(ignore)}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                   if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
+        raise CheckpointError(f"{path}: weights do not match the backbone: {'; '.join(parts)}")
+    module.load_state_dict(state, strict=not ignore)

@@ -1,0 +1,56 @@
+"""torchvision ResNets as feature extractors for face crops.
+
+The classification layer is dropped: the module returns pooled features and the trainer or loss
+adds its own head. Weights start random unless `pretrained` names a local torchvision state_dict.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+import torchvision
+
+import faceauth
+from faceauth.components import Backbone, Preprocess
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@attrs.frozen
+class ResNetOptions:
+    input_size: int = attrs.field(default=112, validator=faceauth.schema.positive)
+    pretrained: str | None = None
+    dropout: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)
+
+
+class ResNetFeatures(torch.nn.Module):
+    def __init__(self, depth: int, options: ResNetOptions):
+        super().__init__()
+        net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+        if options.pretrained:
+            faceauth.weights.load_pretrained(net, options.pretrained)
+        self.num_features = net.fc.in_features
+        net.fc = torch.nn.Dropout(options.dropout) if options.dropout else torch.nn.Identity()
+        self.net = net
+        self.preprocess = Preprocess(input_size=(options.input_size, options.input_size),
+                                     mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _factory(depth: int):
+    def build(options: ResNetOptions) -> ResNetFeatures:
+        return ResNetFeatures(depth, options)
+
+    return build
+
+
+@faceauth.hookimpl
+def faceauth_backbones() -> list[Backbone]:
+    return [
+        Backbone(name=f"resnet{depth}", build=_factory(depth), options=ResNetOptions,
+                 description=f"torchvision ResNet-{depth}, pooled features ({512 if depth < 50 else 2048}-d)")
+        for depth in (18, 34, 50)
+    ]

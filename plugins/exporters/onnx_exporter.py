@@ -1,0 +1,114 @@
+"""The `onnx` exporter: a checked, metadata-carrying ONNX file, compared with PyTorch before it is kept.
+
+It uses the torch.export-based exporter with the bundle's dynamic axes marked dynamic, renames the
+symbolic dimensions to the bundle's names ("batch", "time"), stores the bundle's metadata, runs
+`onnx.checker`, and compares onnxruntime with PyTorch on every example input set. Only a model that
+passes is moved to the destination; a failure leaves any existing file there untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import attrs
+import numpy as np
+import onnx
+import torch
+
+import faceauth
+from faceauth.components import Exporter
+from faceauth.errors import ExportError
+from faceauth.export import PARITY_TOLERANCE, Bundle, onnx_session, run_session
+
+
+@attrs.frozen
+class OnnxOptions:
+    opset: int = attrs.field(default=18, validator=faceauth.schema.positive)
+    tolerance: float = attrs.field(default=PARITY_TOLERANCE, validator=faceauth.schema.positive)
+
+
+def _rename_dims(model: onnx.ModelProto, bundle: Bundle) -> None:
+    """Give the free dimensions of inputs and outputs the bundle's names instead of s0, s77..."""
+    for value in (*model.graph.input, *model.graph.output):
+        axes = bundle.dynamic_axes.get(value.name, {})
+        dims = value.type.tensor_type.shape.dim
+        for axis, name in axes.items():
+            if axis < len(dims) and not dims[axis].HasField("dim_value"):
+                dims[axis].dim_param = name
+
+
+def _to_onnx(bundle: Bundle, opset: int) -> onnx.ModelProto:
+    dynamic_shapes = tuple(
+        {axis: torch.export.Dim.DYNAMIC for axis in bundle.dynamic_axes.get(name, {})}
+        for name in bundle.input_names
+    )
+    module = bundle.module.eval()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            program = torch.onnx.export(
+                module, tuple(bundle.example_inputs), None, input_names=list(bundle.input_names),
+                output_names=list(bundle.output_names), dynamic_shapes=dynamic_shapes, opset_version=opset,
+                dynamo=True, verbose=False, optimize=True)
+    except Exception as exc:
+        raise ExportError(f"torch.onnx could not export the model: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    model = program.model_proto
+    _rename_dims(model, bundle)
+    for key, value in bundle.metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return model
+
+
+def check_parity(path: Path, bundle: Bundle, tolerance: float) -> float:
+    """Largest |onnxruntime - PyTorch| over all outputs and input sets; above `tolerance` is an error."""
+    session = onnx_session(path)
+    worst = 0.0
+    for inputs in (tuple(bundle.example_inputs), *bundle.check_inputs):
+        with torch.no_grad():
+            expected = bundle.module(*inputs)
+        expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+        got = run_session(session, *(x.detach().cpu().numpy() for x in inputs))
+        for name, want, have in zip(bundle.output_names, expected, got, strict=True):
+            difference = float(np.max(np.abs(want.detach().cpu().numpy() - have))) if have.size else 0.0
+            worst = max(worst, difference)
+            if not difference <= tolerance:
+                shape = tuple(inputs[0].shape)
+                raise ExportError(f"{path}: onnxruntime differs from PyTorch on output '{name}' by {difference:.3g} "
+                                  f"(input shape {shape}; tolerance {tolerance:g})")
+    return worst
+
+
+class OnnxExporter:
+    def __init__(self, options: OnnxOptions):
+        self.options = options
+
+    def export(self, bundle: Bundle, path: str | Path) -> Path:
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ExportError(f"{path.parent}: cannot create the output folder ({exc.strerror or exc})") from None
+        model = _to_onnx(bundle, self.options.opset)
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"{path}: the exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            onnx.save(model, tmp)
+            check_parity(Path(tmp), bundle, self.options.tolerance)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return path
+
+
+@faceauth.hookimpl
+def faceauth_exporters() -> list[Exporter]:
+    return [Exporter(name="onnx", build=OnnxExporter, options=OnnxOptions,
+                     description="ONNX with dynamic batch, metadata, onnx.checker and an onnxruntime parity check")]
