@@ -1,0 +1,53 @@
+"""Shared fixtures: an isolated cache, tiny recipes, and the opt-in switch for real-data tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--realdata", action="store_true", help="run tests that use ../shared/data")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--realdata"):
+        return
+    skip = pytest.mark.skip(reason="real-data test: opt in with --realdata")
+    for item in items:
+        if "realdata" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets the same session-wide cache (demo sets render once) and no plugin filters."""
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("FACEAUTH_CACHE", str(cache))
+    monkeypatch.delenv("FACEAUTH_PLUGINS", raising=False)
+    monkeypatch.delenv("FACEAUTH_DISABLE_PLUGINS", raising=False)
+    return cache
+
+
+TINY_RECIPE = {
+    "seed": 0,
+    "data": {"name": "demo", "train": 48, "val": 24, "test": 24, "size": 48},
+    "backbone": {"name": "resnet18", "input_size": 32},
+    "loss": {"name": "cross_entropy"},
+    "trainer": {"name": "classifier", "epochs": 2, "batch_size": 16, "num_workers": 0, "progress": False},
+    "optimizer": {"name": "adamw", "lr": 0.001},
+    "export": {"name": "onnx"},
+}
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: Path) -> Path:
+    """A recipe file that trains for a few seconds on a small demo set, writing runs under tmp_path."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY_RECIPE, "output_dir": str(tmp_path / "runs")}), encoding="utf-8")
+    return path
