@@ -128,10 +128,8 @@ class _Grid:
     def window(self, x: float, y: float, r: float):
         px = self.centre[0] + self.half * (self.c * x - self.s * y)
         py = self.centre[1] + self.half * (self.s * x + self.c * y)
-        rr = r * self.half + 3
-        lo = lambda q: int(min(max(q - rr, 0), self.n))
-        hi = lambda q: int(min(max(q + rr + 1, 0), self.n))
-        return slice(lo(py), hi(py)), slice(lo(px), hi(px))
+        rr, n = r * self.half + 3, self.n
+        return tuple(slice(int(min(max(q - rr, 0), n)), int(min(max(q + rr + 1, 0), n))) for q in (py, px))
 
     def ellipse(self, x, y, a, b, angle=0.0, bend=0.0, feather=1.5, win=None):
         """Anti-aliased ellipse mask and its window; ``bend`` curves it like a smile."""
@@ -367,16 +365,12 @@ def _glare(rng, n: int, strength: float) -> np.ndarray:
     return (strength * rng.uniform(0.5, 1.0) * np.multiply.outer(gy, gx))[..., None]
 
 
-def _texture_of(face: np.ndarray, n: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(face).resize((n, n), Image.BICUBIC), np.float32) / 255
-
-
 def print_attack(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Re-capture ``face`` (HxHx3 uint8) as a printed photo; returns the same shape."""
     size = face.shape[0]
     extent, margin = rng.uniform(0.8, 1.05), rng.uniform(0.06, 0.12)
     n = int(2 * size * extent * (1 - 2 * margin))           # print texels: 2 per output pixel
-    photo = _texture_of(face, n)
+    photo = _resize(face / 255, n, Image.BICUBIC)
     luma = (photo @ np.float32([0.299, 0.587, 0.114]))[..., None]
     photo = luma + (photo - luma) * np.float32(rng.uniform(0.4, 0.75))   # faded inks
     # colour halftone: one rotated dot screen per ink, period 2.2-3.5 output px
@@ -393,17 +387,12 @@ def print_attack(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     sheet = np.empty((k, k, 3), np.float32)
     sheet[:] = paper
     sheet[m:m + n, m:m + n] = black + (paper - black) * photo    # limited ink gamut on tinted paper
-    sheet *= 1 + 0.05 * _lowfreq(rng, k, 6) + 0.025 * rng.standard_normal((k, k, 1), np.float32)
+    blotches = _resize(rng.uniform(0, 1, (6, 6)), k, Image.BICUBIC)[..., None]
+    sheet *= 0.95 + 0.1 * blotches + 0.025 * rng.standard_normal((k, k, 1), np.float32)
     sheet *= 1 + np.float32(rng.uniform(-0.2, 0.2)) * np.linspace(-1, 1, k, dtype=np.float32)[:, None, None]
     if rng.uniform() < 0.3:
         sheet += _glare(rng, k, 0.15)                      # weak gloss, so glare alone is no cue
     return _camera(_place(np.clip(sheet, 0, 1), rng, size, extent), rng, size)
-
-
-def _lowfreq(rng, n: int, cells: int) -> np.ndarray:
-    """Smooth n x n x 1 random field in [-1, 1]: a tiny random image upsampled."""
-    small = rng.uniform(0, 1, (cells, cells)).astype(np.float32)
-    return _resize(small, n, Image.BICUBIC)[..., None] * 2 - 1
 
 
 def replay_attack(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -411,14 +400,12 @@ def replay_attack(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     size = face.shape[0]
     extent, pitch = rng.uniform(0.75, 0.95), rng.uniform(1.6, 3.0)   # display pixel in output px
     ndisp = max(8, int(size * extent / pitch))
-    disp = np.clip(_texture_of(face, ndisp), 1e-4, 1) ** np.float32(rng.uniform(0.6, 1.5))  # gamma
+    disp = np.clip(_resize(face / 255, ndisp, Image.BICUBIC), 1e-4, 1) ** np.float32(rng.uniform(0.6, 1.5))  # gamma
     disp = 0.5 + (disp - 0.5) * np.float32(rng.uniform(0.8, 1.3))                           # contrast
     disp *= np.float32([rng.uniform(0.85, 1.0), 1.0, rng.uniform(1.0, 1.15)])               # cool white
     disp = np.float32(rng.uniform(0.03, 0.12)) + disp * np.float32(rng.uniform(0.8, 0.95))  # lit black
     # every display pixel = 3x3 texels: one column per R, G, B stripe, a dimmer gap row
-    cell = np.zeros((3, 3, 3), np.float32)                  # (row, column, channel)
-    for c in range(3):
-        cell[:, c, c] = 3.0
+    cell = np.tile(3 * np.eye(3, dtype=np.float32), (3, 1, 1))   # (row, column, channel)
     cell[2] *= 0.6
     cell = 1 + (cell - 1) * np.float32(rng.uniform(0.12, 0.3))
     tex = (disp[:, None, :, None, :] * cell[None, :, None, :, :]).reshape(3 * ndisp, 3 * ndisp, 3)
