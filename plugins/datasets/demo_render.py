@@ -379,8 +379,9 @@ def print_attack(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     for c, ang in enumerate(np.deg2rad([15.0, 75.0, 0.0]) + rng.uniform(0, 0.5)):
         ink = np.clip((1 - photo[..., c] - _screen(n, period, float(ang))) / 0.12 + 0.5, 0, 1)
         photo[..., c] += (1 - ink - photo[..., c]) * np.float32(rng.uniform(0.35, 0.6))
-    photo[..., 2] = np.roll(photo[..., 2], int(rng.integers(1, 3)), axis=int(rng.integers(2)))  # misregistration
-    paper = np.asarray(_hsv(rng.uniform(0.1, 0.16), rng.uniform(0.06, 0.2), rng.uniform(0.85, 1.0)), np.float32)
+    shift, axis = int(rng.integers(1, 3)), int(rng.integers(2))
+    photo[..., 2] = np.roll(photo[..., 2], shift, axis=axis)        # ink misregistration
+    paper = np.float32(_hsv(rng.uniform(0.1, 0.16), rng.uniform(0.06, 0.2), rng.uniform(0.85, 1.0)))
     black = np.float32(rng.uniform(0.1, 0.2))
     m = int(round(n * margin / (1 - 2 * margin)))
     k = n + 2 * m
@@ -400,7 +401,8 @@ def replay_attack(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     size = face.shape[0]
     extent, pitch = rng.uniform(0.75, 0.95), rng.uniform(1.6, 3.0)   # display pixel in output px
     ndisp = max(8, int(size * extent / pitch))
-    disp = np.clip(_resize(face / 255, ndisp, Image.BICUBIC), 1e-4, 1) ** np.float32(rng.uniform(0.6, 1.5))  # gamma
+    disp = _resize(face / 255, ndisp, Image.BICUBIC)
+    disp = np.clip(disp, 1e-4, 1) ** np.float32(rng.uniform(0.6, 1.5))                     # gamma
     disp = 0.5 + (disp - 0.5) * np.float32(rng.uniform(0.8, 1.3))                           # contrast
     disp *= np.float32([rng.uniform(0.85, 1.0), 1.0, rng.uniform(1.0, 1.15)])               # cool white
     disp = np.float32(rng.uniform(0.03, 0.12)) + disp * np.float32(rng.uniform(0.8, 0.95))  # lit black
