@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, Sampler
 
 from faceauth.errors import DataError, FaceAuthError
 
-__all__ = ["LIVE", "SPOOF", "Splits", "read_image", "Transformed", "EpochSampler", "reraise_worker_errors",
+__all__ = ["LIVE", "SPOOF", "Splits", "Verification", "read_image", "Transformed", "EpochSampler", "reraise_worker_errors",
            "IMAGE_SUFFIXES"]
 
 LIVE, SPOOF = 0, 1
@@ -44,6 +44,25 @@ class Splits:
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r}")
         return getattr(self, split)
+
+
+@attrs.frozen
+class Verification:
+    """A face-verification protocol: images, and pairs of their indices labelled same/different person.
+
+    `images` is a dataset whose items hold ``image``; `pairs` is an (N, 2) int array of indices into
+    it; `is_same` an (N,) bool array. Pairs keep the order their source lists them in (LFW's ten
+    folds are contiguous), and each image is embedded once however many pairs use it.
+    """
+
+    name: str
+    images: Dataset
+    pairs: np.ndarray
+    is_same: np.ndarray
+
+    def __attrs_post_init__(self) -> None:
+        if self.pairs.ndim != 2 or self.pairs.shape[1] != 2 or len(self.pairs) != len(self.is_same):
+            raise ValueError(f"verification set {self.name!r}: pairs must be (N, 2) with one is_same per pair")
 
 
 def read_image(path: str | Path) -> Image.Image:

@@ -456,7 +456,10 @@ def write_liveness_demo(root: pathlib.Path, *, counts: dict[str, int] | None = N
             n_ids = max(1, count // 20)
             _write_split(tmp / split, split, count, range(first_id, first_id + n_ids), size, seed)
             first_id += n_ids
-        os.replace(tmp, root)                               # readers never see a partial root
+        try:
+            os.replace(tmp, root)                           # readers never see a partial root
+        except OSError as err:                              # another writer finished first
+            raise FileExistsError(root) if root.exists() else err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -102,6 +102,7 @@ class OnnxExporter:
         try:
             onnx.save(model, tmp)
             check_parity(Path(tmp), bundle, self.options.tolerance)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
