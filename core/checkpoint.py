@@ -50,8 +50,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged or foreign file
-        raise CheckpointError(f"{path}: not a readable faceauth checkpoint ({type(exc).__name__}: {exc})".split("\n")[0]) from None
+    except Exception:  # torch raises many types for a damaged or foreign file; none helps the user
+        raise CheckpointError(f"{path}: not a readable faceauth checkpoint (damaged, or not written by torch.save)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a faceauth checkpoint (expected format {FORMAT!r})")
     payload["path"] = str(path)

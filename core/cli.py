@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -70,7 +71,9 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_intermixed_args(argv)
     tokens = ([args.recipe] if args.recipe else []) + list(args.overrides)
-    recipe = tokens.pop(0) if tokens and "=" not in tokens[0] else None
+    first = tokens[0] if tokens else ""
+    is_recipe = "=" not in first or first.endswith((".yaml", ".yml")) or os.path.isfile(first)
+    recipe = tokens.pop(0) if tokens and is_recipe else None
     resume = args.resume
     overrides = []
     for token in tokens:

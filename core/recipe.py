@@ -9,6 +9,7 @@ validates them, so a typo anywhere is caught before anything runs. Command-line 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -108,6 +109,25 @@ class Recipe:
         return names
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, but `1e-3` is a number (YAML 1.1 would make it a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML file, or a RecipeError naming the file (and line and column)."""
     path = Path(path)
@@ -118,7 +138,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: cannot read recipe file: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -140,9 +160,10 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
         if not sep or not key or any(not part for part in key.split(".")):
             raise RecipeError(f"override '{item}': expected key=value, for example trainer.epochs=10")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = parse_yaml(text) if text.strip() else None
         except yaml.YAMLError as exc:
-            raise RecipeError(f"override '{item}': the value is not valid YAML: {exc}") from None
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise RecipeError(f"override '{item}': the value is not valid YAML ({problem})") from None
         node = result
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -211,6 +232,6 @@ def load_recipe(path: str | Path | None, overrides: Iterable[str] = (), *, regis
         message = str(exc).removeprefix(f"{source}: ")
         for item in reversed(overrides):
             key = item.partition("=")[0].strip()
-            if message.startswith(f"{key}:") or message.startswith(f"{key}."):
+            if message.startswith((f"{key}:", f"{key}.", f"{key}[")):
                 raise RecipeError(f"override '{item}': {message}") from None
         raise

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import os
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -31,6 +32,8 @@ __all__ = ["ENTRY_POINT_GROUP", "Provider", "Registry", "load_registry", "sugges
 ENTRY_POINT_GROUP = "faceauth"
 ALLOW_ENV = "FACEAUTH_PLUGINS"
 DISABLE_ENV = "FACEAUTH_DISABLE_PLUGINS"
+
+IN_CODE = "(registered in code)"
 
 _REGISTRATION_HOOKS = {
     "dataset": "faceauth_datasets",
@@ -60,16 +63,21 @@ class Entry:
 
 
 def suggest(name: str, known: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' for the closest known name, or '' when none is close."""
+    """'; did you mean 'x'?' for the closest known name, or '' when none is close."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def normalise(distribution: str) -> str:
+    """A distribution name in PEP 503 form, so `FaceAuth_Example` matches `faceauth-example`."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
 def _env_list(var: str) -> set[str] | None:
     raw = os.environ.get(var)
     if raw is None:
         return None
-    return {item.strip() for item in raw.split(",") if item.strip()}
+    return {normalise(item.strip()) for item in raw.split(",") if item.strip()}
 
 
 def _entry_points() -> Iterator[tuple[importlib.metadata.EntryPoint, str, str]]:
@@ -83,7 +91,7 @@ def _entry_points() -> Iterator[tuple[importlib.metadata.EntryPoint, str, str]]:
         if (dist, ep.name) in seen:
             continue
         seen.add((dist, ep.name))
-        if (allow is not None and dist not in allow) or dist in deny:
+        if (allow is not None and normalise(dist) not in allow) or normalise(dist) in deny:
             continue
         yield ep, dist, version
 
@@ -107,8 +115,7 @@ class Registry:
             result = impl.function()
         except Exception as exc:
             raise PluginError(
-                f"plugin {provider} raised in {hook_name}: {type(exc).__name__}: {exc} "
-                f"(set {DISABLE_ENV}={provider.distribution} to run without it)"
+                f"plugin {provider} raised in {hook_name}: {type(exc).__name__}: {exc}{_how_to_skip(provider)}"
             ) from exc
         if result is None:
             return []
@@ -158,6 +165,12 @@ class Registry:
         return self.plugin_manager.hook
 
 
+def _how_to_skip(provider: Provider) -> str:
+    if provider.distribution == IN_CODE:
+        return ""
+    return f" (set {DISABLE_ENV}={provider.distribution} to run without it)"
+
+
 def load_registry(extra_plugins: Iterable[Any] = ()) -> Registry:
     """Load every enabled entry-point plugin plus `extra_plugins` and build the registry."""
     pm = pluggy.PluginManager("faceauth")
@@ -171,13 +184,13 @@ def load_registry(extra_plugins: Iterable[Any] = ()) -> Registry:
         except Exception as exc:
             raise PluginError(
                 f"plugin {provider} (entry point '{ep.name} = {ep.value}') failed to import: "
-                f"{type(exc).__name__}: {exc} (set {DISABLE_ENV}={dist} to run without it)"
+                f"{type(exc).__name__}: {exc}{_how_to_skip(provider)}"
             ) from exc
         _register(pm, plugin, provider)
         providers[name] = provider
     for index, plugin in enumerate(extra_plugins):
         name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{index}"
-        provider = Provider(name, "(registered in code)", "-")
+        provider = Provider(name, IN_CODE, "-")
         _register(pm, plugin, provider)
         providers[name] = provider
     try:

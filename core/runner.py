@@ -154,6 +154,16 @@ class RunResult:
     onnx_path: Path | None
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (what mkdir(parents=True) creates)."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
 def _run_dir(recipe: Recipe) -> Path:
     stem = Path(recipe.source).stem if recipe.source != "<recipe>" else "run"
     name = recipe.run_name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -186,8 +196,9 @@ def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resu
         directory = None
     trainer = build_component(registry, recipe_obj, "trainer")
     exporter = build_component(registry, recipe_obj, "export") if recipe_obj.export is not None else None
-    created = directory is None
+    created = _first_missing(Path(recipe_obj.output_dir).absolute()) if directory is None else None
     directory = directory or _run_dir(recipe_obj)
+    created = created or (directory.absolute() if state is None else None)
     (directory / "recipe.yaml").write_text(recipe_obj.to_yaml(), encoding="utf-8")
     current = Run(recipe_obj, registry, directory, resume=state)
     try:
@@ -196,9 +207,9 @@ def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resu
                 fit = trainer.fit(current)
             except FaceAuthError:
                 # Bad input found before anything was trained: leave no empty run directory behind.
-                if created and not (directory / "checkpoints").exists():
+                if created is not None and not (directory / "checkpoints").exists():
                     current.close()
-                    shutil.rmtree(directory, ignore_errors=True)
+                    shutil.rmtree(created, ignore_errors=True)
                 raise
         onnx_path = None
         if exporter is not None and current.stop_reason is None:

@@ -17,6 +17,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
+import attr
 import attrs
 
 from faceauth.errors import RecipeError
@@ -63,7 +64,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 continue
         raise RecipeError(f"{path}: expected {_describe(tp)}, got {value!r}")
     if origin is Literal:
-        if value in args:
+        if any(value == arg and type(value) is type(arg) for arg in args):
             return value
         raise RecipeError(f"{path}: expected {_describe(tp)}, got {value!r}")
     if tp is bool:
@@ -74,7 +75,10 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise RecipeError(f"{path}: expected a number, got an integer too large for one") from None
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -125,7 +129,7 @@ def structure(cls: type, data: Any, path: str) -> Any:
 
 def unstructure(instance: Any) -> Any:
     """The plain-data form of an attrs instance (tuples become lists), as a recipe would hold it."""
-    return attrs.asdict(instance)
+    return attr.asdict(instance, retain_collection_types=False)
 
 
 def _check(predicate: Any, wanted: str) -> Any:

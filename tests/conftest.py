@@ -26,10 +26,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets the same session-wide cache (demo sets render once) and no plugin filters."""
+    """Every test gets the same session-wide cache (demo sets render once) and sees only faceauth's own
+    plugins, whatever else is installed; tests of third-party plugins allow theirs explicitly."""
     cache = tmp_path_factory.getbasetemp() / "cache"
     monkeypatch.setenv("FACEAUTH_CACHE", str(cache))
-    monkeypatch.delenv("FACEAUTH_PLUGINS", raising=False)
+    monkeypatch.setenv("FACEAUTH_PLUGINS", "faceauth")
     monkeypatch.delenv("FACEAUTH_DISABLE_PLUGINS", raising=False)
     return cache
 

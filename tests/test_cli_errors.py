@@ -148,8 +148,6 @@ def test_run_rejects_bad_input_with_one_line_and_touches_nothing(case, workspace
     assert (workspace / "runs" / "earlier" / "metrics.json").read_text(encoding="utf-8") == SENTINEL
 
 
-@pytest.mark.xfail(strict=True, reason="bug: runner.run creates output_dir (mkdir parents=True) before the data "
-                   "is checked and, on a DataError, removes only the run directory, leaving output_dir behind")
 def test_failed_run_leaves_no_new_output_dir(tmp_path, capsys):
     recipe = _folder_recipe(tmp_path, tmp_path / "no_such_data")
     rc = run_main([str(recipe), f"output_dir={tmp_path / 'fresh'}"])
@@ -157,8 +155,6 @@ def test_failed_run_leaves_no_new_output_dir(tmp_path, capsys):
     assert not (tmp_path / "fresh").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: cli.run_main takes the first positional as the recipe only when it "
-                   "has no '=', so a recipe path like 'sweeps/lr=0.1/r.yaml' is read as an override")
 def test_recipe_path_containing_equals_is_still_the_recipe(tiny_recipe, tmp_path, capsys):
     folder = tmp_path / "lr=0.1"
     folder.mkdir()

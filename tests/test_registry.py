@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 VERSION = importlib.metadata.version("faceauth")
 
+# A subset: more built-ins may be added without touching this test.
 BUILTINS = {
     "dataset": ["demo", "folder"],
     "backbone": ["resnet18", "resnet34", "resnet50"],
@@ -68,7 +69,7 @@ def _module_plugin(module_name: str, backbone_name: str) -> types.ModuleType:
 def test_builtins_are_all_registered_by_faceauth_with_its_version():
     registry = load_registry()
     for kind, names in BUILTINS.items():
-        assert registry.names(kind) == names
+        assert set(names) <= set(registry.names(kind))
         for entry in registry.entries(kind):
             assert entry.provider.distribution == "faceauth"
             assert entry.provider.version == VERSION
@@ -100,7 +101,7 @@ def test_extra_plugins_are_registered_and_credited_to_code():
     entry = registry.entry("backbone", "tiny")
     assert entry.component.options is TinyOptions
     assert entry.provider.distribution == "(registered in code)"
-    assert registry.names("backbone") == ["resnet18", "resnet34", "resnet50", "tiny"]
+    assert registry.names("backbone") == sorted([*load_registry().names("backbone"), "tiny"])
 
 
 def test_a_plugin_may_implement_only_some_hooks_and_return_none():
@@ -110,7 +111,7 @@ def test_a_plugin_may_implement_only_some_hooks_and_return_none():
             return None
 
     registry = load_registry([Quiet()])
-    assert registry.names("loss") == ["cross_entropy"]
+    assert registry.names("loss") == load_registry().names("loss")
 
 
 # --- name clashes and unknown names ----------------------------------------------------------
@@ -151,7 +152,7 @@ def test_unknown_name_lists_known_names_and_suggests_the_closest():
         registry.get("backbone", "resnet19")
     message = str(info.value)
     assert "unknown backbone 'resnet19'" in message
-    assert "known: resnet18, resnet34, resnet50" in message
+    assert f"known: {', '.join(registry.names('backbone'))})" in message
     assert "did you mean 'resnet18'?" in message
 
 
@@ -160,7 +161,7 @@ def test_unknown_name_far_from_any_gets_no_suggestion():
     with pytest.raises(PluginError) as info:
         registry.get("loss", "zzzz")
     assert "did you mean" not in str(info.value)
-    assert "known: cross_entropy" in str(info.value)
+    assert f"known: {', '.join(registry.names('loss'))})" in str(info.value)
 
 
 def test_suggest():
@@ -252,7 +253,7 @@ def test_unmarked_misspelled_function_is_ignored():
         def faceauth_backbone(self):
             raise AssertionError("never called")
 
-    assert load_registry([Helper()]).names("backbone") == BUILTINS["backbone"]
+    assert load_registry([Helper()]).names("backbone") == load_registry().names("backbone")
 
 
 # --- environment filters ---------------------------------------------------------------------
@@ -274,7 +275,7 @@ def test_allow_list_without_faceauth_leaves_every_kind_empty(monkeypatch):
 
 def test_allow_list_with_faceauth_and_spaces_loads_the_builtins(monkeypatch):
     monkeypatch.setenv("FACEAUTH_PLUGINS", " someotherdist , faceauth ")
-    assert load_registry().names("backbone") == BUILTINS["backbone"]
+    assert set(BUILTINS["backbone"]) <= set(load_registry().names("backbone"))
 
 
 def test_disabled_distributions_do_not_affect_plugins_registered_in_code(monkeypatch):
@@ -283,8 +284,6 @@ def test_disabled_distributions_do_not_affect_plugins_registered_in_code(monkeyp
     assert registry.names("backbone") == ["tiny"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: FACEAUTH_DISABLE_PLUGINS/FACEAUTH_PLUGINS compare distribution "
-                   "names case- and punctuation-sensitively instead of PEP 503-normalised")
 def test_distribution_names_in_filters_are_normalised(monkeypatch):
     monkeypatch.setenv("FACEAUTH_DISABLE_PLUGINS", "FaceAuth")
     assert load_registry().names("backbone") == []

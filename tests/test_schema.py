@@ -91,8 +91,6 @@ def test_unstructure_round_trips():
     assert structure(Options, plain, "opts") == opts
 
 
-@pytest.mark.xfail(strict=True, reason="bug: schema.unstructure uses attrs.asdict, which (unlike attr.asdict) "
-                   "retains tuples, so the documented 'tuples become lists' does not hold")
 def test_unstructure_turns_tuples_into_lists():
     plain = unstructure(structure(Options, {"count": 4, "pair": [3, 4]}, "opts"))
     assert plain["pair"] == [3.0, 4.0] and type(plain["pair"]) is list
@@ -186,14 +184,10 @@ def test_unsupported_field_type_is_a_programming_error_not_a_recipe_error():
         structure(WithSet, {"items": [1]}, "opts")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: schema._convert calls float() on any int, so an int too large for "
-                   "a float raises OverflowError (a traceback) instead of a RecipeError")
 def test_huge_int_for_a_float_field_is_a_recipe_error():
     _error(Options, {"count": 1, "lr": 10**400})
 
 
-@pytest.mark.xfail(strict=True, reason="bug: schema._convert checks Literal with `value in args`, so True/False "
-                   "pass as 1/0 (and 1.0 as 1), unlike plain int fields")
 def test_literal_of_ints_rejects_bools():
     @attrs.frozen
     class Bits:

@@ -1,5 +1,18 @@
-"""Built-in losses."""
+"""Built-in losses.
 
-from faceauth.plugins.losses.cross_entropy import faceauth_losses
+Each loss module returns its records from a plain function; this package's single
+``faceauth_losses`` hook (the ``losses`` entry point) concatenates them.
+"""
+
+from __future__ import annotations
+
+import faceauth
+from faceauth.components import Loss
+from faceauth.plugins.losses import cross_entropy, margin, triplet
 
 __all__ = ["faceauth_losses"]
+
+
+@faceauth.hookimpl
+def faceauth_losses() -> list[Loss]:
+    return [*cross_entropy.faceauth_losses(), *margin.losses(), *triplet.losses()]
