@@ -1,0 +1,56 @@
+"""The example third-party package in examples/: installed like any plugin, used by name from a recipe."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+
+import pytest
+
+import faceauth
+from faceauth.cli import run_main
+from faceauth.registry import load_registry
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "faceauth-example-plugin"
+DIST = "faceauth-example-plugin"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def allow_example(monkeypatch: pytest.MonkeyPatch) -> str:
+    try:
+        version = importlib.metadata.version(DIST)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail(f"{DIST} is not installed: pip install -e {EXAMPLE} (the README's test setup does this)")
+    monkeypatch.setenv("FACEAUTH_PLUGINS", f"faceauth,{DIST}")
+    return version
+
+
+def test_listing_credits_the_package(allow_example: str, capsys: pytest.CaptureFixture) -> None:
+    assert run_main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in ("tiny_cnn", "stripes", "focal"):
+        line = next(line for line in lines if line.split()[:1] == [name])
+        assert f"{DIST} {allow_example}" in line
+    registry = load_registry()
+    assert registry.entry("backbone", "tiny_cnn").provider.distribution == DIST
+
+
+def test_recipe_runs_on_the_plugin_components_and_events_are_logged(tmp_path: Path) -> None:
+    result = faceauth.run(EXAMPLE / "recipe.yaml", [f"output_dir={tmp_path}", "trainer.progress=false"])
+    assert result.onnx_path is not None and result.onnx_path.is_file()
+    events = [json.loads(line) for line in (result.dir / "example_plugin.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "train_start" and kinds[-1] == "train_end"
+    assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [0, 1]
+    assert {"last", "best"} <= {e["tag"] for e in events if e["event"] == "checkpoint_saved"}
+    versions = faceauth.checkpoint.load(result.dir)["versions"]["components"]
+    assert versions["backbone"] == versions["dataset"] == versions["loss"] == f"{DIST} 0.1.0"
+
+
+def test_disabling_the_package_removes_its_components(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FACEAUTH_PLUGINS")
+    monkeypatch.setenv("FACEAUTH_DISABLE_PLUGINS", "FaceAuth_Example.Plugin")
+    assert "tiny_cnn" not in load_registry().names("backbone")
