@@ -1,5 +1,14 @@
-"""Built-in datasets."""
+"""Built-in datasets: one registration hook gathering the records of every dataset module."""
 
-from faceauth.plugins.datasets.folder import faceauth_datasets
+import faceauth
+from faceauth.components import Dataset
+from faceauth.plugins.datasets import folder, identity, identity_demo, recordio
 
 __all__ = ["faceauth_datasets"]
+
+_MODULES = (folder, identity, identity_demo, recordio)
+
+
+@faceauth.hookimpl
+def faceauth_datasets() -> list[Dataset]:
+    return [record for module in _MODULES for record in module.faceauth_datasets()]

@@ -1,5 +1,10 @@
 """Built-in trainers."""
 
-from faceauth.plugins.trainers.classifier import faceauth_trainers
+import faceauth
+from faceauth.components import Trainer
+from faceauth.plugins.trainers import classifier
 
-__all__ = ["faceauth_trainers"]
+
+@faceauth.hookimpl
+def faceauth_trainers() -> list[Trainer]:
+    return [*classifier.faceauth_trainers()]

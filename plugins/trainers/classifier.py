@@ -1,4 +1,4 @@
-"""The `classifier` trainer: supervised training of a backbone plus a linear head, for liveness.
+"""The `classifier` trainer: a backbone plus a linear head trained with a logits loss, for liveness.
 
 Score convention: the model's ``score`` output is P(live), so higher = more likely live. The
 decision threshold is chosen at the validation EER of the best epoch and applied unchanged to test
@@ -8,42 +8,29 @@ and to exported models (stored in their metadata).
 from __future__ import annotations
 
 import json
-import math
-import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 import attrs
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torchvision.utils import make_grid
 
 import faceauth
 from faceauth import metrics as fa_metrics
 from faceauth.components import Trainer
-from faceauth.data import LIVE, EpochSampler, Splits, Transformed, reraise_worker_errors
-from faceauth.errors import DataError, RecipeError, TrainingError
+from faceauth.data import LIVE, Splits, reraise_worker_errors
+from faceauth.errors import DataError, RecipeError
 from faceauth.export import Bundle
-from faceauth.optim import build_optimizer, build_scheduler
+from faceauth.plugins.trainers.loop import (LoopOptions, TrainingLoop, higher_is_better, image_loader,
+                                            lower_is_better, to_device)
 from faceauth.plugins.trainers.transforms import AugmentOptions, denormalise, eval_transform, train_transform
 from faceauth.runner import FitResult, Run
 
-# How each monitored validation figure is compared: lower is better except AUC.
-MONITORS = {"acer": min, "hter": min, "eer": min, "loss": min, "auc": max}
-
 
 @attrs.frozen
-class ClassifierOptions:
-    epochs: int = attrs.field(default=10, validator=faceauth.schema.positive)
-    batch_size: int = attrs.field(default=32, validator=faceauth.schema.positive)
-    num_workers: int = attrs.field(default=2, validator=faceauth.schema.non_negative)
-    max_steps: int | None = attrs.field(default=None, validator=faceauth.schema.positive)
-    grad_clip: float | None = attrs.field(default=None, validator=faceauth.schema.positive)
-    amp: bool = True  # mixed precision, used only on CUDA
-    channels_last: bool = True
+class ClassifierOptions(LoopOptions):
     monitor: Literal["acer", "hter", "eer", "auc", "loss"] = "acer"
-    log_every: int = attrs.field(default=10, validator=faceauth.schema.positive)
-    progress: bool = True
     augment: AugmentOptions = AugmentOptions()
 
 
@@ -69,51 +56,112 @@ class LivenessScore(torch.nn.Module):
         return torch.softmax(logits, dim=1)[:, LIVE], logits
 
 
-def _check_backbone(backbone: Any, name: str) -> None:
+def build_backbone(run: Run) -> torch.nn.Module:
+    backbone = run.build("backbone")
     for attribute in ("num_features", "preprocess"):
         if not hasattr(backbone, attribute):
-            raise faceauth.PluginError(f"backbone '{name}' has no '{attribute}' attribute (see faceauth.components.Backbone)")
+            raise faceauth.PluginError(f"backbone '{run.recipe.backbone.name}' has no '{attribute}' attribute "
+                                       f"(see faceauth.components.Backbone)")
+    return backbone
+
+
+def measure(predictions: dict[str, np.ndarray], threshold: float | None) -> dict[str, float]:
+    is_live = predictions["label"] == LIVE
+    attack_types = [t if t else "attack" for t in predictions["attack_type"]]
+    return fa_metrics.liveness_metrics(predictions["score"], is_live, attack_types, threshold=threshold)
+
+
+class LivenessTask:
+    name = "liveness"
+
+    def __init__(self, run: Run, options: ClassifierOptions, trainer: ClassifierTrainer):
+        self.run, self.options, self.trainer = run, options, trainer
+        self.splits: Splits = run.build("data")
+        self.classes = tuple(self.splits.classes)
+        self.model = trainer.build_model(run, len(self.classes)).to(run.device)
+        if options.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.head = None
+        loss = run.component("loss")
+        if loss.consumes != "logits":
+            raise RecipeError(f"loss.name: '{run.recipe.loss.name}' consumes {loss.consumes}; the classifier "
+                              f"trainer needs a loss on logits (e.g. cross_entropy)")
+        self.criterion = run.build("loss", num_classes=len(self.classes),
+                                   num_features=self.model.backbone.num_features).to(run.device)
+        self.preprocess = self.model.backbone.preprocess
+        seed = run.recipe.seed
+        self.train_loader = image_loader(self.splits.train, train_transform(self.preprocess, options.augment),
+                                         batch_size=options.batch_size, num_workers=options.num_workers,
+                                         seed=seed, shuffle=True)
+        self.val_loader = trainer.eval_loader(self.splits.val, self.preprocess, seed)
+        self.monitor = (options.monitor, higher_is_better if options.monitor == "auc" else lower_is_better)
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"classes": list(self.classes)}
+
+    def set_epoch(self, epoch: int, position: int) -> None:
+        self.train_loader.sampler.set_epoch(epoch, start=position * self.options.batch_size)
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        x = to_device(batch["image"], self.run.device, self.options.channels_last)
+        return self.criterion(self.model(x), batch["label"].to(self.run.device, non_blocking=True))
+
+    def validate(self, step: int) -> dict[str, float]:
+        predictions = self.trainer.predict(self.trainer.torch_scorer(self.model), self.val_loader, self.run.device)
+        self.run.writer.add_pr_curve("val/pr_live", predictions["label"] == LIVE, predictions["score"], step)
+        return measure(predictions, threshold=None)
+
+    def test(self, step: int, threshold: float | None) -> dict[str, float] | None:
+        self.model.classes = self.classes
+        if self.splits.test is None:
+            return None
+        loader = self.trainer.eval_loader(self.splits.test, self.preprocess, self.run.recipe.seed)
+        predictions = self.trainer.predict(self.trainer.torch_scorer(self.model), loader, self.run.device)
+        return measure(predictions, threshold=threshold)
+
+    def log_samples(self, count: int = 16) -> None:
+        """Once per run: a grid of training inputs, framed green (live) or red (spoof), and their labels."""
+        dataset = self.train_loader.dataset
+        picks = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).astype(int)
+        images, labels = [], []
+        for index in picks:
+            sample = dataset[(int(index), int(index))]
+            image = torch.nn.functional.pad(denormalise(sample["image"][None], self.preprocess)[0], (3, 3, 3, 3))
+            colour = (0.1, 0.8, 0.1) if sample["label"] == LIVE else (0.9, 0.1, 0.1)
+            for channel, value in enumerate(colour):
+                plane = image[channel]
+                plane[:3, :], plane[-3:, :], plane[:, :3], plane[:, -3:] = value, value, value, value
+            images.append(image)
+            labels.append(self.classes[sample["label"]] + (f":{sample['attack_type']}" if sample.get("attack_type") else ""))
+        self.run.writer.add_image("train/samples", make_grid(torch.stack(images), nrow=8), 0)
+        self.run.writer.add_text("train/sample_labels", ", ".join(labels), 0)
 
 
 class ClassifierTrainer:
     def __init__(self, options: ClassifierOptions):
         self.options = options
 
-    # model ------------------------------------------------------------------------------------
     def build_model(self, run: Run, num_classes: int) -> Classifier:
-        backbone = run.build("backbone")
-        _check_backbone(backbone, run.recipe.backbone.name)
-        return Classifier(backbone, num_classes)
+        return Classifier(build_backbone(run), num_classes)
 
     def load_model(self, run: Run, payload: dict[str, Any]) -> Classifier:
-        if payload.get("task") != "liveness":
+        if payload.get("task") != LivenessTask.name:
             raise faceauth.CheckpointError(
                 f"{payload.get('path')}: a {payload.get('task', 'unknown')} checkpoint; expected a liveness classifier")
         model = self.build_model(run, len(payload["classes"]))
         model.load_state_dict(payload["model"])
+        model.threshold, model.classes = payload.get("threshold"), tuple(payload["classes"])
         return model.eval()
 
-    # data -------------------------------------------------------------------------------------
-    def _loader(self, dataset: Any, transform: Callable, *, seed: int, shuffle: bool) -> DataLoader:
-        sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle)
-        return DataLoader(
-            Transformed(dataset, transform), batch_size=self.options.batch_size, sampler=sampler,
-            num_workers=self.options.num_workers, drop_last=shuffle and len(dataset) > self.options.batch_size,
-            pin_memory=torch.cuda.is_available(), persistent_workers=self.options.num_workers > 0,
-            generator=torch.Generator().manual_seed(seed))
+    def eval_loader(self, dataset: Any, preprocess: Any, seed: int) -> Any:
+        return image_loader(dataset, eval_transform(preprocess), batch_size=self.options.batch_size,
+                            num_workers=self.options.num_workers, seed=seed, shuffle=False)
 
-    def _inputs(self, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
-        x = batch["frames"] if "frames" in batch else batch["image"]
-        x = x.to(device, non_blocking=True)
-        if self.options.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def predict(self, score: Callable[[torch.Tensor], np.ndarray], loader: DataLoader,
+    def predict(self, score: Callable[[torch.Tensor], np.ndarray], loader: Any,
                 device: torch.device) -> dict[str, np.ndarray]:
         scores, labels, attacks = [], [], []
         for batch in reraise_worker_errors(loader):
-            scores.append(score(self._inputs(batch, device)))
+            scores.append(score(to_device(batch["image"], device, self.options.channels_last)))
             labels.append(batch["label"].numpy())
             attacks.extend(batch.get("attack_type", [""] * len(batch["label"])))
         return {"score": np.concatenate(scores), "label": np.concatenate(labels), "attack_type": np.array(attacks)}
@@ -126,35 +174,21 @@ class ClassifierTrainer:
 
         return score
 
-    @staticmethod
-    def measure(predictions: dict[str, np.ndarray], threshold: float | None) -> dict[str, float]:
-        is_live = predictions["label"] == LIVE
-        attack_types = [t if t else "attack" for t in predictions["attack_type"]]
-        return fa_metrics.liveness_metrics(predictions["score"], is_live, attack_types, threshold=threshold)
-
     def evaluate(self, run: Run, score: Callable[[torch.Tensor], np.ndarray], split: str,
                  threshold: float | None) -> dict[str, float]:
-        """Metrics of `score` on one split of the recipe's dataset (used by faceauth-eval)."""
-        splits: Splits = run.build("data")
-        dataset = splits.get(split)
+        """Metrics of `score` on one split of the recipe's dataset (what faceauth-eval reports)."""
+        dataset = run.build("data").get(split)
         if dataset is None:
             raise DataError(f"data: the dataset has no '{split}' split")
-        preprocess = self._preprocess_of(run)
-        loader = self._loader(dataset, eval_transform(preprocess), seed=run.recipe.seed, shuffle=False)
-        return self.measure(self.predict(score, loader, torch.device("cpu")), threshold)
+        loader = self.eval_loader(dataset, build_backbone(run).preprocess, run.recipe.seed)
+        return measure(self.predict(score, loader, torch.device("cpu")), threshold)
 
-    def _preprocess_of(self, run: Run) -> Any:
-        backbone = run.build("backbone")
-        _check_backbone(backbone, run.recipe.backbone.name)
-        return backbone.preprocess
-
-    # training ---------------------------------------------------------------------------------
     def fit(self, run: Run) -> FitResult:
-        from faceauth.plugins.trainers.loop import TrainingLoop
+        torch.manual_seed(run.recipe.seed)
+        if run.recipe.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        return TrainingLoop(run, self.options, LivenessTask(run, self.options, self)).fit()
 
-        return TrainingLoop(self, run).fit()
-
-    # export -----------------------------------------------------------------------------------
     def export_bundle(self, run: Run, model: Classifier) -> Bundle:
         model = model.to("cpu").eval()
         preprocess = model.backbone.preprocess
@@ -181,7 +215,6 @@ def build(options: ClassifierOptions) -> ClassifierTrainer:
     return ClassifierTrainer(options)
 
 
-@faceauth.hookimpl
 def faceauth_trainers() -> list[Trainer]:
     return [Trainer(name="classifier", build=build, options=ClassifierOptions,
                     description="backbone + linear head with a logits loss; liveness metrics; P(live) export")]

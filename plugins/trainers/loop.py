@@ -1,77 +1,134 @@
-"""The epoch loop of the built-in trainers: steps, validation, checkpoints, resume, stops.
+"""The epoch loop shared by the built-in trainers: steps, validation, checkpoints, resume, stops.
 
-A checkpoint records the position inside the epoch, and every random draw comes from saved states
-or per-sample seeds, so a run continued from any checkpoint on CPU ends with the same weights as one
-that was never stopped.
+A trainer supplies a `Task`: what is trained (`model`, plus `head` for parameters that live outside
+it, such as a margin loss's class centres), how a batch becomes a loss, and how validation and test
+are measured. The loop owns everything else. A checkpoint records the position inside the epoch and
+every random draw comes from saved states or per-sample seeds, so a run continued from any
+checkpoint on CPU ends with the same weights as one that was never stopped.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-import numpy as np
+import attrs
 import torch
-from torchvision.utils import make_grid
 from tqdm import tqdm
 
+import faceauth
 from faceauth import checkpoint
-from faceauth.data import LIVE, reraise_worker_errors
-from faceauth.errors import RecipeError, TrainingError
+from torch.utils.data import DataLoader
+
+from faceauth.data import EpochSampler, Transformed, reraise_worker_errors
+from faceauth.errors import TrainingError
 from faceauth.optim import build_optimizer, build_scheduler
-from faceauth.plugins.trainers.transforms import denormalise, eval_transform, train_transform
 from faceauth.runner import FitResult, Run
 
 
+@attrs.frozen
+class LoopOptions:
+    """The trainer options every built-in trainer shares."""
+
+    epochs: int = attrs.field(default=10, validator=faceauth.schema.positive)
+    batch_size: int = attrs.field(default=32, validator=faceauth.schema.positive)
+    num_workers: int = attrs.field(default=2, validator=faceauth.schema.non_negative)
+    max_steps: int | None = attrs.field(default=None, validator=faceauth.schema.positive)
+    grad_clip: float | None = attrs.field(default=None, validator=faceauth.schema.positive)
+    amp: bool = True  # mixed precision, used only on CUDA
+    channels_last: bool = True
+    log_every: int = attrs.field(default=10, validator=faceauth.schema.positive)
+    progress: bool = True
+
+
+class Task(Protocol):
+    name: str  # stored in checkpoints: "liveness", "embedding", ...
+    model: torch.nn.Module
+    head: torch.nn.Module | None
+    train_loader: Any
+    monitor: tuple[str, Callable[[float, float], bool]]  # (validation key, is_better(new, old))
+
+    def set_epoch(self, epoch: int, position: int) -> None: ...  # order of `epoch`, skipping `position` batches
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor: ...
+    def validate(self, step: int) -> dict[str, float]: ...
+    def test(self, step: int, threshold: float | None) -> dict[str, float] | None: ...
+    def log_samples(self) -> None: ...
+
+
+def image_loader(dataset: Any, transform: Callable, *, batch_size: int, num_workers: int, seed: int,
+                 shuffle: bool, batch_sampler: Any = None) -> DataLoader:
+    """A DataLoader over `Transformed(dataset)` fed by an `EpochSampler` (or the given batch sampler).
+
+    The loader has its own generator so iterating it never draws from the global RNG, which the
+    model's own randomness (dropout) uses and checkpoints restore.
+    """
+    data = Transformed(dataset, transform)
+    common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+                  persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
+    if batch_sampler is not None:
+        return DataLoader(data, batch_sampler=batch_sampler, **common)
+    sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle)
+    return DataLoader(data, batch_size=batch_size, sampler=sampler,
+                      drop_last=shuffle and len(dataset) > batch_size, **common)
+
+
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def lower_is_better(new: float, old: float) -> bool:
+    return new < old
+
+
+def higher_is_better(new: float, old: float) -> bool:
+    return new > old
+
+
 class TrainingLoop:
-    def __init__(self, trainer: Any, run: Run):
-        self.trainer, self.run, self.options = trainer, run, trainer.options
+    def __init__(self, run: Run, options: LoopOptions, task: Task):
+        self.run, self.options, self.task = run, options, task
+        params = list(task.model.parameters()) + (list(task.head.parameters()) if task.head is not None else [])
         recipe = run.recipe
-        torch.manual_seed(recipe.seed)
-        if recipe.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        self.splits = run.build("data")
-        self.classes = tuple(self.splits.classes)
-        self.model = trainer.build_model(run, len(self.classes)).to(run.device)
-        if self.options.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        loss_component = run.component("loss")
-        if loss_component.consumes != "logits":
-            raise RecipeError(f"loss.name: '{recipe.loss.name}' consumes {loss_component.consumes}; "
-                              f"the classifier trainer needs a loss on logits (e.g. cross_entropy)")
-        self.criterion = run.build("loss", num_classes=len(self.classes),
-                                   num_features=self.model.backbone.num_features).to(run.device)
-        preprocess = self.model.backbone.preprocess
-        self.preprocess = preprocess
-        self.train_loader = trainer._loader(self.splits.train, train_transform(preprocess, self.options.augment),
-                                            seed=recipe.seed, shuffle=True)
-        self.val_loader = trainer._loader(self.splits.val, eval_transform(preprocess), seed=recipe.seed, shuffle=False)
-        self.steps_per_epoch = len(self.train_loader)
-        self.optimizer = build_optimizer(self.model.parameters(), recipe.optimizer)
+        self.steps_per_epoch = len(task.train_loader)
+        if self.steps_per_epoch == 0:
+            raise faceauth.DataError(f"trainer.batch_size={options.batch_size} is larger than the training set")
+        self.optimizer = build_optimizer(params, recipe.optimizer)
         self.scheduler = build_scheduler(self.optimizer, recipe.scheduler, recipe.optimizer.lr,
-                                         self.steps_per_epoch, self.options.epochs)
-        self.use_amp = self.options.amp and run.device.type == "cuda"
+                                         self.steps_per_epoch, options.epochs)
+        self.use_amp = options.amp and run.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.epoch, self.position, self.global_step = 0, 0, 0
         self.loss_sum, self.loss_count = 0.0, 0
+        self.images_per_second = 0.0
         self.best: dict[str, Any] = {"value": None, "epoch": None, "threshold": None, "metrics": {}}
         if run.resume is not None:
             self._restore(run.resume)
 
     # state ------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
+        task = self.task
         return {
-            "task": "liveness", "classes": list(self.classes),
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch, "position": self.position, "global_step": self.global_step,
-            "loss_sum": self.loss_sum, "loss_count": self.loss_count,
+            "task": task.name, "model": task.model.state_dict(),
+            "head": task.head.state_dict() if task.head is not None else None,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "position": self.position,
+            "global_step": self.global_step, "loss_sum": self.loss_sum, "loss_count": self.loss_count,
             "best": self.best, "threshold": self.best["threshold"], "rng": checkpoint.rng_state(),
+            **getattr(task, "checkpoint_extras", dict)(),
         }
 
     def _restore(self, payload: dict[str, Any]) -> None:
-        self.model.load_state_dict(payload["model"])
+        if payload.get("task") != self.task.name:
+            raise faceauth.CheckpointError(
+                f"{payload.get('path')}: a {payload.get('task')} checkpoint cannot resume a {self.task.name} run")
+        self.task.model.load_state_dict(payload["model"])
+        if self.task.head is not None:
+            self.task.head.load_state_dict(payload["head"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
@@ -85,17 +142,17 @@ class TrainingLoop:
 
     # loop -------------------------------------------------------------------------------------
     def fit(self) -> FitResult:
-        run, options = self.run, self.options
+        run = self.run
         run.emit("train_start")
         if self.global_step == 0:
-            self._log_samples()
-        while self.epoch < options.epochs:
+            self.task.log_samples()
+        while self.epoch < self.options.epochs:
             run.epoch = self.epoch
             if not self._train_epoch():
                 self._save("last")
                 return self._finish(stopped=True)
-            epoch_metrics = self._end_epoch()
-            run.emit("epoch_end", epoch=self.epoch, metrics=epoch_metrics)
+            figures = self._end_epoch()
+            run.emit("epoch_end", epoch=self.epoch, metrics=figures)
             self.epoch, self.position, self.loss_sum, self.loss_count = self.epoch + 1, 0, 0.0, 0
             self._save("last")
             if run.stop_reason is not None:
@@ -104,39 +161,38 @@ class TrainingLoop:
 
     def _train_epoch(self) -> bool:
         """Train the rest of the current epoch; False when a stop was requested midway."""
-        run, options = self.run, self.options
-        self.model.train()
-        sampler = self.train_loader.sampler
-        sampler.set_epoch(self.epoch, start=self.position * options.batch_size)
+        run, options, task = self.run, self.options, self.task
+        task.model.train()
+        if task.head is not None:
+            task.head.train()
+        task.set_epoch(self.epoch, self.position)
         bar = tqdm(total=self.steps_per_epoch, initial=self.position, desc=f"epoch {self.epoch + 1}/{options.epochs}",
                    unit="step", disable=not options.progress, leave=False, dynamic_ncols=True)
         started, seen = time.perf_counter(), 0
-        for batch in reraise_worker_errors(self.train_loader):
-            if self.position >= self.steps_per_epoch:
-                break
-            loss = self._step(batch)
-            seen += len(batch["label"])
-            self.position += 1
-            self.global_step += 1
-            throughput = seen / max(1e-9, time.perf_counter() - started)
-            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{throughput:.1f}")
-            bar.update(1)
-            if self.global_step % options.log_every == 0:
-                run.log({"train/loss_step": loss, "train/lr": self.scheduler.get_last_lr()[0]}, self.global_step)
-            if options.max_steps is not None and self.global_step >= options.max_steps:
-                run.request_stop(f"max_steps={options.max_steps} reached")
-            if run.stop_reason is not None and self.position < self.steps_per_epoch:
-                bar.close()
-                return False
-        bar.close()
+        try:
+            for batch in reraise_worker_errors(task.train_loader):
+                if self.position >= self.steps_per_epoch:
+                    break
+                loss = self._step(batch)
+                seen += len(batch["label"])
+                self.position += 1
+                self.global_step += 1
+                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / max(1e-9, time.perf_counter() - started):.1f}")
+                bar.update(1)
+                if self.global_step % options.log_every == 0:
+                    run.log({"train/loss_step": loss, "train/lr": self.scheduler.get_last_lr()[0]}, self.global_step)
+                if options.max_steps is not None and self.global_step >= options.max_steps:
+                    run.request_stop(f"max_steps={options.max_steps} reached")
+                if run.stop_reason is not None and self.position < self.steps_per_epoch:
+                    return False
+        finally:
+            bar.close()
         self.images_per_second = seen / max(1e-9, time.perf_counter() - started)
         return True
 
     def _step(self, batch: dict[str, Any]) -> float:
-        x = self.trainer._inputs(batch, self.run.device)
-        y = batch["label"].to(self.run.device, non_blocking=True)
         with torch.autocast(device_type=self.run.device.type, enabled=self.use_amp):
-            loss = self.criterion(self.model(x), y)
+            loss = self.task.loss(batch)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingError(
@@ -146,7 +202,8 @@ class TrainingLoop:
         self.scaler.scale(loss).backward()
         if self.options.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.grad_clip)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.options.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -155,65 +212,38 @@ class TrainingLoop:
         return value
 
     # evaluation -------------------------------------------------------------------------------
-    def _validate(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        self.model.eval()
-        predictions = self.trainer.predict(self.trainer.torch_scorer(self.model), self.val_loader, self.run.device)
-        return self.trainer.measure(predictions, threshold=None), predictions
-
     def _end_epoch(self) -> dict[str, float]:
-        from faceauth.plugins.trainers.classifier import MONITORS
-
-        run, step = self.run, self.epoch + 1
-        val, predictions = self._validate()
+        step = self.epoch + 1
+        self.task.model.eval()
+        val = self.task.validate(step)
         figures = {"train/loss": self.loss_sum / max(1, self.loss_count),
                    "train/lr": self.scheduler.get_last_lr()[0],
-                   "train/images_per_second": getattr(self, "images_per_second", 0.0),
+                   "train/images_per_second": self.images_per_second,
                    **{f"val/{k}": v for k, v in val.items()}}
-        run.log(figures, step)
-        run.writer.add_pr_curve("val/pr_live", predictions["label"] == LIVE, predictions["score"], step)
-        monitor = self.options.monitor
-        value = val[monitor] if monitor != "loss" else figures["train/loss"]
-        better = MONITORS[monitor]
-        if self.best["value"] is None or better(value, self.best["value"]) != self.best["value"]:
-            self.best = {"value": value, "epoch": step, "threshold": val["threshold"], "metrics": val}
+        self.run.log(figures, step)
+        key, is_better = self.task.monitor
+        value = figures["train/loss"] if key == "loss" else val[key]
+        if self.best["value"] is None or is_better(value, self.best["value"]):
+            self.best = {"value": value, "epoch": step, "threshold": val.get("threshold"), "metrics": val}
             self._save("best")
         return figures
 
     def _finish(self, stopped: bool) -> FitResult:
-        run = self.run
+        run, task = self.run, self.task
         result: dict[str, Any] = {"epochs_completed": self.epoch, "global_step": self.global_step,
-                                  "best_epoch": self.best["epoch"], "monitor": f"val/{self.options.monitor}",
+                                  "best_epoch": self.best["epoch"], "monitor": f"val/{task.monitor[0]}",
                                   "threshold": self.best["threshold"], "val": self.best["metrics"]}
-        model = self.model
         if not stopped and self.best["epoch"] is not None:
             best = checkpoint.load(run.dir / "checkpoints" / "best.pt", map_location=run.device)
-            model.load_state_dict(best["model"])
-            test = self.splits.test
+            task.model.load_state_dict(best["model"])
+            task.model.eval()
+            test = task.test(self.epoch, self.best["threshold"])
             if test is not None:
-                loader = self.trainer._loader(test, eval_transform(self.preprocess), seed=run.recipe.seed, shuffle=False)
-                model.eval()
-                predictions = self.trainer.predict(self.trainer.torch_scorer(model), loader, run.device)
-                result["test"] = self.trainer.measure(predictions, threshold=self.best["threshold"])
-                run.log({f"test/{k}": v for k, v in result["test"].items()}, self.epoch)
-        model.threshold = self.best["threshold"]
-        model.classes = self.classes
+                result["test"] = test
+                run.log({f"test/{k}": v for k, v in test.items()}, self.epoch)
+        task.model.threshold = self.best["threshold"]
+        for key, value in getattr(task, "checkpoint_extras", dict)().items():
+            setattr(task.model, key, tuple(value) if isinstance(value, list) else value)
         run.emit("train_end", metrics=result)
         run.writer.flush()
-        return FitResult(model=model, metrics=result)
-
-    def _log_samples(self, count: int = 16) -> None:
-        """Once per run: a grid of training inputs, framed green (live) or red (spoof)."""
-        dataset = self.train_loader.dataset
-        picks = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).astype(int)
-        images, labels = [], []
-        for index in picks:
-            sample = dataset[(int(index), int(index))]
-            image = torch.nn.functional.pad(denormalise(sample["image"][None], self.preprocess)[0], (3, 3, 3, 3))
-            colour = (0.1, 0.8, 0.1) if sample["label"] == LIVE else (0.9, 0.1, 0.1)
-            for channel, value in enumerate(colour):
-                plane = image[channel]
-                plane[:3, :], plane[-3:, :], plane[:, :3], plane[:, -3:] = value, value, value, value
-            images.append(image)
-            labels.append(self.classes[sample["label"]] + (f":{sample.get('attack_type')}" if sample.get("attack_type") else ""))
-        self.run.writer.add_image("train/samples", make_grid(torch.stack(images), nrow=8), 0)
-        self.run.writer.add_text("train/sample_labels", ", ".join(labels), 0)
+        return FitResult(model=task.model, metrics=result)

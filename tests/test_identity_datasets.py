@@ -1,0 +1,179 @@
+"""Tests for the identity-folder and demo_identities recognition datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+from PIL import Image
+
+import faceauth.plugins.datasets as datasets_plugin
+from faceauth.components import Dataset
+from faceauth.data import Verification
+from faceauth.errors import DataError, RecipeError
+from faceauth.plugins.datasets import identity, identity_demo
+from faceauth.plugins.datasets.identity import IdentityFolderOptions, build_identity_folder, load_identity_folder
+from faceauth.plugins.datasets.pairs import write_bin
+from faceauth.schema import structure
+
+
+def _jpeg(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value % 256, np.uint8)).save(path, quality=95)
+
+
+def make_tree(root: Path, counts: dict[str, int]) -> Path:
+    """root/<name>/<name>_<k:04d>.jpg, LFW naming, k from 1; each image's grey level encodes (identity, k)."""
+    for i, (name, count) in enumerate(sorted(counts.items())):
+        for k in range(1, count + 1):
+            _jpeg(root / name / f"{name}_{k:04d}.jpg", 16 * i + k)
+    return root
+
+
+PEOPLE = {f"p{i:02d}": 3 + i % 3 for i in range(20)}   # 20 identities, 3 to 5 images each
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return make_tree(tmp_path / "faces", PEOPLE)
+
+
+def _identity_of(path: str) -> str:
+    return Path(path).parent.name
+
+
+def test_labels_follow_sorted_training_identities_and_validation_is_identity_disjoint(tree):
+    splits = load_identity_folder(tree, val_identities=0.2, pairs_per_identity=6, seed=3)
+    assert splits.info["task"] == "identity" and splits.info["val_identities"] == 4
+    train, val = splits.train, splits.val
+    assert splits.classes == tuple(sorted(splits.classes)) and len(splits.classes) == 16
+    assert splits.info["num_identities"] == 16 and len(train) == splits.info["num_images"]
+    for i in range(len(train)):
+        assert splits.classes[train.labels[i]] == _identity_of(train.path(i))
+    assert sorted(train.labels.tolist()) == train.labels.tolist()
+    item = train[5]
+    assert item["image"].mode == "RGB" and item["image"].size == (8, 8)
+    assert item["label"] == train.labels[5] and item["path"] == train.path(5)
+
+    assert isinstance(val, Verification) and len(val.pairs) == 4 * 6
+    held = {_identity_of(val.images.path(i)) for i in range(len(val.images))}
+    assert len(held) == 4 and not held & set(splits.classes)
+    assert held | set(splits.classes) == set(PEOPLE)
+    who = [_identity_of(val.images.path(i)) for i in range(len(val.images))]
+    same = [who[a] == who[b] for a, b in val.pairs]
+    assert same == val.is_same.tolist() and val.is_same.sum() == len(val.pairs) // 2
+    assert len({tuple(sorted(p)) for p in val.pairs.tolist()}) == len(val.pairs)   # no repeated pair
+    again = load_identity_folder(tree, val_identities=0.2, pairs_per_identity=6, seed=3)
+    assert again.classes == splits.classes and np.array_equal(again.val.pairs, val.pairs)
+
+
+def test_no_validation_when_val_identities_is_zero(tree):
+    splits = load_identity_folder(tree, val_identities=0.0)
+    assert splits.val is None and splits.test is None and len(splits.classes) == 20
+
+
+def test_indexing_decodes_nothing_and_a_corrupt_image_fails_with_its_path_when_read(tree, monkeypatch):
+    bad = tree / "p03" / "p03_0002.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    opened = []
+    real_open = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    splits = load_identity_folder(tree, val_identities=0.0)
+    assert opened == []
+    position = next(i for i in range(len(splits.train)) if splits.train.path(i) == str(bad))
+    splits.train[position + 1]
+    with pytest.raises(DataError, match="p03_0002.jpg: cannot read image"):
+        splits.train[position]
+
+
+def test_min_images_drops_small_identities_and_hidden_or_loose_files_are_ignored(tree):
+    (tree / ".thumbnails").mkdir()
+    _jpeg(tree / ".thumbnails" / "x.jpg", 1)
+    _jpeg(tree / "loose.jpg", 1)
+    (tree / "p00" / "notes.txt").write_text("not an image")
+    _jpeg(tree / "p01" / "extra" / "nested.png", 2)           # sub-folders of an identity count
+    splits = load_identity_folder(tree, val_identities=0.0, min_images=5)
+    kept = {name for name, count in PEOPLE.items() if count >= 5} | {"p01"}
+    assert set(splits.classes) == kept
+    assert any(splits.train.path(i).endswith("extra/nested.png") for i in range(len(splits.train)))
+
+
+@pytest.mark.parametrize("counts, options, message", [
+    ({}, {}, "no identity folders"),
+    ({"solo": 3}, {"val_identities": 0.0}, "training needs at least 2"),
+    ({f"p{i}": 2 for i in range(6)}, {"val_identities": 0.1}, "holds out 1; validation pairs need at least 2"),
+    ({f"p{i}": 2 for i in range(6)}, {"val_identities": 0.9}, "leaves 1 for training"),
+    ({f"p{i}": 1 for i in range(10)}, {"val_identities": 0.2}, "only 0 identities have the 2 or more images"),
+    ({f"p{i}": 2 for i in range(10)}, {"val_identities": 0.2, "pairs_per_identity": 4},
+     "4 genuine pairs wanted.*allow only 2"),
+    ({f"p{i}": 4 for i in range(10)}, {"val_identities": 0.0, "min_images": 5}, "with at least 5 images each"),
+])
+def test_too_few_identities_or_images_name_the_folder_and_the_need(tmp_path, counts, options, message):
+    root = make_tree(tmp_path / "few", counts)
+    root.mkdir(exist_ok=True)
+    with pytest.raises(DataError, match=message) as info:
+        load_identity_folder(root, **options)
+    assert str(root) in str(info.value)
+
+
+def test_missing_root_and_images_without_identity_folders(tmp_path):
+    with pytest.raises(DataError, match="is not a directory"):
+        load_identity_folder(tmp_path / "nowhere")
+    _jpeg(tmp_path / "flat" / "a.jpg", 1)
+    with pytest.raises(DataError, match="holds 1 images directly"):
+        load_identity_folder(tmp_path / "flat")
+
+
+def test_lfw_pairs_and_verification_packs_become_the_test_protocols(tree, tmp_path):
+    pairs_txt = tmp_path / "pairs.txt"
+    pairs_txt.write_text("1 2\np00 1 2\np04 2 3\np00 3 p01 1\np02 1 p03 2\n")
+    blobs = [(tree / "p00" / f"p00_{k:04d}.jpg").read_bytes() for k in (1, 2)]
+    pack = write_bin(tmp_path / "cfp_fp.bin", blobs, [True])
+    splits = build_identity_folder(structure(IdentityFolderOptions, {
+        "root": str(tree), "val_identities": 0, "lfw_pairs": str(pairs_txt), "verification": [str(pack)]}, "data"))
+    assert splits.test.name == "pairs" and splits.test.is_same.tolist() == [True, True, False, False]
+    assert list(splits.info["verification"]) == ["pairs", "cfp_fp"]
+    assert splits.info["verification"]["cfp_fp"].images[1]["image"].size == (8, 8)
+
+
+def test_options_are_checked_by_the_recipe_schema():
+    with pytest.raises(RecipeError, match="root: required key"):
+        structure(IdentityFolderOptions, {}, "data")
+    with pytest.raises(RecipeError, match="val_identities"):
+        structure(IdentityFolderOptions, {"root": "x", "val_identities": 2}, "data")
+
+
+def test_recognition_datasets_are_registered_by_the_one_datasets_hook():
+    names = [d.name for d in datasets_plugin.faceauth_datasets()]
+    assert names == ["folder", "demo", "identity_folder", "demo_identities", "recordio"]
+    assert all(isinstance(d, Dataset) for d in datasets_plugin.faceauth_datasets())
+    assert [d.name for d in identity.faceauth_datasets()] == ["identity_folder"]
+
+
+def test_demo_identities_render_once_into_the_identity_folder_layout(isolated_cache):
+    options = identity_demo.DemoIdentitiesOptions(identities=6, images_per_identity=4, size=32, seed=5,
+                                                  val_identities=0.34, pairs_per_identity=4)
+    splits = identity_demo.build_demo_identities(options)
+    root = identity_demo.demo_identities_root(options)
+    assert root.is_relative_to(isolated_cache / "demo")
+    assert sorted(p.name for p in root.iterdir()) == [f"id{i:04d}" for i in range(6)]
+    assert all(len(list(p.glob("*.jpg"))) == 4 for p in root.iterdir())
+    assert not list(root.parent.glob(".*tmp*"))
+    assert len(splits.classes) == 4 and len(splits.train) == 16 and len(splits.val.pairs) == 8
+    sample = splits.train[0]
+    assert sample["image"].size == (32, 32) and sample["label"] == 0
+    stamp = {p: p.stat().st_mtime_ns for p in root.rglob("*.jpg")}
+    again = identity_demo.build_demo_identities(options)
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.jpg")} == stamp and again.classes == splits.classes
+
+
+def test_demo_identities_are_deterministic_and_consistent_per_person(tmp_path):
+    first = identity_demo.write_identity_demo(tmp_path / "a", identities=3, images_per_identity=3, size=32, seed=1)
+    second = identity_demo.write_identity_demo(tmp_path / "b", identities=3, images_per_identity=3, size=32, seed=1)
+    files = sorted(p.relative_to(first) for p in first.rglob("*.jpg"))
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*.jpg"))
+    assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
+    with pytest.raises(FileExistsError):
+        identity_demo.write_identity_demo(first, identities=1, images_per_identity=1, size=32)
