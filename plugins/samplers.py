@@ -55,15 +55,15 @@ class PKSampler(Sampler[list]):
             raise ValueError(f"PKSampler: batches_per_epoch must be >= 1, got {batches_per_epoch!r}")
         self.p, self.k, self.seed = int(p), int(k), int(seed)
         self.with_seeds = with_seeds
-        groups: dict[int, list[int]] = {}
-        for index, label in enumerate(labels):
-            groups.setdefault(int(label), []).append(index)
-        self.identities = sorted(groups)
-        self._indices = [np.asarray(groups[label], dtype=np.int64) for label in self.identities]
-        too_small = [label for label in self.identities if len(groups[label]) < 2]
+        label_array = np.asarray(labels, dtype=np.int64).reshape(-1)
+        identities, inverse, counts = np.unique(label_array, return_inverse=True, return_counts=True)
+        order = np.argsort(inverse, kind="stable")  # sample indices grouped by identity, in dataset order
+        self.identities = identities.tolist()
+        self._indices = np.split(order, np.cumsum(counts)[:-1]) if len(identities) else []
+        too_small = [label for label, count in zip(self.identities, counts.tolist()) if count < 2]
         if too_small:
             label = too_small[0]
-            count = len(groups[label])
+            count = int(counts[self.identities.index(label)])
             others = f" ({len(too_small) - 1} more identities have fewer than 2)" if len(too_small) > 1 else ""
             raise DataError(
                 f"identity {self._name(label, names)} has {count} image{'s' if count != 1 else ''}; "
@@ -71,7 +71,7 @@ class PKSampler(Sampler[list]):
                 f"images of identities with 2 to {self.k - 1}){others}")
         if len(self.identities) < self.p:
             raise DataError(f"PKSampler: {len(self.identities)} identities, fewer than P={self.p} per batch")
-        self.num_batches = batches_per_epoch or max(1, len(labels) // (self.p * self.k))
+        self.num_batches = batches_per_epoch or max(1, len(label_array) // (self.p * self.k))
         self.epoch, self.start = 0, 0
 
     @staticmethod
@@ -89,12 +89,11 @@ class PKSampler(Sampler[list]):
     def __len__(self) -> int:
         return max(0, self.num_batches - self.start)
 
-    def _batches(self) -> list[np.ndarray]:
-        """Every batch of this epoch, as arrays of sample indices."""
+    def _batches(self) -> Iterator[np.ndarray]:
+        """Every batch of this epoch in order, as arrays of sample indices (made as they are asked for)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         identity_pass: list[int] = []  # what is left of the current shuffled pass over identities
         image_passes: dict[int, list[int]] = {}  # per identity position: what is left of its pass
-        batches = []
         for _ in range(self.num_batches):
             chosen = _take_distinct(identity_pass, self.p, lambda: rng.permutation(len(self.identities)).tolist())
             batch = []
@@ -107,16 +106,16 @@ class PKSampler(Sampler[list]):
                 else:
                     repeats = rng.choice(len(images), size=self.k - len(images), replace=True)
                     batch.extend(rng.permutation(np.concatenate([images, images[repeats]])).tolist())
-            batches.append(np.asarray(batch, dtype=np.int64))
-        return batches
+            yield np.asarray(batch, dtype=np.int64)
 
     def __iter__(self) -> Iterator[list]:
-        batches = self._batches()
         if self.with_seeds:
             seeds = np.random.default_rng([self.seed, self.epoch, 1]).integers(
-                0, 2**62, size=(len(batches), self.p * self.k))
-        for number in range(self.start, len(batches)):
-            indices = batches[number].tolist()
+                0, 2**62, size=(self.num_batches, self.p * self.k))
+        for number, batch in enumerate(self._batches()):
+            if number < self.start:
+                continue
+            indices = batch.tolist()
             if self.with_seeds:
                 yield list(zip(indices, seeds[number].tolist()))
             else:

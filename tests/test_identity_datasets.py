@@ -11,7 +11,7 @@ from PIL import Image
 
 import faceauth.plugins.datasets as datasets_plugin
 from faceauth.components import Dataset
-from faceauth.data import Verification
+from faceauth.data import Verification, read_image
 from faceauth.errors import DataError, RecipeError
 from faceauth.plugins.datasets import identity, identity_demo
 from faceauth.plugins.datasets.identity import IdentityFolderOptions, build_identity_folder, load_identity_folder
@@ -136,6 +136,30 @@ def test_lfw_pairs_and_verification_packs_become_the_test_protocols(tree, tmp_pa
     assert splits.test.name == "pairs" and splits.test.is_same.tolist() == [True, True, False, False]
     assert list(splits.info["verification"]) == ["pairs", "cfp_fp"]
     assert splits.info["verification"]["cfp_fp"].images[1]["image"].size == (8, 8)
+
+
+def test_landmarks_csv_aligns_images_when_read(tree, tmp_path):
+    from faceauth.plugins.faces import ARCFACE_TEMPLATE_112
+
+    points = ARCFACE_TEMPLATE_112 / 14            # the template shrunk onto the 8x8 images
+    rows = ["path,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5"]
+    rows += [f"{p.relative_to(tree).as_posix()}," + ",".join(f"{v:.4f}" for v in points.ravel())
+             for p in sorted(tree.rglob("*.jpg"))]
+    csv = tmp_path / "landmarks.csv"
+    csv.write_text("\n".join(rows + ["other/unlisted.jpg" + ",1" * 10]) + "\n")
+    splits = build_identity_folder(structure(IdentityFolderOptions, {
+        "root": str(tree), "landmarks": str(csv), "align_size": 56, "pairs_per_identity": 2}, "data"))
+    for dataset in (splits.train, splits.val.images):
+        item = dataset[0]
+        assert item["image"].size == (56, 56)
+        original = np.asarray(read_image(item["path"]), float).mean()
+        assert abs(np.asarray(item["image"], float)[20:36, 20:36].mean() - original) < 3
+    csv.write_text("\n".join(rows[:-1]) + "\n")
+    with pytest.raises(DataError, match=r"landmarks\.csv: no landmarks for 1 of \d+ images, e\.g\. .*p19_0004\.jpg"):
+        load_identity_folder(tree, landmarks=str(csv))
+    csv.write_text(rows[1] + "\n" + "p00/p00_0001.jpg,1,2,3\n")
+    with pytest.raises(DataError, match=r"landmarks\.csv:2: expected 'path,x1,y1,...,x5,y5'"):
+        load_identity_folder(tree, landmarks=str(csv))
 
 
 def test_options_are_checked_by_the_recipe_schema():

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import faceauth.plugins.trainers  # noqa: F401  (imports torchvision at collection, not inside the registry test)
+from faceauth.data import Transformed
 from faceauth.errors import DataError, RecipeError
 from faceauth.plugins.losses.margin import (
     ArcFaceOptions,
@@ -142,6 +143,7 @@ def test_target_logit_is_finite_and_never_rises_with_the_angle(m1, m2, m3):
     assert torch.isfinite(target_logit).all() and torch.isfinite(cos.grad).all()
     assert (target_logit[1:] <= target_logit[:-1] + 1e-9).all()
     assert (cos.grad >= 0).all()  # a larger cosine never lowers the target logit
+    assert target_logit[0].item() == pytest.approx(S * (math.cos(m2) - m3), abs=1e-9)  # exact at theta = 0
 
 
 def test_past_pi_minus_m_arcface_uses_insightfaces_linear_fallback():
@@ -313,6 +315,28 @@ def test_pk_sampler_drives_a_dataloader():
     for indices, labels in batches:
         assert indices.shape == (12,) and torch.equal(labels, torch.tensor(SAMPLER_LABELS)[indices])
         BatchHardTripletLoss()(torch.randn(12, 4), labels)  # every P x K batch has valid triplets
+
+
+class _Faces(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return len(SAMPLER_LABELS)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": torch.zeros(2), "label": SAMPLER_LABELS[index]}
+
+
+def test_pk_sampler_with_seeds_feeds_transformed_datasets():
+    # faceauth.data.Transformed takes (index, seed) keys and augments each sample under its seed.
+    data = Transformed(_Faces(), lambda image: image + torch.rand(2))
+    sampler = PKSampler(SAMPLER_LABELS, p=2, k=3, seed=0, with_seeds=True)
+    sampler.set_epoch(1)
+    first = list(DataLoader(data, batch_sampler=sampler))
+    again = list(DataLoader(data, batch_sampler=sampler))
+    assert len(first) == len(sampler)
+    for batch, repeat in zip(first, again):
+        assert batch["image"].shape == (6, 2) and len(set(batch["label"].tolist())) == 2
+        assert torch.equal(batch["image"], repeat["image"])  # same epoch, same augmentation
+    assert len({tuple(row.tolist()) for batch in first for row in batch["image"]}) == 6 * len(first)
 
 
 def test_pk_identity_with_one_image_is_an_error_naming_it():

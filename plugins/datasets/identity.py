@@ -15,6 +15,10 @@ out of training and becomes a `Verification` of generated pairs (balanced genuin
 `faceauth.plugins.datasets.pairs.generate_pairs`). Training labels are the positions of the
 remaining identities in sorted order, and `Splits.classes` names them. A test protocol comes from
 an LFW ``pairs.txt`` (``lfw_pairs``) or insightface ``.bin`` packs (``verification``).
+
+Unaligned photos can be aligned when read: ``landmarks`` names a CSV of ``path,x1,y1,...,x5,y5``
+rows (path relative to root; eyes, nose, mouth corners), and each image is warped onto the
+ArcFace template at ``align_size`` pixels (`faceauth.plugins.faces.align`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from faceauth.data import IMAGE_SUFFIXES, Splits, Verification, read_image
 from faceauth.errors import DataError
 from faceauth.plugins.datasets.pairs import generate_pairs, read_bin, read_lfw_pairs
 
-__all__ = ["IdentityIndex", "IdentityImages", "index_identity_folder", "hold_out_identities",
+__all__ = ["IdentityIndex", "IdentityImages", "index_identity_folder", "hold_out_identities", "read_landmarks",
            "load_identity_folder", "external_verification", "IdentityFolderOptions", "faceauth_datasets"]
 
 LAYOUT = "root/<identity>/*.jpg"
@@ -58,12 +62,15 @@ class IdentityImages:
     the labels, for samplers and pair generation.
     """
 
-    def __init__(self, index: IdentityIndex, positions: np.ndarray, labels: np.ndarray):
+    def __init__(self, index: IdentityIndex, positions: np.ndarray, labels: np.ndarray,
+                 landmarks: np.ndarray | None = None, align_size: int = 112):
         self.root = os.fspath(index.root)
         self.names = index.names
         self.owner = index.owner[positions]
         self.files = index.files[positions]
         self.labels = np.asarray(labels, dtype=np.int64)
+        self.landmarks = None if landmarks is None else landmarks[positions]
+        self.align_size = align_size
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -73,7 +80,49 @@ class IdentityImages:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.path(index)
-        return {"image": read_image(path), "label": int(self.labels[index]), "path": path}
+        image = read_image(path)
+        if self.landmarks is not None:
+            from faceauth.plugins.faces.align import align_five_point
+
+            image = align_five_point(image, self.landmarks[index], self.align_size)
+        return {"image": image, "label": int(self.labels[index]), "path": path}
+
+
+def read_landmarks(csv_path: str | Path, index: IdentityIndex) -> np.ndarray:
+    """(N, 5, 2) float32 landmarks of every indexed image from ``path,x1,y1,...,x5,y5`` rows.
+
+    Paths are relative to the dataset root (``identity/file.jpg``); a header row is allowed, rows
+    for files not in the index are ignored, and an indexed image without a row is a DataError.
+    """
+    import csv
+
+    csv_path = Path(csv_path).expanduser()
+    position = {f"{index.names[o]}/{os.fsdecode(f)}".replace(os.sep, "/"): i
+                for i, (o, f) in enumerate(zip(index.owner.tolist(), index.files.tolist()))}
+    points = np.full((len(position), 5, 2), np.nan, dtype=np.float32)
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            for number, row in enumerate(csv.reader(f), start=1):
+                if not row or (number == 1 and row[0].strip().lower() in ("path", "file", "image", "filename")):
+                    continue
+                try:
+                    if len(row) != 11:
+                        raise ValueError
+                    values = np.array([float(v) for v in row[1:]], dtype=np.float32).reshape(5, 2)
+                except ValueError:
+                    raise DataError(f"{csv_path}:{number}: expected 'path,x1,y1,...,x5,y5' (11 fields), "
+                                    f"got {','.join(row)[:120]!r}") from None
+                found = position.get(row[0].strip().replace("\\", "/"))
+                if found is not None:
+                    points[found] = values
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{csv_path}: cannot read landmarks ({exc})") from None
+    missing = np.flatnonzero(np.isnan(points).any(axis=(1, 2)))
+    if len(missing):
+        first = int(missing[0])
+        path = index.root / index.names[index.owner[first]] / os.fsdecode(index.files[first])
+        raise DataError(f"{csv_path}: no landmarks for {len(missing)} of {len(points)} images, e.g. {path}")
+    return points
 
 
 def _images_below(folder: str, prefix: str = "") -> list[str]:
@@ -170,8 +219,9 @@ def external_verification(lfw_pairs: str | None, lfw_root: str | None, packs: li
 def load_identity_folder(root: str | Path, *, val_identities: float = 0.1, pairs_per_identity: int = 20,
                          min_images: int = 1, seed: int = 0, lfw_pairs: str | None = None,
                          lfw_root: str | None = None, verification: list[str] | tuple[str, ...] = (),
-                         key: str = "data.root") -> Splits:
+                         landmarks: str | None = None, align_size: int = 112, key: str = "data.root") -> Splits:
     index = index_identity_folder(root, min_images, key)
+    points = read_landmarks(landmarks, index) if landmarks is not None else None
     counts = index.counts()
     where = f"{key}: {index.root}"
     if len(index.names) < 2:
@@ -185,12 +235,12 @@ def load_identity_folder(root: str | Path, *, val_identities: float = 0.1, pairs
     relabel[train_ids] = np.arange(len(train_ids))
     relabel[held] = np.arange(len(held))
     train_pos = np.flatnonzero(~is_held[index.owner])
-    train = IdentityImages(index, train_pos, relabel[index.owner[train_pos]])
+    train = IdentityImages(index, train_pos, relabel[index.owner[train_pos]], points, align_size)
 
     val = None
     if len(held):
         val_pos = np.flatnonzero(is_held[index.owner])
-        images = IdentityImages(index, val_pos, relabel[index.owner[val_pos]])
+        images = IdentityImages(index, val_pos, relabel[index.owner[val_pos]], points, align_size)
         try:
             pairs, is_same = generate_pairs(images.labels, pairs_per_identity * len(held), seed)
         except DataError as exc:
@@ -220,13 +270,16 @@ class IdentityFolderOptions:
     lfw_pairs: str | None = None      # an LFW pairs.txt: the test protocol
     lfw_root: str | None = None       # the folder its images are in (default: root)
     verification: list[str] = attrs.field(factory=list)  # insightface .bin packs (lfw.bin, cfp_fp.bin, ...)
+    # a CSV of "path,x1,y1,...,x5,y5" (path relative to root): images are aligned to the ArcFace template
+    landmarks: str | None = None
+    align_size: int = attrs.field(default=112, validator=faceauth.schema.positive)
 
 
 def build_identity_folder(options: IdentityFolderOptions) -> Splits:
     return load_identity_folder(
         options.root, val_identities=options.val_identities, pairs_per_identity=options.pairs_per_identity,
         min_images=options.min_images, seed=options.seed, lfw_pairs=options.lfw_pairs, lfw_root=options.lfw_root,
-        verification=options.verification)
+        verification=options.verification, landmarks=options.landmarks, align_size=options.align_size)
 
 
 def faceauth_datasets() -> list[Dataset]:

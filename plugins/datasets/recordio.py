@@ -452,11 +452,15 @@ def _frame(payload: bytes) -> bytes:
     out = bytearray()
     start = 0
     view = memoryview(payload)
-    for i in range(0, len(payload) - len(payload) % 4, 4):
-        if view[i:i + 4] == _MAGIC_BYTES:
-            out += _FRAME.pack(MAGIC, ((1 if start == 0 else 2) << 29) | (i - start))
-            out += view[start:i]
-            start = i + 4
+    found = payload.find(_MAGIC_BYTES)
+    while found >= 0:
+        if found % 4:  # only aligned occurrences split a record (dmlc scans word by word)
+            found = payload.find(_MAGIC_BYTES, found + 1)
+            continue
+        out += _FRAME.pack(MAGIC, ((1 if start == 0 else 2) << 29) | (found - start))
+        out += view[start:found]
+        start = found + 4
+        found = payload.find(_MAGIC_BYTES, start)
     length = len(payload) - start
     out += _FRAME.pack(MAGIC, ((3 if start else 0) << 29) | length)
     out += view[start:]

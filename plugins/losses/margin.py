@@ -43,9 +43,9 @@ __all__ = [
     "losses",
 ]
 
-# acos is evaluated on cosines clamped to [-1 + _EPS, 1 - _EPS]: its derivative is infinite at +-1
-# (an embedding exactly on its centre), which would make the gradient inf/NaN. The clamp only
-# affects angles below ~5e-4 rad.
+# The derivative of acos is infinite at +-1 (an embedding exactly on its centre), which would make
+# the gradient inf/NaN. The angle's value is exact, but its gradient is that of acos on cosines
+# clamped to [-1 + _EPS, 1 - _EPS] (zero beyond): this only matters within ~5e-4 rad of +-1.
 _EPS = 1e-7
 
 
@@ -66,7 +66,9 @@ def _target_logit(cos: torch.Tensor, m1: float, m2: float, m3: float) -> torch.T
     """cos(m1 * theta + m2) - m3 for cos = cos(theta), with the fallback past m1 * theta + m2 = pi."""
     if m1 == 1.0 and m2 == 0.0:  # CosFace: no angle needed (exact, and no acos near +-1)
         return cos - m3
-    theta = torch.acos(cos.clamp(-1.0 + _EPS, 1.0 - _EPS))
+    exact = torch.acos(cos.clamp(-1.0, 1.0))
+    clamped = torch.acos(cos.clamp(-1.0 + _EPS, 1.0 - _EPS))
+    theta = clamped + (exact - clamped).detach()
     out = torch.cos(m1 * theta + m2) - m3
     edge = _fallback(m1, m2)
     if edge is not None:

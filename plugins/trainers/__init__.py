@@ -2,9 +2,9 @@
 
 import faceauth
 from faceauth.components import Trainer
-from faceauth.plugins.trainers import classifier
+from faceauth.plugins.trainers import classifier, embedding
 
 
 @faceauth.hookimpl
 def faceauth_trainers() -> list[Trainer]:
-    return [*classifier.faceauth_trainers()]
+    return [*classifier.faceauth_trainers(), *embedding.faceauth_trainers()]

@@ -1,0 +1,236 @@
+"""The `embedding` trainer: face-recognition embeddings trained with a margin or triplet loss.
+
+The backbone's output is the embedding; the loss owns whatever else is trained (class centres of
+ArcFace/CosFace). Validation and test are face-verification protocols (`faceauth.data.Verification`):
+each image is embedded once (with its horizontal flip added when ``flip_test`` is on), pairs are
+scored by cosine similarity, and the field's figures are reported: 10-fold accuracy, EER, AUC and
+TAR at FAR = 1e-3 / 1e-4. The threshold is the validation 10-fold mean, applied unchanged to test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Literal
+
+import attrs
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+import faceauth
+from faceauth import metrics as fa_metrics
+from faceauth.components import Trainer
+from faceauth.data import Splits, Verification, reraise_worker_errors
+from faceauth.errors import DataError, RecipeError
+from faceauth.export import Bundle
+from faceauth.plugins.samplers import PKSampler
+from faceauth.plugins.trainers.classifier import build_backbone
+from faceauth.plugins.trainers.loop import (LoopOptions, TrainingLoop, higher_is_better, image_loader,
+                                            lower_is_better, to_device)
+from faceauth.plugins.trainers.transforms import AugmentOptions, denormalise, eval_transform, train_transform
+from faceauth.runner import FitResult, Run
+
+
+@attrs.frozen
+class EmbeddingOptions(LoopOptions):
+    sampler: Literal["random", "pk"] = "random"  # pk: P identities x K images per batch (triplet loss)
+    identities_per_batch: int = attrs.field(default=8, validator=faceauth.schema.positive)
+    images_per_identity: int = attrs.field(default=4, validator=faceauth.schema.positive)
+    flip_test: bool = True
+    monitor: Literal["accuracy", "eer", "auc", "loss"] = "accuracy"
+    # Aligned face crops: flips and mild colour changes, no crops or rotations that break alignment.
+    augment: AugmentOptions = AugmentOptions(crop_scale=1.0, rotation=0.0, color_jitter=0.1)
+
+
+class EmbeddingModel(torch.nn.Module):
+    """The exported form: normalised images in, (L2-normalised) embeddings out."""
+
+    def __init__(self, backbone: torch.nn.Module, normalise: bool = True):
+        super().__init__()
+        self.backbone, self.normalise = backbone, normalise
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        embedding = self.backbone(x)
+        return torch.nn.functional.normalize(embedding, dim=1) if self.normalise else embedding
+
+
+def cosine_scores(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    return np.einsum("ij,ij->i", unit[pairs[:, 0]], unit[pairs[:, 1]])
+
+
+def roc_figure(scores: np.ndarray, is_same: np.ndarray, title: str) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fpr, tpr, _ = fa_metrics.roc_points(scores, is_same)
+    figure = Figure(figsize=(4, 4))
+    axes = figure.add_subplot()
+    axes.plot(np.maximum(fpr, 1e-5), tpr)
+    axes.set(xscale="log", xlim=(1e-4, 1), ylim=(0, 1), xlabel="FAR", ylabel="TAR", title=title)
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+class EmbeddingTask:
+    name = "embedding"
+
+    def __init__(self, run: Run, options: EmbeddingOptions, trainer: EmbeddingTrainer):
+        self.run, self.options, self.trainer = run, options, trainer
+        self.splits: Splits = run.build("data")
+        train = self.splits.train
+        if train is None:
+            raise DataError(f"data: dataset '{run.recipe.data.name}' has no training split")
+        self.model = build_backbone(run).to(run.device)
+        if options.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        loss = run.component("loss")
+        if loss.consumes != "embeddings":
+            raise RecipeError(f"loss.name: '{run.recipe.loss.name}' consumes {loss.consumes}; the embedding trainer "
+                              f"needs a loss on embeddings (arcface, cosface, combined_margin, triplet)")
+        self.head = run.build("loss", num_classes=len(self.splits.classes),
+                              num_features=self.model.num_features).to(run.device)
+        self.preprocess = self.model.preprocess
+        transform = train_transform(self.preprocess, options.augment)
+        seed = run.recipe.seed
+        batch_sampler = None
+        if options.sampler == "pk":
+            labels = getattr(train, "labels", None)
+            if labels is None:
+                raise RecipeError(f"trainer.sampler: 'pk' needs a dataset that lists its labels; "
+                                  f"'{run.recipe.data.name}' does not (use sampler: random)")
+            batch_sampler = PKSampler(labels, options.identities_per_batch, options.images_per_identity, seed,
+                                      names=self.splits.classes, with_seeds=True)
+        self.train_loader = image_loader(train, transform, batch_size=options.batch_size,
+                                         num_workers=options.num_workers, seed=seed, shuffle=True,
+                                         batch_sampler=batch_sampler)
+        key = options.monitor if self.splits.val is not None else "loss"
+        self.monitor = (key, lower_is_better if key in ("eer", "loss") else higher_is_better)
+
+    def set_epoch(self, epoch: int, position: int) -> None:
+        if self.train_loader.batch_sampler is not None and isinstance(self.train_loader.batch_sampler, PKSampler):
+            self.train_loader.batch_sampler.set_epoch(epoch, position)
+        else:
+            self.train_loader.sampler.set_epoch(epoch, start=position * self.options.batch_size)
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        x = to_device(batch["image"], self.run.device, self.options.channels_last)
+        return self.head(self.model(x), batch["label"].to(self.run.device, non_blocking=True))
+
+    def _measure(self, protocol: Verification, step: int, prefix: str,
+                 threshold: float | None = None) -> dict[str, float]:
+        embeddings = self.trainer.embed(self.trainer.torch_scorer(self.model), protocol.images, self.preprocess,
+                                        self.run.recipe.seed, self.run.device)
+        scores = cosine_scores(embeddings, protocol.pairs)
+        figures = fa_metrics.verification_metrics(scores, protocol.is_same)
+        if threshold is not None:
+            figures["accuracy_at_val_threshold"] = float(np.mean((scores >= threshold) == protocol.is_same))
+        self.run.writer.add_figure(f"{prefix}/roc_{protocol.name}", roc_figure(scores, protocol.is_same,
+                                                                                f"{protocol.name} ROC"), step)
+        return figures
+
+    def validate(self, step: int) -> dict[str, float]:
+        if self.splits.val is None:
+            return {}
+        return self._measure(self.splits.val, step, "val")
+
+    def test(self, step: int, threshold: float | None) -> dict[str, float] | None:
+        if self.splits.test is None:
+            return None
+        return self._measure(self.splits.test, step, "test", threshold)
+
+    def log_samples(self, count: int = 16) -> None:
+        dataset = self.train_loader.dataset
+        picks = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).astype(int)
+        samples = [dataset[(int(i), int(i))] for i in picks]
+        grid = make_grid(torch.stack([denormalise(s["image"][None], self.preprocess)[0] for s in samples]), nrow=8)
+        self.run.writer.add_image("train/samples", grid, 0)
+        names = [str(self.splits.classes[s["label"]]) for s in samples]
+        self.run.writer.add_text("train/sample_labels", ", ".join(names), 0)
+
+
+class EmbeddingTrainer:
+    def __init__(self, options: EmbeddingOptions):
+        self.options = options
+
+    def load_model(self, run: Run, payload: dict[str, Any]) -> torch.nn.Module:
+        if payload.get("task") != EmbeddingTask.name:
+            raise faceauth.CheckpointError(
+                f"{payload.get('path')}: a {payload.get('task', 'unknown')} checkpoint; expected an embedding model")
+        model = build_backbone(run)
+        model.load_state_dict(payload["model"])
+        model.threshold = payload.get("threshold")
+        return model.eval()
+
+    def torch_scorer(self, model: torch.nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
+        @torch.no_grad()
+        def embed(x: torch.Tensor) -> np.ndarray:
+            return model(x).float().cpu().numpy()
+
+        return embed
+
+    def embed(self, embed_fn: Callable[[torch.Tensor], np.ndarray], images: Any, preprocess: Any, seed: int,
+              device: torch.device) -> np.ndarray:
+        """Embeddings of every image, each the sum of the image's and its mirror's when flip_test is on."""
+        loader = image_loader(images, eval_transform(preprocess), batch_size=self.options.batch_size,
+                              num_workers=self.options.num_workers, seed=seed, shuffle=False)
+        chunks = []
+        for batch in reraise_worker_errors(loader):
+            x = to_device(batch["image"], device, self.options.channels_last)
+            embedding = embed_fn(x)
+            if self.options.flip_test:
+                embedding = embedding + embed_fn(torch.flip(x, dims=[3]))
+            chunks.append(embedding)
+        return np.concatenate(chunks)
+
+    def evaluate(self, run: Run, embed_fn: Callable[[torch.Tensor], np.ndarray], split: str,
+                 threshold: float | None) -> dict[str, float]:
+        protocol = run.build("data").get(split)
+        if not isinstance(protocol, Verification):
+            raise DataError(f"data: the dataset has no '{split}' verification protocol")
+        embeddings = self.embed(embed_fn, protocol.images, build_backbone(run).preprocess, run.recipe.seed,
+                                torch.device("cpu"))
+        scores = cosine_scores(embeddings, protocol.pairs)
+        figures = fa_metrics.verification_metrics(scores, protocol.is_same)
+        if threshold is not None:
+            figures["accuracy_at_val_threshold"] = float(np.mean((scores >= threshold) == protocol.is_same))
+        return figures
+
+    def fit(self, run: Run) -> FitResult:
+        torch.manual_seed(run.recipe.seed)
+        if run.recipe.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        return TrainingLoop(run, self.options, EmbeddingTask(run, self.options, self)).fit()
+
+    def export_bundle(self, run: Run, model: torch.nn.Module) -> Bundle:
+        model = model.to("cpu").eval()
+        preprocess = model.preprocess
+        h, w = preprocess.input_size
+        threshold = getattr(model, "threshold", None)
+        metadata = {
+            **{f"preprocess.{k}": v for k, v in preprocess.as_metadata().items()},
+            "faceauth.task": "embedding",
+            "faceauth.score": "cosine similarity of the L2-normalised embeddings; same person when >= threshold",
+            "faceauth.threshold": f"{threshold:.9g}" if threshold is not None else "",
+            "faceauth.embedding_size": str(model.num_features),
+            "faceauth.recipe": json.dumps(run.recipe.to_dict()),
+            "faceauth.versions": json.dumps(run.versions()),
+        }
+        example = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
+        return Bundle(module=EmbeddingModel(model), example_inputs=(example,), input_names=("input",),
+                      output_names=("embedding",), dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
+                      metadata=metadata,
+                      check_inputs=((torch.randn(3, 3, h, w, generator=torch.Generator().manual_seed(1)),),))
+
+
+def build(options: EmbeddingOptions) -> EmbeddingTrainer:
+    return EmbeddingTrainer(options)
+
+
+def faceauth_trainers() -> list[Trainer]:
+    return [Trainer(name="embedding", build=build, options=EmbeddingOptions,
+                    description="face embeddings with a margin or triplet loss; verification metrics; embedding export")]
