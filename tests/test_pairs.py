@@ -138,6 +138,13 @@ def test_any_class_is_refused_with_its_name(tmp_path, payload, refused):
         read_bin(path)
 
 
+def test_python3_low_protocol_pack_is_refused_with_a_way_out(tmp_path):
+    path = tmp_path / "p2.bin"
+    path.write_bytes(pickle.dumps(([_jpeg_bytes(1), _jpeg_bytes(2)], [True]), protocol=2))
+    with pytest.raises(DataError, match=r"refused type _codecs\.encode .*re-save the pack with protocol 4"):
+        read_bin(path)
+
+
 @pytest.mark.parametrize("obj, message", [
     ({"bins": []}, "expected a pickled \\(bins, issame_list\\) pair, got dict"),
     (([b"a", b"b", b"c"], [True]), "3 images for 1 pairs"),

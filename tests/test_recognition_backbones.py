@@ -173,7 +173,8 @@ def test_builds_from_the_registry_with_embedding_shape_and_preprocess(registry, 
 
 
 @pytest.mark.parametrize(("name", "options", "parameters", "entries"), COUNTS,
-                         ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}" for n, o, _, _ in COUNTS])
+                         ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}"
+                              for n, o, _, _ in COUNTS])
 def test_parameter_and_key_counts_match_the_public_definitions(registry, name, options, parameters, entries):
     module = _meta(registry, name, **options)
     assert sum(p.numel() for p in module.parameters()) == parameters
@@ -231,7 +232,8 @@ def test_options_are_validated():
 # --- weights files ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "options"), [("iresnet18", {}), ("mobilefacenet", {}), ("facenet", {"classes": 8631})])
+@pytest.mark.parametrize(("name", "options"),
+                         [("iresnet18", {}), ("mobilefacenet", {}), ("facenet", {"classes": 8631})])
 def test_pretrained_round_trip_gives_identical_embeddings(registry, tmp_path, name, options):
     source = _build(registry, name, **options)
     _perturb_buffers(source)

@@ -1,7 +1,7 @@
 """Built-in backbones: torchvision ResNets, ArcFace IResNets, MobileFaceNet and FaceNet.
 
-Each module has its own `faceauth_backbones` hook implementation (usable alone as a plugin); this
-package is the registered plugin and returns all of them, as a module holds one function per hook.
+Each module lists its records from a plain `backbones()` function; this package's single hook
+implementation (the ``backbones`` entry point) returns them all.
 """
 
 import faceauth
@@ -13,4 +13,4 @@ __all__ = ["faceauth_backbones"]
 
 @faceauth.hookimpl
 def faceauth_backbones() -> list[Backbone]:
-    return [record for module in (resnet, iresnet, mobilefacenet, facenet) for record in module.faceauth_backbones()]
+    return [record for module in (resnet, iresnet, mobilefacenet, facenet) for record in module.backbones()]

@@ -54,7 +54,7 @@ class BasicConv2d(nn.Module):
 
 
 class _ResidualInception(nn.Module):
-    """Concatenate the branches, project with `conv2d` (with bias), scale, add the input, then ReLU unless `activate` is off."""
+    """Concatenated branches, projected by `conv2d` (with bias), scaled, added to the input; ReLU if `activate`."""
 
     scale: float
     activate: bool
@@ -223,7 +223,7 @@ def build(options: FaceNetOptions) -> InceptionResnetV1:
     return InceptionResnetV1(options)
 
 
-@faceauth.hookimpl
-def faceauth_backbones() -> list[Backbone]:
+def backbones() -> list[Backbone]:
     return [Backbone(name="facenet", build=build, options=FaceNetOptions,
-                     description="FaceNet Inception-ResNet-v1 (facenet-pytorch), 160x160, L2-normalised 512-d embedding")]
+                     description="FaceNet Inception-ResNet-v1 (facenet-pytorch), 160x160, "
+                                 "L2-normalised 512-d embedding")]

@@ -122,10 +122,10 @@ def _factory(depth: int):
     return build
 
 
-@faceauth.hookimpl
-def faceauth_backbones() -> list[Backbone]:
+def backbones() -> list[Backbone]:
     return [
         Backbone(name=f"iresnet{depth}", build=_factory(depth), options=IResNetOptions,
-                 description=f"ArcFace IResNet-{depth} (insightface arcface_torch r{depth}), 112x112, 512-d embedding")
+                 description=f"ArcFace IResNet-{depth} (insightface arcface_torch r{depth}), 112x112, "
+                             "512-d embedding by default")
         for depth in DEPTHS
     ]

@@ -51,7 +51,7 @@ class ConvBN(nn.Module):
 
 
 class DepthWise(nn.Module):
-    """1x1 expansion to `hidden` channels, 3x3 depthwise (maybe strided), linear 1x1 projection; optional identity add."""
+    """1x1 expansion to `hidden` channels, 3x3 depthwise (maybe strided), linear 1x1 projection; optional identity."""
 
     def __init__(self, cin: int, cout: int, hidden: int, stride: int = 1, residual: bool = False):
         super().__init__()
@@ -138,7 +138,6 @@ def build(options: MobileFaceNetOptions) -> MobileFaceNet:
     return MobileFaceNet(options)
 
 
-@faceauth.hookimpl
-def faceauth_backbones() -> list[Backbone]:
+def backbones() -> list[Backbone]:
     return [Backbone(name="mobilefacenet", build=build, options=MobileFaceNetOptions,
                      description="MobileFaceNet (insightface arcface_torch mbf), 112x112, 512-d embedding by default")]

@@ -47,8 +47,7 @@ def _factory(depth: int):
     return build
 
 
-@faceauth.hookimpl
-def faceauth_backbones() -> list[Backbone]:
+def backbones() -> list[Backbone]:
     return [
         Backbone(name=f"resnet{depth}", build=_factory(depth), options=ResNetOptions,
                  description=f"torchvision ResNet-{depth}, pooled features ({512 if depth < 50 else 2048}-d)")

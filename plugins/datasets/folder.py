@@ -104,7 +104,7 @@ def demo_root(options: DemoOptions) -> Path:
     """Render the demo set once per distinct setting; later calls reuse the cached files."""
     from faceauth.plugins.datasets import demo_render
 
-    root = cache_dir("demo", f"liveness-v1-{options.train}-{options.val}-{options.test}-{options.size}-s{options.seed}")
+    root = cache_dir("demo", f"liveness-v2-{options.train}-{options.val}-{options.test}-{options.size}-s{options.seed}")
     if not root.is_dir():
         root.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -194,8 +194,10 @@ def read_bin(path: str | Path, name: str | None = None) -> Verification:
         with open(path, "rb") as f:
             loaded = _NoClassesUnpickler(f, encoding="bytes").load()
     except _Refused as refused:
+        hint = ("; Python 3 stores bytes this way at pickle protocol 0-2: re-save the pack with protocol 4"
+                if refused.what == "_codecs.encode" else "")
         raise DataError(f"{path}: refused type {refused.what} (a verification .bin holds only a list of image "
-                        "bytes and a list of booleans; it was not loaded)") from None
+                        f"bytes and a list of booleans; it was not loaded{hint})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read verification pack ({exc})") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,

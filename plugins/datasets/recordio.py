@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
 import os
 import shutil
 import struct
@@ -223,45 +224,56 @@ def _parse_idx(idx: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _scan_labels(rec: Path, offsets: np.ndarray, ends: np.ndarray, size: int) -> np.ndarray:
-    """The float label of each record at `offsets`, from its first 36 bytes (vectorised over a memmap)."""
+    """The float label of each record at `offsets`, from its first 36 bytes.
+
+    Vectorised: records are visited in file order, a batch at a time, through a memory map of
+    just that batch's stretch of the file, which is unmapped afterwards (so resident memory stays
+    at one batch however large the pack).
+    """
     global label_scans
     from tqdm import tqdm
 
     label_scans += 1
     labels = np.empty(len(offsets), dtype=np.float32)
-    mm = np.memmap(rec, dtype=np.uint8, mode="r")
+    order = np.argsort(offsets, kind="stable")
     slow = RecordFile(rec)
+    head_size = 8 + _IR.size
     step = 1 << 16
     try:
-        with tqdm(total=len(offsets), desc=f"indexing {rec.name}", unit="rec", disable=len(offsets) < 100_000) as bar:
+        with open(rec, "rb") as f, tqdm(total=len(offsets), desc=f"indexing {rec.name}", unit="rec",
+                                        disable=len(offsets) < 100_000) as bar:
             for lo in range(0, len(offsets), step):
-                off = offsets[lo:lo + step]
-                short = np.flatnonzero(off + 8 + _IR.size > size)
+                which = order[lo:lo + step]
+                off = offsets[which]
+                short = np.flatnonzero(off + head_size > size)
                 if len(short):  # raises: truncated, or too short for a header
                     i = int(short[0])
                     _split_payload(slow.read(int(off[i]), size), f"{rec}: record at byte offset {int(off[i])}")
-                head = mm[off[:, None] + np.arange(8 + _IR.size)].view("<u4")   # (m, 8) words
+                first = int(off[0]) // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
+                with mmap.mmap(f.fileno(), min(size, int(off[-1]) + head_size + 4) - first, offset=first,
+                               access=mmap.ACCESS_READ) as window:
+                    data = np.frombuffer(window, dtype=np.uint8)
+                    rel = off - first
+                    head = data[rel[:, None] + np.arange(head_size)].view("<u4")   # (m, 8) words
+                    flag = head[:, 2]
+                    cflag, length = head[:, 1] >> 29, head[:, 1] & _LENGTH_MASK
+                    # the header must lie whole in the first chunk, and that chunk in the file
+                    simple = (cflag <= 1) & (length >= _IR.size + 4 * (flag > 0)) & (off + 8 + length <= size)
+                    label = head[:, 3].view("<f4").copy()
+                    multi = np.flatnonzero(simple & (flag > 0))
+                    if len(multi):  # several labels: the identity is the first float after the header
+                        label[multi] = data[(rel[multi] + head_size)[:, None] + np.arange(4)].view("<f4")[:, 0]
+                    del data
                 bad = np.flatnonzero(head[:, 0] != MAGIC)
                 if len(bad):
                     slow.read(int(off[bad[0]]))  # raises: bad magic at that offset
-                cflag, length = head[:, 1] >> 29, head[:, 1] & _LENGTH_MASK
-                flag = head[:, 2]
-                label = head[:, 3].view("<f4").copy()
-                need = _IR.size + 4 * (flag > 0)
-                # the header must lie whole in the first chunk, and that chunk in the file
-                simple = (cflag <= 1) & (length >= need) & (off + 8 + length <= size)
-                odd = np.flatnonzero(~simple)
-                multi = np.flatnonzero(simple & (flag > 0))
-                if len(multi):
-                    label[multi] = mm[(off[multi] + 8 + _IR.size)[:, None] + np.arange(4)].view("<f4")[:, 0]
-                for i in odd.tolist():  # chunked headers, short or truncated records: the careful way
+                for i in np.flatnonzero(~simple).tolist():  # chunked headers, short or truncated records
                     where = f"{rec}: record at byte offset {int(off[i])}"
-                    label[i] = _split_payload(slow.read(int(off[i]), int(ends[lo + i])), where)[1]
-                labels[lo:lo + len(off)] = label
+                    label[i] = _split_payload(slow.read(int(off[i]), int(ends[which[i]])), where)[1]
+                labels[which] = label
                 bar.update(len(off))
     finally:
         slow.close()
-        del mm
     return labels
 
 
@@ -281,7 +293,7 @@ def _load_cached(folder: Path, rec: Path) -> RecordIndex | None:
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):
         return None
     if meta.get("version") != _INDEX_VERSION or len({len(a) for a in arrays.values()}) != 1:
         return None
@@ -341,6 +353,9 @@ def load_index(rec: str | Path, idx: str | Path | None = None, *, use_cache: boo
         flag, _, _, _ = _split_payload(payload, f"{rec}: record 0 at byte offset {int(offsets[0])}")
         if flag > 0:
             values = np.frombuffer(payload, dtype="<f4", count=flag, offset=_IR.size)
+            if not (np.isfinite(values[:2]).all() and values[0] >= 1):
+                raise DataError(f"{rec}: header record 0 has labels {values[:2].tolist()}; expected the image "
+                                "key range end (>= 1) and the identity range end")
             first = int(values[0])
             header = (first, int(values[1]) if flag > 1 else first)
             images = (keys >= 1) & (keys < first)
@@ -365,10 +380,13 @@ def load_index(rec: str | Path, idx: str | Path | None = None, *, use_cache: boo
 def _read_property(path: Path) -> int | None:
     if not path.is_file():
         return None
-    text = path.read_text(encoding="utf-8").strip()
     try:
+        text = path.read_text(encoding="ascii").strip()
         num_classes = int(text.split(",")[0])
-    except ValueError:
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    except (ValueError, UnicodeDecodeError):
+        text = path.read_bytes().decode("ascii", "replace").strip()
         raise DataError(f"{path}: expected 'num_classes,height,width', got {text[:80]!r}") from None
     if num_classes < 1:
         raise DataError(f"{path}: num_classes must be positive, got {num_classes}")
@@ -498,11 +516,14 @@ def write_recordio(path_prefix: str | Path, samples: Iterable[tuple[Any, bytes]]
             f.write(header_bytes)
         key = 1 if header else 0
         for label, image in samples:
-            if size is None:
-                from PIL import Image
+            if size is None:  # the property file records the image size: the first readable image's
+                from PIL import Image, UnidentifiedImageError
 
-                with Image.open(io.BytesIO(image)) as img:
-                    size = (img.height, img.width)
+                try:
+                    with Image.open(io.BytesIO(image)) as img:
+                        size = (img.height, img.width)
+                except (OSError, UnidentifiedImageError):
+                    pass
             identity = int(label if np.ndim(label) == 0 else np.asarray(label).ravel()[0])
             span = ranges.setdefault(identity, [key, key + 1])
             span[1] = key + 1

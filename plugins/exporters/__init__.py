@@ -1,5 +1,10 @@
 """Built-in exporters."""
 
-from faceauth.plugins.exporters.onnx_exporter import faceauth_exporters
+import faceauth
+from faceauth.components import Exporter
+from faceauth.plugins.exporters import onnx_exporter
 
-__all__ = ["faceauth_exporters"]
+
+@faceauth.hookimpl
+def faceauth_exporters() -> list[Exporter]:
+    return [*onnx_exporter.exporters()]

@@ -109,7 +109,6 @@ class OnnxExporter:
         return path
 
 
-@faceauth.hookimpl
-def faceauth_exporters() -> list[Exporter]:
+def exporters() -> list[Exporter]:
     return [Exporter(name="onnx", build=OnnxExporter, options=OnnxOptions,
                      description="ONNX with dynamic batch, metadata, onnx.checker and an onnxruntime parity check")]

@@ -15,4 +15,4 @@ __all__ = ["faceauth_losses"]
 
 @faceauth.hookimpl
 def faceauth_losses() -> list[Loss]:
-    return [*cross_entropy.faceauth_losses(), *margin.losses(), *triplet.losses()]
+    return [*cross_entropy.losses(), *margin.losses(), *triplet.losses()]

@@ -27,7 +27,6 @@ def build(options: CrossEntropyOptions, num_classes: int, num_features: int = 0)
     return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=options.label_smoothing)
 
 
-@faceauth.hookimpl
-def faceauth_losses() -> list[Loss]:
+def losses() -> list[Loss]:
     return [Loss(name="cross_entropy", build=build, options=CrossEntropyOptions, consumes="logits",
                  description="softmax cross-entropy; class_weights balance live and spoof")]

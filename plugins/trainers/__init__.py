@@ -7,4 +7,4 @@ from faceauth.plugins.trainers import classifier, embedding
 
 @faceauth.hookimpl
 def faceauth_trainers() -> list[Trainer]:
-    return [*classifier.faceauth_trainers(), *embedding.faceauth_trainers()]
+    return [*classifier.trainers(), *embedding.trainers()]

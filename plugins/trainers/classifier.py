@@ -215,6 +215,6 @@ def build(options: ClassifierOptions) -> ClassifierTrainer:
     return ClassifierTrainer(options)
 
 
-def faceauth_trainers() -> list[Trainer]:
+def trainers() -> list[Trainer]:
     return [Trainer(name="classifier", build=build, options=ClassifierOptions,
                     description="backbone + linear head with a logits loss; liveness metrics; P(live) export")]

@@ -231,6 +231,6 @@ def build(options: EmbeddingOptions) -> EmbeddingTrainer:
     return EmbeddingTrainer(options)
 
 
-def faceauth_trainers() -> list[Trainer]:
+def trainers() -> list[Trainer]:
     return [Trainer(name="embedding", build=build, options=EmbeddingOptions,
                     description="face embeddings with a margin or triplet loss; verification metrics; embedding export")]
