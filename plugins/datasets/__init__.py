@@ -11,4 +11,4 @@ _MODULES = (folder, identity, identity_demo, recordio)
 
 @faceauth.hookimpl
 def faceauth_datasets() -> list[Dataset]:
-    return [record for module in _MODULES for record in module.faceauth_datasets()]
+    return [record for module in _MODULES for record in module.datasets()]

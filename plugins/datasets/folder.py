@@ -126,8 +126,7 @@ def build_demo(options: DemoOptions) -> Splits:
     return load_folder(demo_root(options), key="demo")
 
 
-@faceauth.hookimpl
-def faceauth_datasets() -> list[Dataset]:
+def datasets() -> list[Dataset]:
     return [
         Dataset(name="folder", build=build_folder, options=FolderOptions,
                 description="root/{train,val,test}/{live,spoof}/ (spoof/<attack type>/ optional); no root: demo set"),

@@ -282,7 +282,7 @@ def build_identity_folder(options: IdentityFolderOptions) -> Splits:
         verification=options.verification, landmarks=options.landmarks, align_size=options.align_size)
 
 
-def faceauth_datasets() -> list[Dataset]:
+def datasets() -> list[Dataset]:
     return [
         Dataset(name="identity_folder", build=build_identity_folder, options=IdentityFolderOptions,
                 description="root/<identity>/*.jpg (CASIA-WebFace, VGGFace2, LFW); held-out identities validate"),

@@ -99,7 +99,7 @@ def build_demo_identities(options: DemoIdentitiesOptions) -> Splits:
                                 pairs_per_identity=options.pairs_per_identity, seed=options.seed, key="demo")
 
 
-def faceauth_datasets() -> list[Dataset]:
+def datasets() -> list[Dataset]:
     return [
         Dataset(name="demo_identities", build=build_demo_identities, options=DemoIdentitiesOptions,
                 description="procedurally rendered people, several captures each, generated once into the cache"),

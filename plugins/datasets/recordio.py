@@ -455,7 +455,7 @@ def build_recordio(options: RecordIOOptions) -> Splits:
                          verification=options.verification)
 
 
-def faceauth_datasets() -> list[Dataset]:
+def datasets() -> list[Dataset]:
     return [
         Dataset(name="recordio", build=build_recordio, options=RecordIOOptions,
                 description="insightface MXNet RecordIO pack (train.rec/.idx/property), read without MXNet"),
