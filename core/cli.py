@@ -30,6 +30,9 @@ def _guard(prog: str, debug: bool, action: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: aborted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
 
 
 def print_components(extra_plugins: Sequence[Any] = ()) -> None:

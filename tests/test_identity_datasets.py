@@ -173,7 +173,7 @@ def test_recognition_datasets_are_registered_by_the_one_datasets_hook():
     names = [d.name for d in datasets_plugin.faceauth_datasets()]
     assert names == ["folder", "demo", "identity_folder", "demo_identities", "recordio"]
     assert all(isinstance(d, Dataset) for d in datasets_plugin.faceauth_datasets())
-    assert [d.name for d in identity.faceauth_datasets()] == ["identity_folder"]
+    assert [d.name for d in identity.datasets()] == ["identity_folder"]
 
 
 def test_demo_identities_render_once_into_the_identity_folder_layout(isolated_cache):
