@@ -41,7 +41,7 @@ def print_components(extra_plugins: Sequence[Any] = ()) -> None:
 
     registry = load_registry(extra_plugins)
     for kind in KINDS:
-        print(f"{kind}s:" if kind != "loss" else "losses:")
+        print(f"{kind}s:" if kind != "loss" else "losses:")  # the hook names' plurals
         for entry in registry.entries(kind):
             print(f"  {entry.component.name:<22} {entry.provider.distribution} {entry.provider.version:<8} "
                   f"{entry.component.description}")

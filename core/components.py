@@ -19,6 +19,7 @@ __all__ = [
     "Loss",
     "Trainer",
     "Exporter",
+    "Detector",
     "Preprocess",
     "KINDS",
 ]
@@ -84,8 +85,20 @@ class Exporter(Component):
     kind: ClassVar[str] = "exporter"
 
 
+@attrs.frozen(kw_only=True)
+class Detector(Component):
+    """`build(options) -> object` with `detect(image, hint=None) -> list[faceauth.faces.Box]`.
+
+    `image` is an HxWx3 uint8 RGB array; `hint` is the box the dataset ships for that image or
+    frame, if any (a detector may use it, as the built-in `boxes` detector does, or ignore it).
+    Boxes are in pixels of `image`, best first.
+    """
+
+    kind: ClassVar[str] = "detector"
+
+
 KINDS: dict[str, type[Component]] = {
-    cls.kind: cls for cls in (Dataset, Backbone, Loss, Trainer, Exporter)
+    cls.kind: cls for cls in (Dataset, Backbone, Loss, Trainer, Exporter, Detector)
 }
 
 

@@ -19,7 +19,7 @@ import attrs
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from faceauth.errors import DataError, FaceAuthError
 
@@ -39,6 +39,26 @@ class Splits:
     test: Dataset | None
     classes: tuple[str, ...] = ("live", "spoof")
     info: dict[str, Any] = attrs.field(factory=dict)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Splits]) -> Splits:
+        """Several datasets used as one: each split is the concatenation of the parts' splits."""
+        first = parts[0]
+        for part in parts[1:]:
+            if tuple(part.classes) != tuple(first.classes):
+                raise DataError(f"data: datasets with different classes cannot be joined "
+                                f"({', '.join(first.classes)} vs. {', '.join(part.classes)})")
+
+        def join(split: str) -> Dataset | None:
+            present = [p.get(split) for p in parts if p.get(split) is not None]
+            if any(isinstance(d, Verification) for d in present):
+                raise DataError(f"data: verification protocols ({split}) cannot be joined; list one dataset")
+            if not present:
+                return None
+            return present[0] if len(present) == 1 else JoinedDataset(present)
+
+        return cls(train=join("train"), val=join("val"), test=join("test"), classes=first.classes,
+                   info={"parts": [p.info for p in parts]})
 
     def get(self, split: str) -> Dataset | None:
         if split not in ("train", "val", "test"):
@@ -63,6 +83,15 @@ class Verification:
     def __attrs_post_init__(self) -> None:
         if self.pairs.ndim != 2 or self.pairs.shape[1] != 2 or len(self.pairs) != len(self.is_same):
             raise ValueError(f"verification set {self.name!r}: pairs must be (N, 2) with one is_same per pair")
+
+
+class JoinedDataset(ConcatDataset):
+    """`torch.utils.data.ConcatDataset` that keeps the parts' `labels` lists, when they all have one."""
+
+    def __init__(self, parts: Sequence[Dataset]):
+        super().__init__(parts)
+        if all(hasattr(p, "labels") for p in parts):
+            self.labels = [label for p in parts for label in p.labels]
 
 
 def read_image(path: str | Path) -> Image.Image:

@@ -6,7 +6,7 @@ through the entry-point group ``faceauth`` of its distribution::
     [project.entry-points.faceauth]
     my_plugin = "my_package.faceauth_plugin"
 
-Registration hooks (``faceauth_datasets`` ... ``faceauth_exporters``) take no arguments and return
+Registration hooks (``faceauth_datasets`` ... ``faceauth_detectors``) take no arguments and return
 a list of records from `faceauth.components`; every plugin's results are collected (none wins
 over another) and a name claimed twice within one kind is an error naming both plugins.
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from faceauth.components import Backbone, Dataset, Exporter, Loss, Trainer
+    from faceauth.components import Backbone, Dataset, Detector, Exporter, Loss, Trainer
     from faceauth.run import Run
 
 hookspec = pluggy.HookspecMarker("faceauth")
@@ -90,6 +90,21 @@ def faceauth_exporters() -> list[Exporter]:
 
     Returns a list of `faceauth.components.Exporter` records; see that class for what ``build``
     returns. All results are collected.
+    """
+
+
+@hookspec
+def faceauth_detectors() -> list[Detector]:
+    """Register face detectors a recipe names in its ``detector`` section.
+
+    Returns a list of `faceauth.components.Detector` records; ``build(options)`` returns an object
+    with ``detect(image, hint=None) -> list[faceauth.faces.Box]``. All results are collected.
+
+    Example::
+
+        @faceauth.hookimpl
+        def faceauth_detectors():
+            return [faceauth.components.Detector(name="yunet", build=YuNet, options=YuNetOptions)]
     """
 
 

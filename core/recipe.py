@@ -23,7 +23,12 @@ from faceauth.registry import Registry, suggest
 
 __all__ = ["Recipe", "Section", "OptimizerConfig", "SchedulerConfig", "load_recipe", "apply_overrides", "read_yaml"]
 
-COMPONENT_SECTIONS = {"data": "dataset", "backbone": "backbone", "loss": "loss", "trainer": "trainer", "export": "exporter"}
+COMPONENT_SECTIONS = {"data": "dataset", "backbone": "backbone", "loss": "loss", "trainer": "trainer",
+                      "export": "exporter", "detector": "detector", "test_data": "dataset"}
+# Sections a recipe may leave out (or set to null).
+OPTIONAL_SECTIONS = ("export", "detector", "test_data")
+# Sections that may also be a list of sections: several datasets used together.
+LIST_SECTIONS = ("data", "test_data")
 
 
 @attrs.frozen
@@ -79,11 +84,13 @@ class Recipe:
     deterministic: bool
     optimizer: OptimizerConfig
     scheduler: SchedulerConfig
-    data: Section
+    data: Section | tuple[Section, ...]
     backbone: Section
     loss: Section
     trainer: Section
     export: Section | None
+    detector: Section | None = None
+    test_data: Section | tuple[Section, ...] | None = None
     source: str = attrs.field(default="<recipe>", eq=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,7 +99,10 @@ class Recipe:
             out[name] = getattr(self, name)
         for name in COMPONENT_SECTIONS:
             section = getattr(self, name)
-            out[name] = section.to_dict() if section is not None else None
+            if isinstance(section, tuple):
+                out[name] = [s.to_dict() for s in section]
+            else:
+                out[name] = section.to_dict() if section is not None else None
         out["optimizer"] = schema.unstructure(self.optimizer)
         out["scheduler"] = schema.unstructure(self.scheduler)
         return out
@@ -100,12 +110,15 @@ class Recipe:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def component_names(self) -> dict[str, str]:
+    def component_names(self) -> dict[str, tuple[str, str]]:
+        """{section label: (kind, name)} of every component the recipe uses ("data[1]" for lists)."""
         names = {}
         for section_key, kind in COMPONENT_SECTIONS.items():
             section = getattr(self, section_key)
-            if section is not None:
-                names[kind] = section.name
+            if isinstance(section, tuple):
+                names.update({f"{section_key}[{i}]" if i else section_key: (kind, s.name) for i, s in enumerate(section)})
+            elif section is not None:
+                names[section_key] = (kind, section.name)
         return names
 
 
@@ -206,12 +219,17 @@ def resolve(raw: Mapping[str, Any], registry: Registry, source: str = "<recipe>"
         core = schema.structure(_Core, core_raw, "$")
         sections: dict[str, Section | None] = {}
         for key, kind in COMPONENT_SECTIONS.items():
-            if raw.get(key) is None and key == "export":
+            if raw.get(key) is None and key in OPTIONAL_SECTIONS:
                 sections[key] = None
-                continue
-            if key not in raw:
+            elif key not in raw:
                 raise RecipeError(f"{key}: required section is missing (a mapping with 'name')")
-            sections[key] = _resolve_section(raw[key], key, kind, registry)
+            elif key in LIST_SECTIONS and isinstance(raw[key], list):
+                if not raw[key]:
+                    raise RecipeError(f"{key}: an empty list; give one dataset section or a list of them")
+                sections[key] = tuple(_resolve_section(item, f"{key}[{i}]", kind, registry)
+                                      for i, item in enumerate(raw[key]))
+            else:
+                sections[key] = _resolve_section(raw[key], key, kind, registry)
     except RecipeError as exc:
         message = str(exc).removeprefix("$.")
         raise RecipeError(f"{source}: {message}") from None

@@ -41,6 +41,7 @@ _REGISTRATION_HOOKS = {
     "loss": "faceauth_losses",
     "trainer": "faceauth_trainers",
     "exporter": "faceauth_exporters",
+    "detector": "faceauth_detectors",
 }
 
 
@@ -155,10 +156,10 @@ class Registry:
     def entries(self, kind: str) -> list[Entry]:
         return [self._entries[kind][name] for name in self.names(kind)]
 
-    def providers_of(self, names: dict[str, str]) -> dict[str, str]:
-        """{kind: "distribution version"} for the components a run uses, for checkpoints and metadata."""
-        return {kind: f"{self.entry(kind, name).provider.distribution} {self.entry(kind, name).provider.version}"
-                for kind, name in names.items()}
+    def providers_of(self, names: dict[str, tuple[str, str]]) -> dict[str, str]:
+        """{label: "distribution version"} for {label: (kind, name)}, for checkpoints and metadata."""
+        return {label: f"{self.entry(kind, name).provider.distribution} {self.entry(kind, name).provider.version}"
+                for label, (kind, name) in names.items()}
 
     def hook(self) -> Any:
         """The event hooks (``faceauth_train_start`` ...), called as ``registry.hook().faceauth_epoch_end(...)``."""

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import attrs
 import torch
 
 from faceauth import checkpoint
+from faceauth.data import Splits
 from faceauth.errors import FaceAuthError, PluginError, RecipeError
 from faceauth.recipe import COMPONENT_SECTIONS, Recipe, load_recipe
 from faceauth.registry import Registry, load_registry
@@ -38,12 +40,33 @@ def version() -> str:
         return "unknown"
 
 
+def _accepts(function: Any, parameter: str) -> bool:
+    try:
+        return parameter in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def build_component(registry: Registry, recipe: Recipe, section_key: str, **kwargs: Any) -> Any:
-    """Build the component a recipe section names, with its validated options."""
+    """Build the component a recipe section names, with its validated options.
+
+    A list of dataset sections builds each and joins their splits. A dataset whose ``build`` takes
+    a ``detector`` argument receives the recipe's detector (or None when the recipe names none).
+    """
     section = getattr(recipe, section_key)
+    if section is None:
+        raise RecipeError(f"{recipe.source}: {section_key}: this recipe has no '{section_key}' section")
     kind = COMPONENT_SECTIONS[section_key]
+    if isinstance(section, tuple):
+        return Splits.concat([_build(registry, recipe, part, kind, **kwargs) for part in section])
+    return _build(registry, recipe, section, kind, **kwargs)
+
+
+def _build(registry: Registry, recipe: Recipe, section: Any, kind: str, **kwargs: Any) -> Any:
     entry = registry.entry(kind, section.name)
     args = (section.options,) if entry.component.options is not None else ()
+    if kind == "dataset" and _accepts(entry.component.build, "detector"):
+        kwargs["detector"] = build_component(registry, recipe, "detector") if recipe.detector is not None else None
     try:
         return entry.component.build(*args, **kwargs)
     except FaceAuthError:
@@ -76,6 +99,7 @@ class Run:
         return build_component(self.registry, self.recipe, section_key, **kwargs)
 
     def component(self, section_key: str) -> Any:
+        """The registered record of a (single) recipe section, e.g. to read a loss's `consumes`."""
         return self.registry.get(COMPONENT_SECTIONS[section_key], getattr(self.recipe, section_key).name)
 
     def versions(self) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def test_recipe_runs_on_the_plugin_components_and_events_are_logged(tmp_path: Pa
     assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [0, 1]
     assert {"last", "best"} <= {e["tag"] for e in events if e["event"] == "checkpoint_saved"}
     versions = faceauth.checkpoint.load(result.dir)["versions"]["components"]
-    assert versions["backbone"] == versions["dataset"] == versions["loss"] == f"{DIST} 0.1.0"
+    assert versions["backbone"] == versions["data"] == versions["loss"] == f"{DIST} 0.1.0"
 
 
 def test_disabling_the_package_removes_its_components(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -152,14 +152,28 @@ def test_empty_file_reads_as_empty_mapping_and_then_lacks_data(tmp_path, registr
 
 def test_headline_recipe_resolves(registry):
     recipe = load_recipe(HEADLINE, registry=registry)
-    assert recipe.component_names() == {"dataset": "folder", "backbone": "resnet18", "loss": "cross_entropy",
-                                        "trainer": "classifier", "exporter": "onnx"}
+    assert recipe.component_names() == {"data": ("dataset", "folder"), "backbone": ("backbone", "resnet18"),
+                                        "loss": ("loss", "cross_entropy"), "trainer": ("trainer", "classifier"),
+                                        "export": ("exporter", "onnx")}
     assert recipe.data.options.root is None
     assert recipe.backbone.options.input_size == 64
     assert recipe.trainer.options.epochs == 4 and recipe.trainer.options.monitor == "acer"
     assert recipe.optimizer.name == "adamw" and recipe.optimizer.lr == 0.001
     assert recipe.scheduler.warmup_epochs == 0.5
     assert recipe.source == str(HEADLINE)
+
+
+def test_several_datasets_and_optional_sections(registry):
+    recipe = load_recipe(HEADLINE, ["data=[{name: folder, root: /a}, {name: folder, root: /b}]",
+                                    "test_data={name: folder, root: /c}"], registry=registry)
+    assert [s.options.root for s in recipe.data] == ["/a", "/b"]
+    assert recipe.test_data.options.root == "/c" and recipe.detector is None
+    assert set(recipe.component_names()) >= {"data", "data[1]", "test_data"}
+    assert load_recipe(None, registry=registry, base=recipe.to_dict()) == recipe
+    with pytest.raises(RecipeError, match=r"data\[1\]\.root: expected a string or null, got 5"):
+        load_recipe(HEADLINE, ["data=[{name: folder}, {name: folder, root: 5}]"], registry=registry)
+    with pytest.raises(RecipeError, match="data: an empty list"):
+        load_recipe(HEADLINE, ["data=[]"], registry=registry)
 
 
 def test_headline_recipe_accepts_the_overrides_its_comment_advertises(registry):

@@ -78,7 +78,7 @@ def test_builtins_are_all_registered_by_faceauth_with_its_version():
 
 def test_providers_of_names_distribution_and_version():
     registry = load_registry()
-    assert registry.providers_of({"backbone": "resnet18", "loss": "cross_entropy"}) == {
+    assert registry.providers_of({"backbone": ("backbone", "resnet18"), "loss": ("loss", "cross_entropy")}) == {
         "backbone": f"faceauth {VERSION}",
         "loss": f"faceauth {VERSION}",
     }

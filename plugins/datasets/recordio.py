@@ -19,9 +19,11 @@ insightface packs start with a header record (key 0, flag > 0) whose labels (a, 
 Indexing reads ``train.idx`` and the 36 header bytes of each image record for its label (a
 vectorised pass over a memory map; several minutes for MS1M's 5.8 M records on a cold disk) and
 caches the resulting numpy arrays under ``cache_dir("index")``, keyed by the files' path, size and
-modification time, so later opens load them in a fraction of a second. Samples are read with one
-``os.pread`` per record through a file descriptor opened lazily in each process (DataLoader
-workers included), so forked workers never share a file position.
+modification time, so later opens load them in a fraction of a second. Samples are sliced out of a
+read-only memory map of the .rec, opened lazily in each process (DataLoader workers included, so
+forked workers never share a descriptor); chunked records and damaged frames are read with
+``os.pread``, which names the byte offset at fault. The .rec must not be truncated while it is
+read (a map reading past the new end of a file gets SIGBUS).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _LENGTH_MASK = (1 << 29) - 1
 _IR = struct.Struct("<IfQQ")          # flag, label, id, id2
 _FRAME = struct.Struct("<II")         # magic, lrecord
+_HEAD = struct.Struct("<III")         # magic, lrecord, then the IRHeader's flag
 _INDEX_VERSION = 1
 
 # How many times a label pass over a .rec file ran in this process (tests check caching with it).
@@ -65,44 +68,90 @@ label_scans = 0
 
 # --- reading records ----------------------------------------------------------------------------
 
+# Bumped in every forked child, so a RecordFile sees that it must reopen its file without calling
+# getpid() (a system call) on each read. A list: the hook updates it in place.
+_FORKS = [0]
+
+
+def _after_fork_in_child() -> None:
+    _FORKS[0] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class RecordFile:
-    """Random access to the records of a .rec file: one descriptor per process, opened on first use."""
+    """Random access to the records of a .rec file: opened on first use in each process.
+
+    The file is memory-mapped once per process, so reading a whole record (the usual case) is a
+    header unpack and one slice of the map, with no system call. Records split into chunks, bad
+    frames and records beyond the mapped length (a file that grew) take `os.pread` on the same
+    descriptor, which also serves where the file cannot be mapped. A forked child (DataLoader
+    worker) opens and maps its own, found by a fork counter rather than a getpid() per read.
+    """
 
     def __init__(self, path: str | Path):
         self.path = os.fspath(path)
         self._fd: int | None = None
         self._pid: int | None = None
+        self._map: mmap.mmap | None = None
+        self._mapped = 0      # bytes covered by _map
+        self._forks = -1      # _FORKS when this process opened the file
+
+    def _open(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot open ({exc.strerror})") from None
+        # A forked child's inherited descriptor and map are its parent's: left alone, never closed here.
+        self._fd, self._pid, self._forks = fd, os.getpid(), _FORKS[0]
+        self._map, self._mapped = None, 0
+        size = os.fstat(fd).st_size
+        if size:
+            try:
+                self._map, self._mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ), size
+            except (OSError, ValueError):  # a file system without mmap: every read takes pread
+                pass
 
     def _handle(self) -> int:
-        pid = os.getpid()
-        if self._pid != pid:  # first use, or a forked child: never share the parent's descriptor
-            try:
-                self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            except OSError as exc:
-                raise DataError(f"{self.path}: cannot open ({exc.strerror})") from None
-            self._pid = pid
+        if self._forks != _FORKS[0] or self._fd is None:
+            self._open()
         return self._fd  # type: ignore[return-value]
 
     def close(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
+        if self._fd is not None and self._forks == _FORKS[0] and self._pid == os.getpid():
+            if self._map is not None:
+                self._map.close()
             os.close(self._fd)
-        self._fd = self._pid = None
+        self._fd = self._pid = self._map = None
+        self._mapped, self._forks = 0, -1
 
     def __del__(self) -> None:
         try:
             self.close()
-        except OSError:
+        except (OSError, BufferError):
             pass
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_fd": None, "_pid": None}
+        return {"path": self.path, "_fd": None, "_pid": None, "_map": None, "_mapped": 0, "_forks": -1}
 
     def _size(self) -> int:
         return os.fstat(self._handle()).st_size
 
     def read(self, offset: int, end: int | None = None) -> bytes:
         """The payload of the record at `offset` (chunks joined); `end` is where the next record starts."""
+        if self._forks != _FORKS[0] or self._fd is None:
+            self._open()
+        view = self._map
+        if view is not None and offset + 8 <= self._mapped:
+            magic, lrec = _FRAME.unpack_from(view, offset)
+            stop = offset + 8 + lrec  # lrec is the length when cflag (its upper 3 bits) is 0
+            if magic == MAGIC and lrec <= _LENGTH_MASK and stop <= self._mapped:
+                return view[offset + 8:stop]
+        return self._read_chunks(offset, end)
+
+    def _read_chunks(self, offset: int, end: int | None) -> bytes:
         fd = self._handle()
         want = max((end or 0) - offset, 8)
         buf = os.pread(fd, want, offset)
@@ -165,7 +214,21 @@ class RecordImages:
 
     def read_bytes(self, index: int) -> bytes:
         """The encoded image of sample `index` (no decoding)."""
-        payload = self.file.read(int(self.offsets[index]), int(self.ends[index]))
+        offset = self.offsets.item(index)
+        file = self.file
+        if file._forks != _FORKS[0] or file._fd is None:
+            file._open()
+        # The usual case inline (this runs once per sample): a whole record, sliced out of the map
+        # after the frame, the IRHeader and its `flag` extra labels.
+        view = file._map
+        if view is not None and offset + _HEAD.size <= file._mapped:
+            magic, lrec, flag = _HEAD.unpack_from(view, offset)
+            start = offset + (8 + _IR.size) + 4 * flag
+            stop = offset + 8 + lrec      # lrec is the length when cflag (its upper 3 bits) is 0
+            if magic == MAGIC and lrec <= _LENGTH_MASK and start <= stop <= file._mapped:
+                return view[start:stop]
+        # chunked or damaged: the general path, which names the byte offset at fault
+        payload = file.read(offset, self.ends.item(index))
         return _split_payload(payload, self._where(index))[3]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
