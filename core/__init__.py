@@ -40,7 +40,7 @@ __all__ = [
     "CheckpointError",
 ]
 
-_LAZY_MODULES = {"checkpoint", "data", "metrics", "optim", "paths", "recipe", "registry", "runner", "weights",
+_LAZY_MODULES = {"align", "checkpoint", "data", "faces", "video", "metrics", "optim", "paths", "recipe", "registry", "runner", "weights",
                  "export", "tools"}
 _LAZY_FUNCTIONS = {"run": "runner", "evaluate": "tools", "export_checkpoint": "tools"}
 

@@ -18,7 +18,7 @@ an LFW ``pairs.txt`` (``lfw_pairs``) or insightface ``.bin`` packs (``verificati
 
 Unaligned photos can be aligned when read: ``landmarks`` names a CSV of ``path,x1,y1,...,x5,y5``
 rows (path relative to root; eyes, nose, mouth corners), and each image is warped onto the
-ArcFace template at ``align_size`` pixels (`faceauth.plugins.faces.align`).
+ArcFace template at ``align_size`` pixels (`faceauth.align`).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class IdentityImages:
         path = self.path(index)
         image = read_image(path)
         if self.landmarks is not None:
-            from faceauth.plugins.faces.align import align_five_point
+            from faceauth.align import align_five_point
 
             image = align_five_point(image, self.landmarks[index], self.align_size)
         return {"image": image, "label": int(self.labels[index]), "path": path}

@@ -97,7 +97,7 @@ class RecordFile:
         self._pid: int | None = None
         self._map: mmap.mmap | None = None
         self._mapped = 0      # bytes covered by _map
-        self._forks = -1      # _FORKS when this process opened the file
+        self._forks = -1      # _FORKS[0] when this process opened the file; -1 when not open
 
     def _open(self) -> None:
         try:
@@ -115,7 +115,7 @@ class RecordFile:
                 pass
 
     def _handle(self) -> int:
-        if self._forks != _FORKS[0] or self._fd is None:
+        if self._forks != _FORKS[0]:  # not opened in this process (closed files hold -1)
             self._open()
         return self._fd  # type: ignore[return-value]
 
@@ -141,7 +141,7 @@ class RecordFile:
 
     def read(self, offset: int, end: int | None = None) -> bytes:
         """The payload of the record at `offset` (chunks joined); `end` is where the next record starts."""
-        if self._forks != _FORKS[0] or self._fd is None:
+        if self._forks != _FORKS[0]:  # not opened in this process (closed files hold -1)
             self._open()
         view = self._map
         if view is not None and offset + 8 <= self._mapped:
@@ -216,7 +216,7 @@ class RecordImages:
         """The encoded image of sample `index` (no decoding)."""
         offset = self.offsets.item(index)
         file = self.file
-        if file._forks != _FORKS[0] or file._fd is None:
+        if file._forks != _FORKS[0]:
             file._open()
         # The usual case inline (this runs once per sample): a whole record, sliced out of the map
         # after the frame, the IRHeader and its `flag` extra labels.
@@ -401,7 +401,8 @@ def load_index(rec: str | Path, idx: str | Path | None = None, *, use_cache: boo
         i = int(beyond[0])
         raise DataError(f"{idx}:{i + 1}: offset {int(offsets[i])} of record {int(keys[i])} is beyond the end of "
                         f"{rec} ({size} bytes); the .idx belongs to another .rec?")
-    starts = np.unique(offsets)
+    starts = np.sort(offsets)  # np.unique, without its hash pass (0.7 s of a 1 s first open at 1M records)
+    starts = starts[np.append(True, starts[1:] != starts[:-1])]
     ends = np.append(starts, size)[np.searchsorted(starts, offsets, side="right")]
 
     order = np.argsort(keys, kind="stable")

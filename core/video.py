@@ -1,0 +1,76 @@
+"""Reading frames from video files with OpenCV (which decodes through FFmpeg), never by hand.
+
+Frames are returned as HxWx3 uint8 RGB arrays. A file that cannot be opened or decoded raises a
+`DataError` naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from faceauth.errors import DataError
+
+__all__ = ["VIDEO_SUFFIXES", "frame_count", "read_frames", "sample_indices"]
+
+VIDEO_SUFFIXES = (".avi", ".mov", ".mp4", ".webm", ".mkv")
+
+
+def _open(path: str | Path):
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise DataError(f"{path}: cannot open video (not a video file, or a codec FFmpeg cannot decode)")
+    return capture
+
+
+def frame_count(path: str | Path) -> int:
+    """Frames in the video, by decoding it (container headers are often wrong or missing)."""
+    capture = _open(path)
+    try:
+        count = 0
+        while capture.grab():
+            count += 1
+    finally:
+        capture.release()
+    if count == 0:
+        raise DataError(f"{path}: the video has no decodable frames")
+    return count
+
+
+def read_frames(path: str | Path, indices: Sequence[int]) -> list[np.ndarray]:
+    """The frames at `indices` (any order, repeats allowed), decoded in one sequential pass."""
+    import cv2
+
+    wanted = sorted(set(int(i) for i in indices))
+    found: dict[int, np.ndarray] = {}
+    capture = _open(path)
+    try:
+        index = 0
+        for target in wanted:
+            while index <= target:
+                if not capture.grab():
+                    raise DataError(f"{path}: frame {target} cannot be decoded (the video ends at frame {index})")
+                if index == target:
+                    ok, frame = capture.retrieve()
+                    if not ok:
+                        raise DataError(f"{path}: frame {target} cannot be decoded")
+                    found[target] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                index += 1
+    finally:
+        capture.release()
+    return [found[int(i)] for i in indices]
+
+
+def sample_indices(total: int, count: int, stride: int | None = None, offset: int = 0) -> list[int]:
+    """`count` frame indices: every `stride`-th frame from `offset`, or spread evenly when stride is None."""
+    if total <= 0 or count <= 0:
+        return []
+    if stride is None:
+        if count >= total:
+            return list(range(total))
+        return [int(round(x)) for x in np.linspace(0, total - 1, count)]
+    return [i for i in range(offset, total, stride)][:count]

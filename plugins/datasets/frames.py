@@ -1,0 +1,126 @@
+"""Liveness samples cut from raw frames: still images or video frames, cropped to the face and cached.
+
+Dataset loaders of raw data (CASIA-FASD, Replay-Attack, CelebA-Spoof, NUAA) list `FrameSource`s,
+then call `crop_all`, which makes the missing crops in one pass (decoding each video once, with a
+progress bar), logs how many frames had no face, and returns a `CroppedFaces` dataset that reads the
+cached crops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+from tqdm import tqdm
+
+import faceauth
+from faceauth.data import read_image
+from faceauth.errors import DataError
+from faceauth.faces import Box, CropCache, CropReport
+from faceauth.video import read_frames
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class CropOptions:
+    """Face-crop settings shared by the raw-frame datasets (the detector is the recipe's `detector`)."""
+
+    crop_margin: float = attrs.field(default=0.2, validator=faceauth.schema.non_negative)
+    crop_size: int = attrs.field(default=128, validator=faceauth.schema.positive)
+
+
+@attrs.frozen
+class FrameSource:
+    """One frame to crop: a still image (`frame` None) or frame `frame` of a video."""
+
+    path: str
+    frame: int | None
+    label: int
+    attack_type: str
+    subject: str
+    hint: Box | None = None
+
+    @property
+    def source_id(self) -> str:
+        return self.path if self.frame is None else f"{self.path}#{self.frame}"
+
+    def load(self) -> tuple[np.ndarray, Box | None]:
+        if self.frame is None:
+            return np.asarray(read_image(self.path)), self.hint
+        return read_frames(self.path, [self.frame])[0], self.hint
+
+
+class CroppedFaces:
+    """Face crops of a list of sources, read from the cache (a damaged entry is rebuilt)."""
+
+    def __init__(self, sources: Sequence[FrameSource], cache: CropCache):
+        self.sources, self.cache = list(sources), cache
+        self.labels = [s.label for s in self.sources]
+        self.attack_types = [s.attack_type for s in self.sources]
+        self.subjects = [s.subject for s in self.sources]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        source = self.sources[index]
+        return {"image": self.cache.read(source.source_id, source.load), "label": source.label,
+                "attack_type": source.attack_type, "subject": source.subject, "path": source.source_id}
+
+
+def _decode_groups(sources: Sequence[FrameSource]) -> dict[str, list[FrameSource]]:
+    groups: dict[str, list[FrameSource]] = defaultdict(list)
+    for source in sources:
+        groups[source.path].append(source)
+    return groups
+
+
+def crop_all(sources: Sequence[FrameSource], cache: CropCache, where: str,
+             on_bad_video: str = "skip") -> tuple[CroppedFaces, CropReport]:
+    """Make the missing crops of `sources`, then a dataset of those that have a face.
+
+    A video that cannot be decoded is skipped with a warning naming it (`on_bad_video="skip"`) or
+    stops the run (`"error"`).
+    """
+    report = CropReport()
+    missing = [s for s in sources if cache.status(s.source_id) == "missing"]
+    todo = {s.source_id for s in missing}
+    broken: list[str] = []
+    with tqdm(total=len(missing), desc=f"face crops: {where}", unit="frame", disable=not missing,
+              leave=False) as bar:
+        for path, group in _decode_groups(missing).items():
+            try:
+                if group[0].frame is None:
+                    images = [np.asarray(read_image(path))]
+                else:
+                    images = read_frames(path, [s.frame for s in group])
+            except DataError as exc:
+                if on_bad_video == "error":
+                    raise
+                log.warning("skipped: %s", exc)
+                broken.append(path)
+                bar.update(len(group))
+                continue
+            for source, image in zip(group, images, strict=True):
+                if cache.make(source.source_id, image, source.hint) is not None:
+                    report.made += 1
+                bar.update(1)
+    kept = []
+    for source in sources:
+        state = cache.status(source.source_id)
+        if state == "crop":
+            kept.append(source)
+            report.cached += source.source_id not in todo
+        elif source.path not in broken:
+            report.no_face.append(source.source_id)
+    if broken:
+        log.warning("%s: %d videos could not be decoded and were skipped (e.g. %s)", where, len(broken), broken[0])
+    log.info(report.summary(where))
+    if not kept:
+        raise DataError(f"{where}: no face found in any of its {len(sources)} frames (check the detector setting)")
+    return CroppedFaces(kept, cache), report
