@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -20,6 +21,8 @@ EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 
 def _guard(prog: str, debug: bool, action: Callable[[], int]) -> int:
+    # Plugins report progress and skipped samples through the "faceauth" loggers.
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format=f"{prog}: %(message)s")
     try:
         return action()
     except FaceAuthError as exc:
