@@ -1,10 +1,12 @@
-"""Helpers shared by the benchmark scripts: timing and a table printer."""
+"""Helpers shared by the benchmark scripts: timing, steady-state training throughput, engine latency, a table."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -21,3 +23,69 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> f
 def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
+
+
+def timed_steps(batches: Iterable[Any], step: Callable[[Any], int], steps: int, warmup: int = 2) -> float:
+    """Images/s of `step(batch)` (which returns the batch's image count) over `steps` batches after `warmup`.
+
+    The warm-up steps fill allocators, caches and DataLoader workers and are not counted. `batches`
+    is iterated again from the start when it runs out (a new epoch).
+    """
+    seen, start, done = 0, 0.0, 0
+    while done < steps + warmup:
+        for batch in batches:
+            if done == warmup:
+                seen, start = 0, time.perf_counter()
+            seen += step(batch)
+            done += 1
+            if done >= steps + warmup:
+                break
+    return seen / (time.perf_counter() - start)
+
+
+def logged_images_per_second(run_dir: Path, batch: int, after_step: int = 0, tag: str = "train/loss_step") -> float:
+    """Steady-state images/s of a faceauth run from the wall times TensorBoard recorded at logged steps.
+
+    Steps up to `after_step` (warm-up) are left out: the rate is taken from the first logged step
+    at or after it to the last one.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    logged = [s for s in acc.Scalars(tag) if s.step >= after_step]
+    if len(logged) < 2:
+        raise RuntimeError(f"{run_dir}: fewer than two '{tag}' steps logged after step {after_step}")
+    first, last = logged[0], logged[-1]
+    return (last.step - first.step) * batch / (last.wall_time - first.wall_time)
+
+
+def run_recipe(recipe: dict[str, Any], workdir: Path, overrides: Iterable[str] = ()) -> Any:
+    """Write `recipe` as YAML into `workdir` and run it with `faceauth.run`; returns its RunResult."""
+    import yaml
+
+    import faceauth
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "bench.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return faceauth.run(path, list(overrides))
+
+
+def eager_and_onnx_seconds(model: Any, onnx_path: Path, x: Any, repeats: int, warmup: int = 2) -> tuple[float, float]:
+    """Median seconds of one call of eager `model(x)` and of onnxruntime on the exported model, each timed alone.
+
+    The onnxruntime session (thread spinning disabled, see `faceauth.export.onnx_session`) exists
+    only while it is timed, so its threads never compete with PyTorch's.
+    """
+    import torch
+
+    from faceauth.export import onnx_session
+
+    with torch.no_grad():
+        eager = median_seconds(lambda: model(x), repeats, warmup)
+    session = onnx_session(onnx_path)
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    ort_time = median_seconds(lambda: session.run(None, feed), repeats, warmup)
+    del session
+    return eager, ort_time

@@ -52,9 +52,9 @@ def print_components(extra_plugins: Sequence[Any] = ()) -> None:
 
 def _summary(result: Any) -> str:
     lines = [f"run directory: {result.dir}"]
-    for split in ("val", "test"):
+    for split in ("val", "test", "cross_test"):
         figures = result.metrics.get(split) or {}
-        shown = {k: figures[k] for k in ("acer", "apcer", "bpcer", "eer", "auc", "accuracy") if k in figures}
+        shown = {k: figures[k] for k in ("acer", "apcer", "bpcer", "hter", "eer", "auc", "accuracy") if k in figures}
         if shown:
             lines.append(f"{split}: " + "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     if result.onnx_path is not None:

@@ -132,11 +132,15 @@ class EpochSampler(Sampler):
     """Yields ``(index, seed)``: a permutation fixed by (seed, epoch), or the plain order for evaluation.
 
     `start` skips the first positions of the epoch, which is how a run resumes mid-epoch. With
-    `world_size` > 1 each rank takes every `world_size`-th position.
+    `world_size` > 1 each rank takes every `world_size`-th position. With `weights`, an epoch draws
+    `size` samples with replacement, each with probability proportional to its weight (class
+    balancing).
     """
 
-    def __init__(self, size: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1):
+    def __init__(self, size: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
+                 weights: np.ndarray | None = None):
         self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
@@ -145,7 +149,10 @@ class EpochSampler(Sampler):
 
     def _order(self) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+        if self.weights is not None:
+            order = rng.choice(self.size, size=self.size, replace=True, p=self.weights)
+        else:
+            order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
         seeds = rng.integers(0, 2**62, size=self.size)
         return order[self.rank :: self.world_size], seeds[self.rank :: self.world_size]
 

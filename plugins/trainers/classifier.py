@@ -31,6 +31,7 @@ from faceauth.runner import FitResult, Run
 @attrs.frozen
 class ClassifierOptions(LoopOptions):
     monitor: Literal["acer", "hter", "eer", "auc", "loss"] = "acer"
+    balance: Literal["none", "sampler"] = "none"  # sampler: draw each class equally often (or use loss.class_weights)
     augment: AugmentOptions = AugmentOptions()
 
 
@@ -92,9 +93,20 @@ class LivenessTask:
         seed = run.recipe.seed
         self.train_loader = image_loader(self.splits.train, train_transform(self.preprocess, options.augment),
                                          batch_size=options.batch_size, num_workers=options.num_workers,
-                                         seed=seed, shuffle=True)
+                                         seed=seed, shuffle=True, weights=self._balance_weights())
         self.val_loader = trainer.eval_loader(self.splits.val, self.preprocess, seed)
         self.monitor = (options.monitor, higher_is_better if options.monitor == "auc" else lower_is_better)
+
+    def _balance_weights(self) -> np.ndarray | None:
+        if self.options.balance == "none":
+            return None
+        labels = getattr(self.splits.train, "labels", None)
+        if labels is None:
+            raise RecipeError(f"trainer.balance: 'sampler' needs a dataset that lists its labels; "
+                              f"the training dataset does not (use loss.class_weights instead)")
+        labels = np.asarray(labels)
+        counts = np.bincount(labels, minlength=len(self.classes)).astype(np.float64)
+        return 1.0 / counts[labels]
 
     def checkpoint_extras(self) -> dict[str, Any]:
         return {"classes": list(self.classes)}
@@ -111,13 +123,21 @@ class LivenessTask:
         self.run.writer.add_pr_curve("val/pr_live", predictions["label"] == LIVE, predictions["score"], step)
         return measure(predictions, threshold=None)
 
-    def test(self, step: int, threshold: float | None) -> dict[str, float] | None:
-        self.model.classes = self.classes
-        if self.splits.test is None:
-            return None
-        loader = self.trainer.eval_loader(self.splits.test, self.preprocess, self.run.recipe.seed)
-        predictions = self.trainer.predict(self.trainer.torch_scorer(self.model), loader, self.run.device)
-        return measure(predictions, threshold=threshold)
+    def test(self, step: int, threshold: float | None) -> dict[str, dict[str, float]]:
+        """The test split, and the test split of `test_data` (cross-dataset) when the recipe has one."""
+        sets = {"test": self.splits.test}
+        if self.run.recipe.test_data is not None:
+            cross = self.run.build("test_data")
+            if cross.test is None:
+                raise DataError("test_data: the dataset has no test split")
+            sets["cross_test"] = cross.test
+        results = {}
+        for label, dataset in sets.items():
+            if dataset is not None:
+                loader = self.trainer.eval_loader(dataset, self.preprocess, self.run.recipe.seed)
+                predictions = self.trainer.predict(self.trainer.torch_scorer(self.model), loader, self.run.device)
+                results[label] = measure(predictions, threshold=threshold)
+        return results
 
     def log_samples(self, count: int = 16) -> None:
         """Once per run: a grid of training inputs, framed green (live) or red (spoof), and their labels."""

@@ -138,10 +138,10 @@ class EmbeddingTask:
             return {}
         return self._measure(self.splits.val, step, "val")
 
-    def test(self, step: int, threshold: float | None) -> dict[str, float] | None:
+    def test(self, step: int, threshold: float | None) -> dict[str, dict[str, float]]:
         if self.splits.test is None:
-            return None
-        return self._measure(self.splits.test, step, "test", threshold)
+            return {}
+        return {"test": self._measure(self.splits.test, step, "test", threshold)}
 
     def log_samples(self, count: int = 16) -> None:
         dataset = self.train_loader.dataset

@@ -53,12 +53,12 @@ class Task(Protocol):
     def set_epoch(self, epoch: int, position: int) -> None: ...  # order of `epoch`, skipping `position` batches
     def loss(self, batch: dict[str, Any]) -> torch.Tensor: ...
     def validate(self, step: int) -> dict[str, float]: ...
-    def test(self, step: int, threshold: float | None) -> dict[str, float] | None: ...
+    def test(self, step: int, threshold: float | None) -> dict[str, dict[str, float]]: ...  # {split label: figures}
     def log_samples(self) -> None: ...
 
 
 def image_loader(dataset: Any, transform: Callable, *, batch_size: int, num_workers: int, seed: int,
-                 shuffle: bool, batch_sampler: Any = None) -> DataLoader:
+                 shuffle: bool, batch_sampler: Any = None, weights: Any = None) -> DataLoader:
     """A DataLoader over `Transformed(dataset)` fed by an `EpochSampler` (or the given batch sampler).
 
     The loader has its own generator so iterating it never draws from the global RNG, which the
@@ -69,7 +69,7 @@ def image_loader(dataset: Any, transform: Callable, *, batch_size: int, num_work
                   persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
     if batch_sampler is not None:
         return DataLoader(data, batch_sampler=batch_sampler, **common)
-    sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle)
+    sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle, weights=weights)
     return DataLoader(data, batch_size=batch_size, sampler=sampler,
                       drop_last=shuffle and len(dataset) > batch_size, **common)
 
@@ -237,10 +237,9 @@ class TrainingLoop:
             best = checkpoint.load(run.dir / "checkpoints" / "best.pt", map_location=run.device)
             task.model.load_state_dict(best["model"])
             task.model.eval()
-            test = task.test(self.epoch, self.best["threshold"])
-            if test is not None:
-                result["test"] = test
-                run.log({f"test/{k}": v for k, v in test.items()}, self.epoch)
+            for label, figures in task.test(self.epoch, self.best["threshold"]).items():
+                result[label] = figures
+                run.log({f"{label}/{k}": v for k, v in figures.items()}, self.epoch)
         task.model.threshold = self.best["threshold"]
         for key, value in getattr(task, "checkpoint_extras", dict)().items():
             setattr(task.model, key, tuple(value) if isinstance(value, list) else value)

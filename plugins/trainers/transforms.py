@@ -1,13 +1,43 @@
-"""Image transforms of the built-in trainers: augmentation for training, plain resizing for evaluation."""
+"""Image transforms of the built-in trainers: augmentation for training, plain resizing for evaluation.
+
+Every random draw comes from torch's global RNG (`torch.rand`, `torch.randint`, torchvision's
+random transforms), which `faceauth.data.Transformed` seeds per sample; Python's `random` and
+numpy's global RNG would make runs irreproducible. A step whose probability or strength is 0 is
+left out of the pipeline, so it draws nothing and older recipes keep their exact random stream.
+
+`spoof_transform` simulates print and replay artefacts. It is separate from `train_transform`
+because it must only touch SPOOF samples: a live image with a halftone pattern is mislabelled.
+"""
 
 from __future__ import annotations
 
+import io
+import math
+from collections.abc import Callable
+from typing import Any
+
 import attrs
+import numpy as np
 import torch
+from PIL import Image, ImageFilter
 from torchvision.transforms import v2
 
 import faceauth
 from faceauth.components import Preprocess
+
+__all__ = ["AugmentOptions", "train_transform", "eval_transform", "spoof_transform", "denormalise"]
+
+
+def _jpeg_quality(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if not 1 <= value <= 100:
+        raise ValueError(f"{attribute.name}: expected an integer from 1 to 100, got {value!r}")
+
+
+def _one_attack_at_a_time(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    faceauth.schema.fraction(instance, attribute, value)
+    if instance.print_artefacts + value > 1:
+        raise ValueError(f"{attribute.name}: expected print_artefacts + replay_artefacts <= 1 (one simulated "
+                         f"attack per sample), got {instance.print_artefacts!r} + {value!r}")
 
 
 @attrs.frozen
@@ -16,6 +46,16 @@ class AugmentOptions:
     crop_scale: float = attrs.field(default=0.8, validator=faceauth.schema.fraction)  # 1.0: no random crop
     rotation: float = attrs.field(default=8.0, validator=faceauth.schema.non_negative)  # degrees
     color_jitter: float = attrs.field(default=0.15, validator=faceauth.schema.fraction)
+    # gamma drawn log-uniformly from [1/(1+gamma), 1+gamma]: exposure / display response
+    gamma: float = attrs.field(default=0.0, validator=faceauth.schema.non_negative)
+    blur: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)  # probability
+    blur_sigma: float = attrs.field(default=1.5, validator=faceauth.schema.positive)  # largest sigma, input pixels
+    jpeg: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)  # probability
+    jpeg_quality: int = attrs.field(default=30, validator=_jpeg_quality)  # quality drawn from [jpeg_quality, 100]
+    # spoof samples only (see spoof_transform): probability of a simulated print / replay recapture
+    print_artefacts: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)
+    replay_artefacts: float = attrs.field(default=0.0, validator=_one_attack_at_a_time)
+    artefact_strength: float = attrs.field(default=0.5, validator=faceauth.schema.fraction)
 
 
 def _normalise(preprocess: Preprocess) -> list[v2.Transform]:
@@ -26,8 +66,73 @@ def eval_transform(preprocess: Preprocess) -> v2.Compose:
     return v2.Compose([v2.Resize(list(preprocess.input_size), antialias=True), *_normalise(preprocess)])
 
 
+def _uniforms(count: int) -> list[float]:
+    """`count` draws from U[0, 1) off torch's global RNG, in one call."""
+    return torch.rand(count, dtype=torch.float64).tolist()
+
+
+class RandomGamma:
+    """Gamma correction with gamma log-uniform in [1/(1+strength), 1+strength], through a lookup table."""
+
+    def __init__(self, strength: float):
+        self.strength = strength
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        gamma = (1 + self.strength) ** (2 * _uniforms(1)[0] - 1)
+        lut = [round(255 * (i / 255) ** gamma) for i in range(256)]
+        return image.point(lut * len(image.getbands()))
+
+    def __repr__(self) -> str:
+        return f"RandomGamma(strength={self.strength})"
+
+
+class RandomBlur:
+    """With probability `p`, a Gaussian blur with sigma uniform in [max_sigma / 10, max_sigma] pixels."""
+
+    def __init__(self, p: float, max_sigma: float):
+        self.p, self.max_sigma = p, max_sigma
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        gate, u = _uniforms(2)  # always two draws, so the stream does not depend on the outcome
+        if gate >= self.p:
+            return image
+        return image.filter(ImageFilter.GaussianBlur(self.max_sigma * (0.1 + 0.9 * u)))
+
+    def __repr__(self) -> str:
+        return f"RandomBlur(p={self.p}, max_sigma={self.max_sigma})"
+
+
+class RandomJpeg:
+    """With probability `p`, a JPEG encode/decode round trip (in memory) at a quality in [min_quality, 100]."""
+
+    def __init__(self, p: float, min_quality: int):
+        self.p, self.min_quality = p, min_quality
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        gate = _uniforms(1)[0]
+        quality = int(torch.randint(self.min_quality, 101, ()).item())
+        if gate >= self.p:
+            return image
+        return jpeg_round_trip(image, quality)
+
+    def __repr__(self) -> str:
+        return f"RandomJpeg(p={self.p}, min_quality={self.min_quality})"
+
+
+def jpeg_round_trip(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return decoded.convert("RGB")
+
+
 def train_transform(preprocess: Preprocess, augment: AugmentOptions) -> v2.Compose:
-    steps: list[v2.Transform] = []
+    # Order follows the capture chain: geometry (pose, framing) -> light and optics (colour, gamma,
+    # blur) -> the codec (JPEG) -> tensor and normalisation. Resizing first makes every later step
+    # run at input size (cheap) and fixes blur sigma in input pixels; compression comes last among
+    # the image steps because a resample or blur after it would smooth away its 8x8 block artefacts.
+    steps: list[Callable[[Any], Any]] = []
     if augment.crop_scale < 1.0:
         steps.append(v2.RandomResizedCrop(list(preprocess.input_size), scale=(augment.crop_scale, 1.0),
                                           ratio=(0.9, 1.1), antialias=True))
@@ -40,7 +145,106 @@ def train_transform(preprocess: Preprocess, augment: AugmentOptions) -> v2.Compo
     if augment.color_jitter > 0:
         j = augment.color_jitter
         steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(0.5, j / 4)))
+    if augment.gamma > 0:
+        steps.append(RandomGamma(augment.gamma))
+    if augment.blur > 0:
+        steps.append(RandomBlur(augment.blur, augment.blur_sigma))
+    if augment.jpeg > 0:
+        steps.append(RandomJpeg(augment.jpeg, augment.jpeg_quality))
     return v2.Compose([*steps, *_normalise(preprocess)])
+
+
+# --- simulated presentation attacks --------------------------------------------------------------
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _grating(h: int, w: int, period: float, angle: np.ndarray, offset: tuple[float, float]) -> tuple[np.ndarray, ...]:
+    """cos and sin of 2*pi/period * (x cos(angle) + y sin(angle)) on an h x w grid, one plane per angle.
+
+    `angle` has shape (k,); results are (h, w, k). Built from 1-D factors with
+    cos(a + b) = cos a cos b - sin a sin b, so no 2-D trigonometry is evaluated.
+    """
+    k = 2 * math.pi / period
+    x = np.arange(w, dtype=np.float32)[:, None] + np.float32(offset[0])
+    y = np.arange(h, dtype=np.float32)[:, None] + np.float32(offset[1])
+    ax, ay = x * (k * np.cos(angle)).astype(np.float32), y * (k * np.sin(angle)).astype(np.float32)
+    cx, sx, cy, sy = np.cos(ax)[None], np.sin(ax)[None], np.cos(ay)[:, None], np.sin(ay)[:, None]
+    return cy * cx - sy * sx, cy * sx + sy * cx
+
+
+def _from_float(a: np.ndarray) -> Image.Image:
+    return Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8))
+
+
+def _print_artefacts(image: Image.Image, strength: float, u: list[float]) -> Image.Image:
+    """A printed photo: faded inks, a rotated colour halftone screen, tinted paper and a grey black."""
+    a = np.asarray(image.convert("RGB"), np.float32) * np.float32(1 / 255)
+    h, w = a.shape[:2]
+    luma = (a @ _LUMA)[..., None]
+    a = luma + (a - luma) * np.float32(1 - strength * (0.3 + 0.5 * u[0]))            # faded colour
+    period = 2.0 + 2.0 * u[1]                                                           # dot pitch, pixels
+    angles = np.deg2rad(np.array([15.0, 75.0, 45.0])) + u[2] * math.pi / 2              # one screen per ink
+    first, _ = _grating(h, w, period, angles, (u[3] * period, u[4] * period))
+    second, _ = _grating(h, w, period, angles + math.pi / 2, (u[3] * period, u[4] * period))
+    screen = 0.5 + 0.25 * (first + second)                                              # dot threshold map
+    ink = np.clip((1 - a - screen) * np.float32(1 / 0.2) + 0.5, 0, 1)                 # soft-edged dots
+    a += (1 - ink - a) * np.float32(strength * (0.5 + 0.5 * u[5]))
+    paper = np.array([1.0, 0.97 - 0.04 * u[6], 0.86 - 0.08 * u[6]], np.float32)       # yellowish sheet
+    black = np.float32(strength * (0.05 + 0.15 * u[7]))                                # ink is never black
+    return _from_float(black + (paper - black) * a)
+
+
+def _replay_artefacts(image: Image.Image, strength: float, u: list[float]) -> Image.Image:
+    """A screen recaptured: display gamma, lit black, cool white, RGB sub-pixel grid and moire bands."""
+    gamma = 1.5 ** (2 * u[0] - 1)
+    black = strength * (0.02 + 0.1 * u[1])
+    tint = (1 - 0.1 * strength * u[2], 1.0, 1 + 0.1 * strength * u[2])
+    lut = [round(255 * min(1.0, t * (black + (1 - black) * (i / 255) ** gamma))) for t in tint for i in range(256)]
+    a = np.asarray(image.convert("RGB").point(lut), np.float32) * np.float32(1 / 255)
+    h, w = a.shape[:2]
+    # sub-pixel stripes: channel c peaks a third of a display pixel after channel c-1
+    period, angle = 1.5 + 2.0 * u[3], (u[4] - 0.5) * 0.4
+    c, s = _grating(h, w, period, np.array([angle]), (u[5] * period, 0.0))
+    phases = np.array([0.0, 2.0, 4.0], np.float32) * np.float32(math.pi / 3)
+    stripes = c * np.cos(phases) + s * np.sin(phases)                                   # (h, w, 3)
+    rows, _ = _grating(h, w, period, np.array([angle + math.pi / 2]), (0.0, u[6] * period))
+    grid = (1 + np.float32(0.6 * strength) * stripes) * (1 - np.float32(0.25 * strength) * (0.5 + 0.5 * rows))
+    # moire: the beat of the display grid against the sensor grid, coloured low-frequency bands
+    bc, bs = _grating(h, w, 6.0 + 18.0 * u[7], np.array([u[8] * math.pi]), (0.0, 0.0))
+    bands = 1 + np.float32(0.25 * strength * u[9]) * (bc * np.cos(2 * phases) + bs * np.sin(2 * phases))
+    return _from_float(a * grid * bands)
+
+
+class SpoofArtefacts:
+    """Simulated print or replay recapture of a SPOOF image: at most one of them per call.
+
+    Draws 11 uniforms from torch's RNG on every call, whether or not an artefact is applied.
+    """
+
+    def __init__(self, print_p: float, replay_p: float, strength: float):
+        self.print_p, self.replay_p, self.strength = print_p, replay_p, strength
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        gate, *u = _uniforms(11)
+        if gate < self.print_p:
+            return _print_artefacts(image, self.strength, u)
+        if gate < self.print_p + self.replay_p:
+            return _replay_artefacts(image, self.strength, u)
+        return image
+
+    def __repr__(self) -> str:
+        return f"SpoofArtefacts(print_p={self.print_p}, replay_p={self.replay_p}, strength={self.strength})"
+
+
+def spoof_transform(augment: AugmentOptions) -> Callable[[Image.Image], Image.Image] | None:
+    """The artefacts to add to SPOOF samples' PIL images before `train_transform`; None when disabled.
+
+    Call it inside the sample's seeded block (as `Transformed` runs its transform), never on live samples.
+    """
+    if augment.artefact_strength == 0 or augment.print_artefacts + augment.replay_artefacts == 0:
+        return None
+    return SpoofArtefacts(augment.print_artefacts, augment.replay_artefacts, augment.artefact_strength)
 
 
 def denormalise(batch: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:

@@ -1,0 +1,42 @@
+"""Liveness training practice: class balancing, several datasets at once, and cross-dataset testing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import faceauth
+from faceauth.data import EpochSampler
+from tests.conftest import TINY_RECIPE
+
+
+def test_weighted_sampler_balances_classes_deterministically() -> None:
+    labels = np.array([0] * 10 + [1] * 90)
+    weights = 1.0 / np.bincount(labels)[labels]
+    sampler = EpochSampler(len(labels), seed=3, shuffle=True, weights=weights)
+    sampler.set_epoch(0)
+    first = [index for index, _ in sampler]
+    assert first == [index for index, _ in sampler]
+    share_live = np.mean(labels[first] == 0)
+    assert 0.35 < share_live < 0.65  # 10% of the data, about half of the draws
+    sampler.set_epoch(1)
+    assert [index for index, _ in sampler] != first
+
+
+@pytest.mark.slow
+def test_two_training_sets_balanced_and_a_cross_dataset_test(tmp_path: Path) -> None:
+    recipe = {**TINY_RECIPE, "output_dir": str(tmp_path / "runs"), "export": None,
+              "data": [TINY_RECIPE["data"], {**TINY_RECIPE["data"], "seed": 1}],
+              "test_data": {**TINY_RECIPE["data"], "seed": 2},
+              "trainer": {**TINY_RECIPE["trainer"], "epochs": 1, "balance": "sampler"}}
+    path = tmp_path / "cross.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    result = faceauth.run(path)
+    assert {"test", "cross_test"} <= set(result.metrics)
+    assert 0.0 <= result.metrics["cross_test"]["hter"] <= 1.0
+    assert result.metrics["cross_test"]["threshold"] == pytest.approx(result.metrics["threshold"])
+    versions = faceauth.checkpoint.load(result.dir)["versions"]["components"]
+    assert {"data", "data[1]", "test_data"} <= set(versions)
