@@ -191,7 +191,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
     return result
 
 
-def _resolve_section(raw: Any, key: str, kind: str, registry: Registry) -> Section:
+def resolve_section(raw: Any, key: str, kind: str, registry: Registry) -> Section:
     if not isinstance(raw, Mapping) or "name" not in raw:
         known = ", ".join(registry.names(kind))
         raise RecipeError(f"{key}: expected a mapping with 'name' (a registered {kind}: {known}), got {raw!r}")
@@ -226,10 +226,10 @@ def resolve(raw: Mapping[str, Any], registry: Registry, source: str = "<recipe>"
             elif key in LIST_SECTIONS and isinstance(raw[key], list):
                 if not raw[key]:
                     raise RecipeError(f"{key}: an empty list; give one dataset section or a list of them")
-                sections[key] = tuple(_resolve_section(item, f"{key}[{i}]", kind, registry)
+                sections[key] = tuple(resolve_section(item, f"{key}[{i}]", kind, registry)
                                       for i, item in enumerate(raw[key]))
             else:
-                sections[key] = _resolve_section(raw[key], key, kind, registry)
+                sections[key] = resolve_section(raw[key], key, kind, registry)
     except RecipeError as exc:
         message = str(exc).removeprefix("$.")
         raise RecipeError(f"{source}: {message}") from None

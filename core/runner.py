@@ -27,7 +27,7 @@ from faceauth.errors import FaceAuthError, PluginError, RecipeError
 from faceauth.recipe import COMPONENT_SECTIONS, Recipe, load_recipe
 from faceauth.registry import Registry, load_registry
 
-__all__ = ["Run", "FitResult", "RunResult", "run", "version", "build_component"]
+__all__ = ["Run", "Components", "FitResult", "RunResult", "run", "version", "build_component"]
 
 
 def version() -> str:
@@ -67,6 +67,8 @@ def _build(registry: Registry, recipe: Recipe, section: Any, kind: str, **kwargs
     args = (section.options,) if entry.component.options is not None else ()
     if kind == "dataset" and _accepts(entry.component.build, "detector"):
         kwargs["detector"] = build_component(registry, recipe, "detector") if recipe.detector is not None else None
+    if _accepts(entry.component.build, "components"):
+        kwargs["components"] = Components(registry, recipe)
     try:
         return entry.component.build(*args, **kwargs)
     except FaceAuthError:
@@ -75,6 +77,27 @@ def _build(registry: Registry, recipe: Recipe, section: Any, kind: str, **kwargs
         raise PluginError(
             f"{kind} '{section.name}' from {entry.provider} failed to build: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+class Components:
+    """Given to a component whose ``build`` takes a ``components`` argument, to build the components
+    named inside its own options (a temporal model's frame encoder, a fusion model's members).
+
+    ``components.build("backbone", {"name": "resnet18", "input_size": 64}, key="backbone.encoder")``
+    validates the section like a recipe section (errors name `key`) and builds it.
+    """
+
+    def __init__(self, registry: Registry, recipe: Recipe):
+        self._registry, self._recipe = registry, recipe
+
+    def build(self, kind: str, section: Any, key: str, **kwargs: Any) -> Any:
+        from faceauth.recipe import resolve_section
+
+        try:
+            resolved = resolve_section(section, key, kind, self._registry)
+        except RecipeError as exc:
+            raise RecipeError(f"{self._recipe.source}: {exc}") from None
+        return _build(self._registry, self._recipe, resolved, kind, **kwargs)
 
 
 class Run:
