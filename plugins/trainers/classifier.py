@@ -57,6 +57,11 @@ class LivenessScore(torch.nn.Module):
         return torch.softmax(logits, dim=1)[:, LIVE], logits
 
 
+def inputs_of(batch: dict[str, Any]) -> torch.Tensor:
+    """A batch's model input: clips [N, T, 3, H, W] when samples are clips, else images [N, 3, H, W]."""
+    return batch["frames"] if "frames" in batch else batch["image"]
+
+
 def build_backbone(run: Run) -> torch.nn.Module:
     backbone = run.build("backbone")
     for attribute in ("num_features", "preprocess"):
@@ -66,10 +71,23 @@ def build_backbone(run: Run) -> torch.nn.Module:
     return backbone
 
 
-def measure(predictions: dict[str, np.ndarray], threshold: float | None) -> dict[str, float]:
+def per_video(predictions: dict[str, np.ndarray], key: str = "score") -> dict[str, np.ndarray]:
+    """Clip scores averaged per source video: the field's video-level decision."""
+    videos, first, inverse = np.unique(predictions["video"], return_index=True, return_inverse=True)
+    sums = np.bincount(inverse, weights=predictions[key], minlength=len(videos))
+    counts = np.bincount(inverse, minlength=len(videos))
+    return {"score": sums / counts, "label": predictions["label"][first],
+            "attack_type": predictions["attack_type"][first]}
+
+
+def measure(predictions: dict[str, np.ndarray], threshold: float | None, key: str = "score") -> dict[str, float]:
+    """Liveness metrics of `predictions[key]`; per video when the samples name their video."""
+    if "video" in predictions:
+        predictions = per_video(predictions, key)
+        key = "score"
     is_live = predictions["label"] == LIVE
     attack_types = [t if t else "attack" for t in predictions["attack_type"]]
-    return fa_metrics.liveness_metrics(predictions["score"], is_live, attack_types, threshold=threshold)
+    return fa_metrics.liveness_metrics(predictions[key], is_live, attack_types, threshold=threshold)
 
 
 class LivenessTask:
@@ -115,13 +133,28 @@ class LivenessTask:
         self.train_loader.sampler.set_epoch(epoch, start=position * self.options.batch_size)
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        x = to_device(batch["image"], self.run.device, self.options.channels_last)
+        x = to_device(inputs_of(batch), self.run.device, self.options.channels_last)
         return self.criterion(self.model(x), batch["label"].to(self.run.device, non_blocking=True))
 
+    def _predict(self, loader: Any) -> dict[str, np.ndarray]:
+        frame_scorer = getattr(self.model.backbone, "frame_scorer", None)
+        baseline = self.trainer.torch_frame_scorer(frame_scorer) if frame_scorer is not None else None
+        return self.trainer.predict(self.trainer.torch_scorer(self.model), loader, self.run.device, baseline)
+
+    def _with_baseline(self, predictions: dict[str, np.ndarray], figures: dict[str, float],
+                       threshold: float | None) -> dict[str, float]:
+        """The frame-level baseline's figures beside the model's, as ``frame_baseline/<metric>``."""
+        if "frame_score" not in predictions:
+            return figures
+        baseline = measure(predictions, threshold, key="frame_score")
+        return {**figures, **{f"frame_baseline/{k}": v for k, v in baseline.items()}}
+
     def validate(self, step: int) -> dict[str, float]:
-        predictions = self.trainer.predict(self.trainer.torch_scorer(self.model), self.val_loader, self.run.device)
+        predictions = self._predict(self.val_loader)
         self.run.writer.add_pr_curve("val/pr_live", predictions["label"] == LIVE, predictions["score"], step)
-        return measure(predictions, threshold=None)
+        figures = self._with_baseline(predictions, measure(predictions, threshold=None), None)
+        self.baseline_threshold = figures.get("frame_baseline/threshold")
+        return figures
 
     def test(self, step: int, threshold: float | None) -> dict[str, dict[str, float]]:
         """The test split, and the test split of `test_data` (cross-dataset) when the recipe has one."""
@@ -134,9 +167,9 @@ class LivenessTask:
         results = {}
         for label, dataset in sets.items():
             if dataset is not None:
-                loader = self.trainer.eval_loader(dataset, self.preprocess, self.run.recipe.seed)
-                predictions = self.trainer.predict(self.trainer.torch_scorer(self.model), loader, self.run.device)
-                results[label] = measure(predictions, threshold=threshold)
+                predictions = self._predict(self.trainer.eval_loader(dataset, self.preprocess, self.run.recipe.seed))
+                results[label] = self._with_baseline(predictions, measure(predictions, threshold=threshold),
+                                                     getattr(self, "baseline_threshold", None))
         return results
 
     def log_samples(self, count: int = 16) -> None:
@@ -177,14 +210,38 @@ class ClassifierTrainer:
         return image_loader(dataset, eval_transform(preprocess), batch_size=self.options.batch_size,
                             num_workers=self.options.num_workers, seed=seed, shuffle=False)
 
-    def predict(self, score: Callable[[torch.Tensor], np.ndarray], loader: Any,
-                device: torch.device) -> dict[str, np.ndarray]:
-        scores, labels, attacks = [], [], []
+    def predict(self, score: Callable[[torch.Tensor], np.ndarray], loader: Any, device: torch.device,
+                frame_score: Callable[[torch.Tensor], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Scores of every sample in order, with labels, attack types and (for clips) video ids.
+
+        `frame_score`, when given, scores each frame of a clip alone (the frame-level baseline of a
+        temporal model); its per-clip mean is returned as ``frame_score``.
+        """
+        out: dict[str, list[Any]] = {"score": [], "label": [], "attack_type": [], "video": [], "frame_score": []}
         for batch in reraise_worker_errors(loader):
-            scores.append(score(to_device(batch["image"], device, self.options.channels_last)))
-            labels.append(batch["label"].numpy())
-            attacks.extend(batch.get("attack_type", [""] * len(batch["label"])))
-        return {"score": np.concatenate(scores), "label": np.concatenate(labels), "attack_type": np.array(attacks)}
+            x = to_device(inputs_of(batch), device, self.options.channels_last)
+            out["score"].append(score(x))
+            out["label"].append(batch["label"].numpy())
+            out["attack_type"].extend(batch.get("attack_type", [""] * len(batch["label"])))
+            out["video"].extend(batch.get("video", []))
+            if frame_score is not None:
+                n, t = x.shape[:2]
+                out["frame_score"].append(frame_score(x.flatten(0, 1)).reshape(n, t).mean(axis=1))
+        result = {"score": np.concatenate(out["score"]), "label": np.concatenate(out["label"]),
+                  "attack_type": np.array(out["attack_type"])}
+        if out["video"]:
+            result["video"] = np.array(out["video"])
+        if out["frame_score"]:
+            result["frame_score"] = np.concatenate(out["frame_score"])
+        return result
+
+    @staticmethod
+    def torch_frame_scorer(frame_scorer: torch.nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
+        @torch.no_grad()
+        def score(frames: torch.Tensor) -> np.ndarray:
+            return frame_scorer(frames).float().cpu().numpy()
+
+        return score
 
     @staticmethod
     def torch_scorer(model: torch.nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
@@ -223,12 +280,21 @@ class ClassifierTrainer:
             "faceauth.recipe": json.dumps(run.recipe.to_dict()),
             "faceauth.versions": json.dumps(run.versions()),
         }
-        example = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
+        generator = torch.Generator().manual_seed(0)
+        axes = {"input": {0: "batch"}, "score": {0: "batch"}, "logits": {0: "batch"}}
+        if getattr(model.backbone, "temporal", False):
+            # Clips: batch and sequence length both stay free; checked at three lengths.
+            length = model.backbone.clip_length
+            example = torch.randn(2, length, 3, h, w, generator=generator)
+            checks = tuple((torch.randn(n, t, 3, h, w, generator=generator),) for n, t in ((1, 4), (3, 8), (2, 16)))
+            axes["input"] = {0: "batch", 1: "time"}
+            metadata["faceauth.input"] = "clips [batch, time, 3, H, W]; score per clip, average clips per video"
+        else:
+            example = torch.randn(2, 3, h, w, generator=generator)
+            checks = ((torch.randn(3, 3, h, w, generator=generator),),)
+            metadata["faceauth.input"] = "images [batch, 3, H, W]"
         return Bundle(module=LivenessScore(model), example_inputs=(example,), input_names=("input",),
-                      output_names=("score", "logits"),
-                      dynamic_axes={"input": {0: "batch"}, "score": {0: "batch"}, "logits": {0: "batch"}},
-                      metadata=metadata,
-                      check_inputs=((torch.randn(3, 3, h, w, generator=torch.Generator().manual_seed(1)),),))
+                      output_names=("score", "logits"), dynamic_axes=axes, metadata=metadata, check_inputs=checks)
 
 
 def build(options: ClassifierOptions) -> ClassifierTrainer:

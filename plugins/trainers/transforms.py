@@ -49,13 +49,13 @@ class AugmentOptions:
     # gamma drawn log-uniformly from [1/(1+gamma), 1+gamma]: exposure / display response
     gamma: float = attrs.field(default=0.0, validator=faceauth.schema.non_negative)
     blur: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)  # probability
-    blur_sigma: float = attrs.field(default=1.5, validator=faceauth.schema.positive)  # largest sigma, input pixels
+    blur_sigma: float = attrs.field(default=1.5, validator=faceauth.schema.positive)  # sigma <= this, input px
     jpeg: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)  # probability
     jpeg_quality: int = attrs.field(default=30, validator=_jpeg_quality)  # quality drawn from [jpeg_quality, 100]
     # spoof samples only (see spoof_transform): probability of a simulated print / replay recapture
     print_artefacts: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)
     replay_artefacts: float = attrs.field(default=0.0, validator=_one_attack_at_a_time)
-    artefact_strength: float = attrs.field(default=0.5, validator=faceauth.schema.fraction)
+    artefact_strength: float = attrs.field(default=0.3, validator=faceauth.schema.fraction)
 
 
 def _normalise(preprocess: Preprocess) -> list[v2.Transform]:
@@ -79,7 +79,7 @@ class RandomGamma:
 
     def __call__(self, image: Image.Image) -> Image.Image:
         gamma = (1 + self.strength) ** (2 * _uniforms(1)[0] - 1)
-        lut = [round(255 * (i / 255) ** gamma) for i in range(256)]
+        lut = np.rint(255 * np.linspace(0, 1, 256) ** gamma).astype(int).tolist()
         return image.point(lut * len(image.getbands()))
 
     def __repr__(self) -> str:
@@ -87,7 +87,10 @@ class RandomGamma:
 
 
 class RandomBlur:
-    """With probability `p`, a Gaussian blur with sigma uniform in [max_sigma / 10, max_sigma] pixels."""
+    """With probability `p`, a Gaussian blur with sigma uniform in [max_sigma / 3, max_sigma] pixels.
+
+    The floor keeps every applied blur visible: a sigma under about 0.4 px changes no 8-bit pixel.
+    """
 
     def __init__(self, p: float, max_sigma: float):
         self.p, self.max_sigma = p, max_sigma
@@ -96,7 +99,7 @@ class RandomBlur:
         gate, u = _uniforms(2)  # always two draws, so the stream does not depend on the outcome
         if gate >= self.p:
             return image
-        return image.filter(ImageFilter.GaussianBlur(self.max_sigma * (0.1 + 0.9 * u)))
+        return image.filter(ImageFilter.GaussianBlur(self.max_sigma * (1 + 2 * u) / 3))
 
     def __repr__(self) -> str:
         return f"RandomBlur(p={self.p}, max_sigma={self.max_sigma})"
@@ -156,32 +159,42 @@ def train_transform(preprocess: Preprocess, augment: AugmentOptions) -> v2.Compo
 
 # --- simulated presentation attacks --------------------------------------------------------------
 
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)[:, None, None]
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 # Arrays below are planar, (channel, row, column): with the channel last, every broadcast between a
 # pattern and the image would run numpy's inner loop over 3 elements, 5-10x slower at 112 x 112.
 
 
-def _grating(h: int, w: int, period: float, angle: np.ndarray, offset: tuple[float, float]) -> tuple[np.ndarray, ...]:
-    """cos and sin of 2*pi/period * (x cos(angle) + y sin(angle)) on an h x w grid, one plane per angle.
+def _grating(h: int, w: int, period: float, angle: np.ndarray, offset: tuple[float, float],
+             sine: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """cos (and sin) of 2*pi/period * (x cos(angle) + y sin(angle)) on an h x w grid, one plane per angle.
 
     `angle` has shape (k,); results are (k, h, w). Built from 1-D factors with
     cos(a + b) = cos a cos b - sin a sin b, so no 2-D trigonometry is evaluated.
     """
     k = 2 * math.pi / period
-    kx, ky = (k * np.cos(angle)).astype(np.float32)[:, None, None], (k * np.sin(angle)).astype(np.float32)[:, None, None]
+    kx = (k * np.cos(angle)).astype(np.float32)[:, None, None]
+    ky = (k * np.sin(angle)).astype(np.float32)[:, None, None]
     ax = kx * (np.arange(w, dtype=np.float32) + np.float32(offset[0]))[None, None, :]   # (k, 1, w)
     ay = ky * (np.arange(h, dtype=np.float32) + np.float32(offset[1]))[None, :, None]   # (k, h, 1)
     cx, sx, cy, sy = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay)
-    return cy * cx - sy * sx, cy * sx + sy * cx
+    cos = cy * cx
+    cos -= sy * sx
+    if not sine:
+        return cos, None
+    sin = cy * sx
+    sin += sy * cx
+    return cos, sin
 
 
 def _planar(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB")).transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
+    return np.asarray(image.convert("RGB")).transpose(2, 0, 1).astype(np.float32)  # 0..255
 
 
 def _from_planar(a: np.ndarray) -> Image.Image:
-    planes = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+    """A (3, h, w) float image in 0..255 back to PIL, rounded and clipped."""
+    a += 0.5
+    planes = np.clip(a, 0, 255, out=a).astype(np.uint8)
     return Image.merge("RGB", [Image.fromarray(plane) for plane in planes])
 
 
@@ -189,40 +202,66 @@ def _print_artefacts(image: Image.Image, strength: float, u: list[float]) -> Ima
     """A printed photo: faded inks, a rotated colour halftone screen, tinted paper and a grey black."""
     a = _planar(image)
     h, w = a.shape[1:]
-    luma = (a * _LUMA).sum(axis=0)
-    a = luma + (a - luma) * np.float32(1 - strength * (0.3 + 0.5 * u[0]))              # faded colour
+    luma = (_LUMA @ a.reshape(3, -1)).reshape(1, h, w)
+    keep = np.float32(1 - strength * (0.3 + 0.5 * u[0]))
+    a *= keep
+    a += (1 - keep) * luma                                                              # faded colour
+    # one rotated dot screen per ink; threshold map 0.5 + (cos(k.u) + cos(k.v)) / 4, in 0..255 units
     period = 2.0 + 2.0 * u[1]                                                           # dot pitch, pixels
-    angles = np.deg2rad(np.array([15.0, 75.0, 45.0])) + u[2] * math.pi / 2              # one screen per ink
+    angles = np.deg2rad(np.array([15.0, 75.0, 45.0])) + u[2] * math.pi / 2
     offset = (u[3] * period, u[4] * period)
-    first, _ = _grating(h, w, period, angles, offset)
-    second, _ = _grating(h, w, period, angles + math.pi / 2, offset)
-    screen = 0.5 + 0.25 * (first + second)                                              # dot threshold map
-    ink = np.clip((1 - a - screen) * np.float32(1 / 0.2) + 0.5, 0, 1)                 # soft-edged dots
-    a += (1 - ink - a) * np.float32(strength * (0.5 + 0.5 * u[5]))
-    paper = np.array([1.0, 0.97 - 0.04 * u[6], 0.86 - 0.08 * u[6]], np.float32)[:, None, None]  # yellowish
-    black = np.float32(strength * (0.05 + 0.15 * u[7]))                                # ink is never black
-    return _from_planar(black + (paper - black) * a)
+    screen, _ = _grating(h, w, period, angles, offset)
+    screen += _grating(h, w, period, angles + math.pi / 2, offset)[0]
+    # soft-edged dots: ink = clip((255 - a - 255 * threshold) / (0.2 * 255) + 0.5, 0, 1), as a paper
+    # brightness (1 - ink) * 255 = clip(5 a + 318.75 (cos + cos) - 510, 0, 255)
+    dots = screen
+    dots *= np.float32(318.75)
+    dots += 5 * a
+    dots -= np.float32(510)
+    np.clip(dots, 0, 255, out=dots)
+    mix = np.float32(strength * (0.5 + 0.5 * u[5]))
+    a *= 1 - mix
+    dots *= mix
+    a += dots
+    # limited ink gamut on yellowish paper: black -> black level, white -> paper colour
+    black = strength * (0.05 + 0.15 * u[7])
+    paper = np.array([1.0, 0.97 - 0.04 * u[6], 0.86 - 0.08 * u[6]])
+    a *= (paper - black).astype(np.float32)[:, None, None]
+    a += np.float32(255 * black)
+    return _from_planar(a)
 
 
 def _replay_artefacts(image: Image.Image, strength: float, u: list[float]) -> Image.Image:
-    """A screen recaptured: display gamma, lit black, cool white, RGB sub-pixel grid and moire bands."""
-    gamma = 1.5 ** (2 * u[0] - 1)
-    black = strength * (0.02 + 0.1 * u[1])
-    tint = (1 - 0.1 * strength * u[2], 1.0, 1 + 0.1 * strength * u[2])
-    lut = [round(255 * min(1.0, t * (black + (1 - black) * (i / 255) ** gamma))) for t in tint for i in range(256)]
-    a = _planar(image.convert("RGB").point(lut))
+    """A screen recaptured: display tone curve, lit black, cool white, RGB sub-pixel grid and moire bands."""
+    a = _planar(image)
     h, w = a.shape[1:]
-    # sub-pixel stripes: channel c peaks a third of a display pixel after channel c-1
+    # tone curve x + c x (1 - x) (a gamma of about 0.7-1.4, without a per-pixel power), then the
+    # display's lit black and a cool white point
+    curve = np.float32((2 * u[0] - 1) * 0.5 * strength / 255)
+    a += curve * a * (255 - a)
+    black = strength * (0.02 + 0.1 * u[1])
+    white = np.array([1 - 0.1 * strength * u[2], 1.0, 1 + 0.1 * strength * u[2]]) * (1 - black)
+    # sub-pixel stripes: channel c peaks a third of a display pixel after channel c-1; darker rows between pixels
     period, angle = 1.5 + 2.0 * u[3], (u[4] - 0.5) * 0.4
-    c, s = _grating(h, w, period, np.array([angle]), (u[5] * period, 0.0))
-    phases = (np.array([0.0, 2.0, 4.0]) * math.pi / 3).astype(np.float32)[:, None, None]
-    stripes = c * np.cos(phases) + s * np.sin(phases)                                   # (3, h, w)
+    c, s = _grating(h, w, period, np.array([angle]), (u[5] * period, 0.0), sine=True)
+    phases = np.array([0.0, 2.0, 4.0]) * math.pi / 3
+    depth = 0.6 * strength
+    stripes = c * (depth * np.cos(phases)).astype(np.float32)[:, None, None]
+    stripes += s * (depth * np.sin(phases)).astype(np.float32)[:, None, None]
+    stripes += 1
     rows, _ = _grating(h, w, period, np.array([angle + math.pi / 2]), (0.0, u[6] * period))
-    grid = (1 + np.float32(0.6 * strength) * stripes) * (1 - np.float32(0.25 * strength) * (0.5 + 0.5 * rows))
-    # moire: the beat of the display grid against the sensor grid, coloured low-frequency bands
-    bc, bs = _grating(h, w, 6.0 + 18.0 * u[7], np.array([u[8] * math.pi]), (0.0, 0.0))
-    bands = 1 + np.float32(0.25 * strength * u[9]) * (bc * np.cos(2 * phases) + bs * np.sin(2 * phases))
-    return _from_planar(a * grid * bands)
+    gap = 0.125 * strength
+    rows *= np.float32(-gap)
+    rows += np.float32(1 - gap)
+    # moire: the beat of the display grid against the sensor's, low-frequency bands of shifting colour
+    bc, bs = _grating(h, w, 6.0 + 18.0 * u[7], np.array([u[8] * math.pi]), (0.0, 0.0), sine=True)
+    depth = 0.25 * strength * u[9]
+    bands = bc * (depth * np.cos(2 * phases)).astype(np.float32)[:, None, None]
+    bands += bs * (depth * np.sin(2 * phases)).astype(np.float32)[:, None, None]
+    bands += 1
+    a *= (white.astype(np.float32)[:, None, None] * stripes) * (rows * bands)
+    a += np.float32(255 * black)
+    return _from_planar(a)
 
 
 class SpoofArtefacts:

@@ -1,0 +1,83 @@
+"""Small real video files for tests: rendered faces on a plain background, written by OpenCV.
+
+`.avi` files are Motion-JPEG and `.mov`/`.mp4` files MPEG-4 part 2 ('mp4v'): both are written and
+read back by the FFmpeg inside the opencv-python wheel. Faces come from the demo renderer; the
+stylised faces are found by the Haar cascade only for some seeds, so most tests give boxes in
+face-location files and `haar_face` returns a face that the default Haar settings do find.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from faceauth.faces import Box
+from faceauth.plugins.datasets.demo_render import render_face, sample_identity
+
+FOURCC = {".avi": "MJPG", ".mov": "mp4v", ".mp4": "mp4v"}
+HAAR_SEED, HAAR_FACE, HAAR_FRAME = 0, 80, (160, 120)  # checked: found by HaarDetector(HaarOptions()) after a round trip
+
+
+def rendered_face(seed: int, size: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return render_face(sample_identity(rng), rng, size=size)
+
+
+def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> Path:
+    """Write RGB frames (all of one size) to `path`, the codec chosen by its suffix."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC[path.suffix.lower()]), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {path}")
+    try:
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    return path
+
+
+def face_frames(face: np.ndarray, count: int, *, size: tuple[int, int] = (96, 72), move: int = 2,
+                blank: Iterable[int] = ()) -> tuple[list[np.ndarray], list[Box | None]]:
+    """`count` frames of `size` (width, height) with `face` drifting right by `move` px a frame.
+
+    Frames in `blank` show only the background. Returns the frames and each frame's face box.
+    """
+    width, height = size
+    side = face.shape[0]
+    blank = set(blank)
+    frames, boxes = [], []
+    for index in range(count):
+        frame = np.full((height, width, 3), 96, np.uint8)
+        x, y = min(4 + move * index, width - side), (height - side) // 2
+        if index in blank:
+            boxes.append(None)
+        else:
+            frame[y:y + side, x:x + side] = face
+            boxes.append(Box(x, y, side, side))
+        frames.append(frame)
+    return frames, boxes
+
+
+def haar_face() -> np.ndarray:
+    return rendered_face(HAAR_SEED, HAAR_FACE)
+
+
+def write_face_file(path: Path, boxes: Sequence[Box | None]) -> Path:
+    """Rows `frame x y w h` for the frames that have a box (the Replay-Attack face-locations format)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [f"{i} {int(b.x)} {int(b.y)} {int(b.w)} {int(b.h)}" for i, b in enumerate(boxes) if b is not None]
+    path.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def corrupt(path: Path) -> Path:
+    """Replace a video by bytes no decoder accepts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a video " * 64)
+    return path
