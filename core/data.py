@@ -154,6 +154,10 @@ class EpochSampler(Sampler):
         else:
             order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
         seeds = rng.integers(0, 2**62, size=self.size)
+        if self.shuffle and self.world_size > 1:
+            # Every process must take the same number of training steps: drop the uneven tail.
+            usable = len(order) - len(order) % self.world_size
+            order, seeds = order[:usable], seeds[:usable]
         return order[self.rank :: self.world_size], seeds[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
@@ -162,7 +166,8 @@ class EpochSampler(Sampler):
             yield int(order[position]), int(seeds[position])
 
     def __len__(self) -> int:
-        return max(0, len(range(self.rank, self.size, self.world_size)) - self.start)
+        size = self.size - self.size % self.world_size if self.shuffle else self.size
+        return max(0, len(range(self.rank, size, self.world_size)) - self.start)
 
 
 def reraise_worker_errors(batches: Iterator[Any]) -> Iterator[Any]:

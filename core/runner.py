@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import torch
 
-from faceauth import checkpoint
+from faceauth import checkpoint, distributed
 from faceauth.data import Splits
 from faceauth.errors import FaceAuthError, PluginError, RecipeError
 from faceauth.recipe import COMPONENT_SECTIONS, Recipe, load_recipe
@@ -112,9 +112,7 @@ class Run:
         self.recipe, self.registry, self.dir, self.resume = recipe, registry, directory, resume
         self.epoch = 0
         self.stop_reason: str | None = None
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu") if recipe.device == "auto" else recipe.device
-        )
+        self.device = distributed.device(recipe.device)
         self._writer: Any = None
 
     # components -------------------------------------------------------------------------------
@@ -131,10 +129,14 @@ class Run:
     # logging ----------------------------------------------------------------------------------
     @property
     def writer(self) -> Any:
+        """TensorBoard's SummaryWriter on rank 0; on other ranks a writer that writes nothing."""
         if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
+            if distributed.is_main():
+                from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.dir))
+                self._writer = SummaryWriter(log_dir=str(self.dir))
+            else:
+                self._writer = _NoWriter()
         return self._writer
 
     def log(self, scalars: dict[str, float], step: int) -> None:
@@ -143,7 +145,8 @@ class Run:
 
     # events and stopping ----------------------------------------------------------------------
     def emit(self, event: str, **kwargs: Any) -> None:
-        getattr(self.registry.hook(), f"faceauth_{event}")(run=self, **kwargs)
+        if distributed.is_main():
+            getattr(self.registry.hook(), f"faceauth_{event}")(run=self, **kwargs)
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -170,17 +173,43 @@ class Run:
 
     # checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self, tag: str, payload: dict[str, Any]) -> Path:
-        path = checkpoint.save(
-            self.dir / "checkpoints" / f"{tag}.pt",
-            {**payload, "recipe": self.recipe.to_dict(), "versions": self.versions(), "tag": tag},
-        )
-        self.emit("checkpoint_saved", path=path, epoch=self.epoch, tag=tag)
+        """Written by rank 0; every rank waits until it is on disk."""
+        path = self.dir / "checkpoints" / f"{tag}.pt"
+        if distributed.is_main():
+            checkpoint.save(path, {**payload, "recipe": self.recipe.to_dict(), "versions": self.versions(), "tag": tag})
+            self.emit("checkpoint_saved", path=path, epoch=self.epoch, tag=tag)
+        distributed.barrier()
         return path
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class _NoWriter:
+    """What ranks other than 0 get instead of a SummaryWriter."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+# Keys a resumed run may change; anything else must match the checkpoint's recipe.
+RESUMABLE_KEYS = ("trainer.epochs", "trainer.max_steps", "trainer.num_workers", "trainer.progress",
+                  "trainer.log_every", "device", "output_dir", "run_name", "export")
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            where = f"{path}.{key}" if path else str(key)
+            if where in RESUMABLE_KEYS:
+                continue
+            found = _first_difference(a.get(key), b.get(key), where)
+            if found:
+                return found
+        return None
+    return None if a == b else f"{path}: {a!r} in the checkpoint, {b!r} in the recipe"
 
 
 @attrs.frozen
@@ -231,10 +260,17 @@ def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resu
         extra_plugins: Iterable[Any] = ()) -> RunResult:
     """Run a recipe (or continue the run in directory `resume`) and return its results."""
     registry = load_registry(extra_plugins)
+    distributed.setup()
     state = None
     if resume is not None:
         state = checkpoint.load(Path(resume))
         recipe_obj = load_recipe(None, overrides, registry=registry, base=state["recipe"])
+        if recipe is not None:
+            given = load_recipe(recipe, overrides, registry=registry)
+            difference = _first_difference(state["recipe"], given.to_dict())
+            if difference:
+                raise RecipeError(f"{recipe}: the run in {resume} was made with another recipe ({difference}); "
+                                  f"resume with --resume alone, or start a new run")
         directory = Path(resume)
     else:
         if recipe is None:
@@ -243,10 +279,14 @@ def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resu
         directory = None
     trainer = build_component(registry, recipe_obj, "trainer")
     exporter = build_component(registry, recipe_obj, "export") if recipe_obj.export is not None else None
-    created = _first_missing(Path(recipe_obj.output_dir).absolute()) if directory is None else None
-    directory = directory or _run_dir(recipe_obj)
-    created = created or (directory.absolute() if state is None else None)
-    (directory / "recipe.yaml").write_text(recipe_obj.to_yaml(), encoding="utf-8")
+    distributed.check_same("the resolved recipe", recipe_obj.to_dict())
+    created = None
+    if distributed.is_main():
+        created = _first_missing(Path(recipe_obj.output_dir).absolute()) if directory is None else None
+        directory = directory or _run_dir(recipe_obj)
+        created = created or (directory.absolute() if state is None else None)
+        (directory / "recipe.yaml").write_text(recipe_obj.to_yaml(), encoding="utf-8")
+    directory = distributed.broadcast(directory)
     current = Run(recipe_obj, registry, directory, resume=state)
     try:
         with current.interruptible():
@@ -259,10 +299,12 @@ def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resu
                     shutil.rmtree(created, ignore_errors=True)
                 raise
         onnx_path = None
-        if exporter is not None and current.stop_reason is None:
-            onnx_path = exporter.export(trainer.export_bundle(current, fit.model), directory / "model.onnx")
         metrics = {**fit.metrics, "stopped": current.stop_reason}
-        _write_json(directory / "metrics.json", metrics)
+        if distributed.is_main():
+            if exporter is not None and current.stop_reason is None:
+                onnx_path = exporter.export(trainer.export_bundle(current, fit.model), directory / "model.onnx")
+            _write_json(directory / "metrics.json", metrics)
+        distributed.barrier()
     finally:
         current.close()
     return RunResult(directory, metrics, current.stop_reason == "interrupted", onnx_path)

@@ -23,7 +23,8 @@ from faceauth.registry import load_registry
 from faceauth.schema import structure
 from faceauth.video import read_frames
 from tests.conftest import REPO
-from tests.videos import corrupt, face_frames, haar_face, rendered_face, write_face_file, write_video
+from tests.videos import (HAAR_FACE, HAAR_FRAME, corrupt, face_frames, haar_face, rendered_face, write_face_file,
+                          write_video)
 
 FRAMES = 8
 
@@ -128,9 +129,10 @@ def test_no_detector_and_no_face_files_asks_for_a_detector(tmp_path: Path) -> No
 
 def test_haar_detector_finds_the_faces(tmp_path: Path) -> None:
     root = tmp_path / "casia"
-    frames = [np.full((120, 160, 3), 128, np.uint8) for _ in range(4)]
+    width, height = HAAR_FRAME
+    frames = [np.full((height, width, 3), 128, np.uint8) for _ in range(4)]
     for frame in frames:
-        frame[20:100, 40:120] = haar_face()
+        frame[20:20 + HAAR_FACE, 40:40 + HAAR_FACE] = haar_face()
     for release, subjects in (("train_release", (1, 2)), ("test_release", (1,))):
         for subject in subjects:
             for stem in ("1", "7"):
@@ -142,7 +144,8 @@ def test_haar_detector_finds_the_faces(tmp_path: Path) -> None:
 
 def test_unknown_stem_names_the_file_and_the_valid_stems(tree: Path) -> None:
     write_video(tree / "train_release" / "2" / "9.avi", face_frames(rendered_face(1, 32), 2)[0])
-    with pytest.raises(DataError, match=r"train_release/2/9\.avi: unknown CASIA-FASD video name '9' \(valid stems: 1, 2, HR_1"):
+    expected = r"train_release/2/9\.avi: unknown CASIA-FASD video name '9' \(valid stems: 1, 2, HR_1, 3, 4, HR_2"
+    with pytest.raises(DataError, match=expected):
         build(options(tree))
 
 
@@ -222,7 +225,8 @@ def test_options_are_validated() -> None:
     for bad, message in (({}, r"data\.root: required key is missing"),
                          ({"root": "/x", "val_subjects": 0}, r"data\.val_subjects: expected a number between 0 and 1"),
                          ({"root": "/x", "frames_per_video": 0}, r"data\.frames_per_video: expected a positive"),
-                         ({"root": "/x", "on_bad_video": "ignore"}, r"data\.on_bad_video: expected one of 'skip', 'error'")):
+                         ({"root": "/x", "on_bad_video": "ignore"},
+                          r"data\.on_bad_video: expected one of 'skip', 'error'")):
         with pytest.raises(RecipeError, match=message):
             structure(CasiaFasdOptions, bad, "data")
 

@@ -15,7 +15,8 @@ subject-disjoint share of train_release (CASIA has no development set).
 CASIA ships no face boxes: faces come from the recipe's ``detector`` (e.g. ``haar``), or from
 ``.face`` files (``frame x y w h`` per row, frame indices from 0, frames without a row have no face)
 when ``root/face-locations/`` exists. The shared code for such video datasets (face files, frame
-counts cached beside the crops, the build pass) is in this module too; `replay_attack` uses it.
+counts cached beside the crops, the build pass) is in this module too; `replay_attack` uses it. The
+validation draw, detector settings and shared-subject warning are celeba_spoof's, as nuaa's are.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
-import numpy as np
 
 import faceauth
 from faceauth import video as fa_video
@@ -41,10 +41,12 @@ from faceauth.data import LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache
 from faceauth.paths import cache_dir
+from faceauth.plugins.datasets.celeba_spoof import (detector_settings, hold_out_subjects, open_fraction,
+                                                    warn_shared_subjects)
 from faceauth.plugins.datasets.frames import CropOptions, FrameSource, crop_all
 
-__all__ = ["CasiaFasdOptions", "build", "datasets", "VideoFile", "read_face_file", "FrameCounts",
-           "build_video_splits", "CLASSES", "FACE_DIR"]
+__all__ = ["CasiaFasdOptions", "build", "datasets", "VideoOptions", "VideoFile", "read_face_file", "FrameCounts",
+           "build_video_splits", "video_root", "videos_under", "CLASSES", "FACE_DIR", "STEMS"]
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +57,6 @@ STEMS = {"1": "", "2": "", "HR_1": "",
          "3": "warped_photo", "4": "warped_photo", "HR_2": "warped_photo",
          "5": "cut_photo", "6": "cut_photo", "HR_3": "cut_photo",
          "7": "video_replay", "8": "video_replay", "HR_4": "video_replay"}
-
-
-def _open_fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:
-    if not 0 < value < 1:
-        raise ValueError(f"{attribute.name}: expected a number between 0 and 1 (exclusive), got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -74,7 +71,7 @@ class VideoOptions(CropOptions):
 
 @attrs.frozen(kw_only=True)
 class CasiaFasdOptions(VideoOptions):
-    val_subjects: float = attrs.field(default=0.2, validator=_open_fraction)  # share of train_release subjects
+    val_subjects: float = attrs.field(default=0.2, validator=open_fraction)  # share of train_release subjects
     seed: int = 0
 
 
@@ -172,23 +169,6 @@ class FrameCounts:
         os.replace(tmp, self.path)
 
 
-def _detector_settings(detector: Any, hints: bool) -> dict[str, Any]:
-    """What names a crop cache: the detector's class and options, and whether boxes were shipped."""
-    if detector is None:
-        return {"detector": None, "hints": hints}
-    options = getattr(detector, "options", None)
-    return {"detector": f"{type(detector).__module__}.{type(detector).__qualname__}",
-            "detector_options": attrs.asdict(options) if attrs.has(type(options)) else None, "hints": hints}
-
-
-def _warn_subject_overlap(name: str, subjects: dict[str, set[str]]) -> None:
-    for first, second in (("train", "val"), ("train", "test"), ("val", "test")):
-        shared = sorted(subjects.get(first, set()) & subjects.get(second, set()))
-        if shared:
-            log.warning("%s: %d subject(s) appear in both the %s and the %s split (%s); its %s figures are not "
-                        "subject-independent", name, len(shared), first, second, ", ".join(shared[:5]), second)
-
-
 def _frame_sources(videos: Sequence[VideoFile], counts: FrameCounts, options: VideoOptions,
                    skipped: list[str]) -> list[FrameSource]:
     """The sampled frames of `videos`; undecodable videos are skipped (named) or stop the build."""
@@ -226,8 +206,9 @@ def build_video_splits(name: str, root: Path, videos: dict[str, list[VideoFile]]
         if missing:
             log.warning("%s: %d of %d videos have no face-location file (e.g. %s)%s", name, len(missing),
                         len(face_files), missing[0], "; their frames count as faceless" if detector is None else "")
-    _warn_subject_overlap(name, {split: {v.subject for v in vs} for split, vs in videos.items()})
-    cache = CropCache(name, _detector_settings(detector, hints), detector, margin=options.crop_margin,
+    warn_shared_subjects(name, [v.subject for split in ("train", "val") for v in videos.get(split, [])],
+                         [v.subject for v in videos.get("test", [])], "; test figures are not subject-independent")
+    cache = CropCache(name, {**detector_settings(detector), "hints": hints}, detector, margin=options.crop_margin,
                       size=options.crop_size)
     counts = FrameCounts(name, root)
     skipped: list[str] = []
@@ -235,6 +216,8 @@ def build_video_splits(name: str, root: Path, videos: dict[str, list[VideoFile]]
         sources = {split: _frame_sources(vs, counts, options, skipped) for split, vs in videos.items()}
     finally:
         counts.save()
+    if skipped:
+        log.warning("%s: %d videos could not be decoded and were skipped (e.g. %s)", name, len(skipped), skipped[0])
     built: dict[str, Any] = {}
     no_face: dict[str, int] = {}
     for split, split_sources in sources.items():
@@ -258,12 +241,13 @@ def build_video_splits(name: str, root: Path, videos: dict[str, list[VideoFile]]
 
 
 def video_root(root: str, name: str, required: Sequence[str], layout: str) -> Path:
+    """The dataset's root folder, absolute (crops are cached by absolute path), checked for `required` folders."""
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
-        raise DataError(f"data.root: {path} is not a directory (expected {layout})")
+        raise DataError(f"{name}: root {path} is not a directory (expected {layout})")
     for folder in required:
         if not (path / folder).is_dir():
-            raise DataError(f"data.root: {path} has no '{folder}/' folder (expected {layout} for {name})")
+            raise DataError(f"{name}: root {path} has no '{folder}/' folder (expected {layout})")
     return path
 
 
@@ -299,22 +283,15 @@ def _subjects(root: Path, release: str) -> list[str]:
     return sorted((p.name for p in (root / release).iterdir() if p.is_dir()), key=_natural)
 
 
-def _val_subjects(subjects: list[str], share: float, seed: int) -> set[str]:
-    if len(subjects) < 2:
-        raise DataError(f"casia_fasd: train_release needs at least 2 subjects for a subject-disjoint validation "
-                        f"split, found {len(subjects)}")
-    count = min(max(1, round(share * len(subjects))), len(subjects) - 1)
-    order = np.random.default_rng(seed).permutation(len(subjects))
-    return {subjects[i] for i in order[:count]}
-
-
 def build(options: CasiaFasdOptions, detector: Any = None) -> Splits:
     root = video_root(options.root, "casia_fasd", ("train_release", "test_release"), LAYOUT)
     train_subjects = _subjects(root, "train_release")
-    val = _val_subjects(train_subjects, options.val_subjects, options.seed)
+    listed = {subject: _subject_videos(root, "train_release", subject) for subject in train_subjects}
+    val = hold_out_subjects({s: {v.label for v in vs} for s, vs in listed.items()}, options.val_subjects,
+                            options.seed, f"casia_fasd: {root / 'train_release'}")
     videos: dict[str, list[VideoFile]] = {"train": [], "val": [], "test": []}
     for subject in train_subjects:
-        videos["val" if subject in val else "train"] += _subject_videos(root, "train_release", subject)
+        videos["val" if subject in val else "train"] += listed[subject]
     for subject in _subjects(root, "test_release"):
         videos["test"] += _subject_videos(root, "test_release", subject)
     info = {"val_subjects": [f"train:{s}" for s in train_subjects if s in val]}

@@ -29,7 +29,8 @@ import attrs
 from faceauth.components import Dataset
 from faceauth.data import LIVE, SPOOF, Splits
 from faceauth.errors import DataError
-from faceauth.plugins.datasets.casia_fasd import FACE_DIR, VideoFile, VideoOptions, build_video_splits, video_root, videos_under
+from faceauth.plugins.datasets.casia_fasd import (FACE_DIR, VideoFile, VideoOptions, build_video_splits, video_root,
+                                                  videos_under)
 
 __all__ = ["ReplayAttackOptions", "build", "datasets", "parse_name"]
 
@@ -50,13 +51,14 @@ def parse_name(path: Path, real: bool) -> tuple[str, str]:
     if real:
         match = REAL_NAME.match(path.stem)
         if match is None:
-            raise DataError(f"{path}: not a Replay-Attack real-access name "
-                            f"(expected client<id>_session<nn>_..., e.g. client001_session01_webcam_authenticate_adverse_1)")
+            raise DataError(f"{path}: not a Replay-Attack real-access name (expected client<id>_session<nn>_..., "
+                            f"e.g. client001_session01_webcam_authenticate_adverse_1)")
         return match.group(1), ""
     match = ATTACK_NAME.match(path.stem)
     if match is None:
-        raise DataError(f"{path}: not a Replay-Attack attack name (expected attack_<{'|'.join(ATTACK_TYPES)}>_client<id>_"
-                        f"session<nn>_..., e.g. attack_print_client001_session01_highdef_photo_adverse)")
+        raise DataError(f"{path}: not a Replay-Attack attack name (expected "
+                        f"attack_<{'|'.join(ATTACK_TYPES)}>_client<id>_session<nn>_..., "
+                        f"e.g. attack_print_client001_session01_highdef_photo_adverse)")
     if match.group(1) not in ATTACK_TYPES:
         raise DataError(f"{path}: unknown Replay-Attack attack device '{match.group(1)}' "
                         f"(known: {', '.join(ATTACK_TYPES)})")

@@ -17,6 +17,7 @@ import torch
 from torchvision.utils import make_grid
 
 import faceauth
+from faceauth import distributed
 from faceauth import metrics as fa_metrics
 from faceauth.components import Trainer
 from faceauth.data import LIVE, Splits, reraise_worker_errors
@@ -130,7 +131,7 @@ class LivenessTask:
         return {"classes": list(self.classes)}
 
     def set_epoch(self, epoch: int, position: int) -> None:
-        self.train_loader.sampler.set_epoch(epoch, start=position * self.options.batch_size)
+        self.train_loader.sampler.set_epoch(epoch, start=position * self.train_loader.batch_size)
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
         x = to_device(inputs_of(batch), self.run.device, self.options.channels_last)
@@ -227,12 +228,15 @@ class ClassifierTrainer:
             if frame_score is not None:
                 n, t = x.shape[:2]
                 out["frame_score"].append(frame_score(x.flatten(0, 1)).reshape(n, t).mean(axis=1))
-        result = {"score": np.concatenate(out["score"]), "label": np.concatenate(out["label"]),
-                  "attack_type": np.array(out["attack_type"])}
+        # Under torchrun each process scored its share: every process gets all of them.
+        parts = distributed.gather(out)
+        result = {"score": np.concatenate([s for p in parts for s in p["score"]]),
+                  "label": np.concatenate([s for p in parts for s in p["label"]]),
+                  "attack_type": np.array([a for p in parts for a in p["attack_type"]])}
         if out["video"]:
-            result["video"] = np.array(out["video"])
+            result["video"] = np.array([v for p in parts for v in p["video"]])
         if out["frame_score"]:
-            result["frame_score"] = np.concatenate(out["frame_score"])
+            result["frame_score"] = np.concatenate([s for p in parts for s in p["frame_score"]])
         return result
 
     @staticmethod

@@ -19,6 +19,7 @@ import torch
 from torchvision.utils import make_grid
 
 import faceauth
+from faceauth import distributed
 from faceauth import metrics as fa_metrics
 from faceauth.components import Trainer
 from faceauth.data import Splits, Verification, reraise_worker_errors
@@ -115,7 +116,7 @@ class EmbeddingTask:
         if self.train_loader.batch_sampler is not None and isinstance(self.train_loader.batch_sampler, PKSampler):
             self.train_loader.batch_sampler.set_epoch(epoch, position)
         else:
-            self.train_loader.sampler.set_epoch(epoch, start=position * self.options.batch_size)
+            self.train_loader.sampler.set_epoch(epoch, start=position * self.train_loader.batch_size)
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
         x = to_device(batch["image"], self.run.device, self.options.channels_last)
@@ -185,7 +186,15 @@ class EmbeddingTrainer:
             if self.options.flip_test:
                 embedding = embedding + embed_fn(torch.flip(x, dims=[3]))
             chunks.append(embedding)
-        return np.concatenate(chunks)
+        # Under torchrun process r embedded images r, r + world, r + 2 * world, ...: put them back in order.
+        parts = distributed.gather(np.concatenate(chunks) if chunks else None)
+        if len(parts) == 1:
+            return parts[0]
+        full = np.empty((len(images), parts[0].shape[1]), dtype=parts[0].dtype)
+        for rank, part in enumerate(parts):
+            if part is not None:
+                full[rank :: len(parts)] = part
+        return full
 
     def evaluate(self, run: Run, embed_fn: Callable[[torch.Tensor], np.ndarray], split: str,
                  threshold: float | None) -> dict[str, float]:

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 import faceauth
-from faceauth import checkpoint
+from faceauth import checkpoint, distributed
 from torch.utils.data import DataLoader
 
 from faceauth.data import EpochSampler, Transformed, reraise_worker_errors
@@ -63,14 +63,20 @@ def image_loader(dataset: Any, transform: Callable, *, batch_size: int, num_work
 
     The loader has its own generator so iterating it never draws from the global RNG, which the
     model's own randomness (dropout) uses and checkpoints restore.
+
+    Under torchrun each process reads its share: `batch_size` is the global batch, split evenly
+    over the processes for training; evaluation shards the samples and the caller gathers results.
     """
     data = Transformed(dataset, transform)
     common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
     if batch_sampler is not None:
         return DataLoader(data, batch_sampler=batch_sampler, **common)
-    sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle, weights=weights)
-    return DataLoader(data, batch_size=batch_size, sampler=sampler,
+    world = distributed.world_size()
+    per_process = distributed.split_batch(batch_size) if shuffle else max(1, -(-batch_size // world))
+    sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle, weights=weights,
+                           rank=distributed.rank(), world_size=world)
+    return DataLoader(data, batch_size=per_process, sampler=sampler,
                       drop_last=shuffle and len(dataset) > batch_size, **common)
 
 
@@ -79,6 +85,19 @@ def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> tor
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+class _TaskLoss(torch.nn.Module):
+    """The task's model and head as one module whose forward is the loss, so DDP can wrap it."""
+
+    def __init__(self, task: Task):
+        super().__init__()
+        self.task = task
+        self.model = task.model
+        self.head = task.head
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.task.loss(batch)
 
 
 def lower_is_better(new: float, old: float) -> bool:
@@ -94,6 +113,11 @@ class TrainingLoop:
         self.run, self.options, self.task = run, options, task
         params = list(task.model.parameters()) + (list(task.head.parameters()) if task.head is not None else [])
         recipe = run.recipe
+        # Under torchrun the loss goes through DDP, which averages gradients over the processes.
+        self.forward = _TaskLoss(task)
+        if distributed.active():
+            self.forward = torch.nn.parallel.DistributedDataParallel(
+                self.forward, device_ids=[run.device.index] if run.device.type == "cuda" else None)
         self.steps_per_epoch = len(task.train_loader)
         if self.steps_per_epoch == 0:
             raise faceauth.DataError(f"trainer.batch_size={options.batch_size} is larger than the training set")
@@ -167,7 +191,8 @@ class TrainingLoop:
             task.head.train()
         task.set_epoch(self.epoch, self.position)
         bar = tqdm(total=self.steps_per_epoch, initial=self.position, desc=f"epoch {self.epoch + 1}/{options.epochs}",
-                   unit="step", disable=not options.progress, leave=False, dynamic_ncols=True)
+                   unit="step", disable=not (options.progress and distributed.is_main()), leave=False,
+                   dynamic_ncols=True)
         started, seen = time.perf_counter(), 0
         try:
             for batch in reraise_worker_errors(task.train_loader):
@@ -183,6 +208,7 @@ class TrainingLoop:
                     run.log({"train/loss_step": loss, "train/lr": self.scheduler.get_last_lr()[0]}, self.global_step)
                 if options.max_steps is not None and self.global_step >= options.max_steps:
                     run.request_stop(f"max_steps={options.max_steps} reached")
+                self._agree_on_stop()
                 if run.stop_reason is not None and self.position < self.steps_per_epoch:
                     return False
         finally:
@@ -190,9 +216,16 @@ class TrainingLoop:
         self.images_per_second = seen / max(1e-9, time.perf_counter() - started)
         return True
 
+    def _agree_on_stop(self) -> None:
+        """Under torchrun, a stop asked on any process (Ctrl-C) stops all of them at the same step."""
+        if distributed.active():
+            reasons = [r for r in distributed.gather(self.run.stop_reason) if r is not None]
+            if reasons:
+                self.run.request_stop(reasons[0])
+
     def _step(self, batch: dict[str, Any]) -> float:
         with torch.autocast(device_type=self.run.device.type, enabled=self.use_amp):
-            loss = self.task.loss(batch)
+            loss = self.forward(batch)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingError(
@@ -216,9 +249,10 @@ class TrainingLoop:
         step = self.epoch + 1
         self.task.model.eval()
         val = self.task.validate(step)
-        figures = {"train/loss": self.loss_sum / max(1, self.loss_count),
+        sums = distributed.gather((self.loss_sum, self.loss_count, self.images_per_second))
+        figures = {"train/loss": sum(s for s, _, _ in sums) / max(1, sum(c for _, c, _ in sums)),
                    "train/lr": self.scheduler.get_last_lr()[0],
-                   "train/images_per_second": self.images_per_second,
+                   "train/images_per_second": sum(ips for _, _, ips in sums),
                    **{f"val/{k}": v for k, v in val.items()}}
         self.run.log(figures, step)
         key, is_better = self.task.monitor
@@ -234,6 +268,7 @@ class TrainingLoop:
                                   "best_epoch": self.best["epoch"], "monitor": f"val/{task.monitor[0]}",
                                   "threshold": self.best["threshold"], "val": self.best["metrics"]}
         if not stopped and self.best["epoch"] is not None:
+            distributed.barrier()
             best = checkpoint.load(run.dir / "checkpoints" / "best.pt", map_location=run.device)
             task.model.load_state_dict(best["model"])
             task.model.eval()

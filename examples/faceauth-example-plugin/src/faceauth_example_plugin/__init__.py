@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Literal
 
 import attrs
 import numpy as np
@@ -21,15 +22,20 @@ __version__ = "0.1.0"
 @attrs.frozen
 class TinyOptions:
     width: int = attrs.field(default=16, validator=faceauth.schema.positive)
+    norm: Literal["batch", "group"] = "batch"  # group norm is per sample: batch-size independent
 
 
 class TinyCNN(torch.nn.Module):
     def __init__(self, options: TinyOptions):
         super().__init__()
         w = options.width
+
+        def norm(channels: int) -> torch.nn.Module:
+            return torch.nn.BatchNorm2d(channels) if options.norm == "batch" else torch.nn.GroupNorm(4, channels)
+
         self.net = torch.nn.Sequential(
-            torch.nn.Conv2d(3, w, 3, 2, 1), torch.nn.BatchNorm2d(w), torch.nn.ReLU(),
-            torch.nn.Conv2d(w, 2 * w, 3, 2, 1), torch.nn.BatchNorm2d(2 * w), torch.nn.ReLU(),
+            torch.nn.Conv2d(3, w, 3, 2, 1), norm(w), torch.nn.ReLU(),
+            torch.nn.Conv2d(w, 2 * w, 3, 2, 1), norm(2 * w), torch.nn.ReLU(),
             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
         self.num_features = 2 * w
         self.preprocess = Preprocess(input_size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

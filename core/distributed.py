@@ -1,0 +1,101 @@
+"""Several processes, one run: PyTorch's own distributed engine under ``torchrun``.
+
+``torchrun --nproc_per_node=N -m faceauth RECIPE`` starts N processes with RANK, WORLD_SIZE and
+LOCAL_RANK set; `setup()` joins them into one process group (gloo on CPU, NCCL on GPU). Every
+rank trains on its share of each global batch and DDP averages the gradients; only rank 0 writes
+logs, checkpoints, metrics and the exported model. Without torchrun, world size is 1 and every
+function here is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from faceauth.errors import RecipeError
+
+__all__ = ["setup", "rank", "world_size", "is_main", "barrier", "broadcast", "gather", "check_same", "device"]
+
+
+def setup(device_setting: str = "auto") -> None:
+    """Join the process group torchrun describes (once); nothing when not launched by torchrun."""
+    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    use_cuda = torch.cuda.is_available() and device_setting in ("auto", "cuda")
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def device(setting: str) -> torch.device:
+    """The device of this process: under torchrun with CUDA, the GPU of its local rank."""
+    if setting == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(setting)
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def broadcast(value: Any) -> Any:
+    """Rank 0's `value`, on every rank."""
+    if not active():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank."""
+    if not active():
+        return [value]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def check_same(what: str, value: Any) -> None:
+    """A RecipeError on every rank when ranks disagree about `value` (e.g. the resolved recipe)."""
+    if not active():
+        return
+    digest = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+    digests = gather(digest)
+    if len(set(digests)) > 1:
+        differing = [r for r, d in enumerate(digests) if d != digests[0]]
+        raise RecipeError(f"{what} differs between ranks (rank 0 vs. rank {differing[0]}): every process "
+                          f"must be started with the same recipe and overrides")
+
+
+def split_batch(global_batch: int) -> int:
+    """The per-process batch for a global batch; a RecipeError when the world size does not divide it."""
+    world = world_size()
+    if global_batch % world:
+        raise RecipeError(f"trainer.batch_size={global_batch} is not divisible by the {world} processes; "
+                          f"the batch size is the global batch over all processes")
+    return global_batch // world
