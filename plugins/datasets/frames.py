@@ -69,8 +69,11 @@ class CroppedFaces:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         source = self.sources[index]
+        # "video" groups the frames of one video, so liveness metrics are per video as the field
+        # reports them; a still image is its own group.
         return {"image": self.cache.read(source.source_id, source.load), "label": source.label,
-                "attack_type": source.attack_type, "subject": source.subject, "path": source.source_id}
+                "attack_type": source.attack_type, "subject": source.subject, "path": source.source_id,
+                "video": source.path}
 
 
 def _decode_groups(sources: Sequence[FrameSource]) -> dict[str, list[FrameSource]]:
