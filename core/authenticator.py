@@ -1,0 +1,435 @@
+"""Face authentication with exported models: one accept/reject decision from a matcher, a liveness
+model and the fusion model trained over their scores (the `fusion` trainer).
+
+Deployment code: numpy, onnxruntime, Pillow and OpenCV (face finding) only, never PyTorch::
+
+    from faceauth.authenticator import Authenticator
+
+    auth = Authenticator.from_dir("runs/fusion_mlp-20261127-101500")   # the fusion run's directory
+    decision = auth.verify(["alice_1.jpg", "alice_2.jpg"], "probe.jpg")
+    decision.accept, decision.score, decision.match, decision.liveness
+
+A models directory holds the fusion model (``model.onnx``, ``faceauth.task`` = "fusion") and the
+component models its metadata lists (``faceauth.components``: file names relative to it and their
+SHA-256), which is what a fusion run leaves in its run directory. A component file that is missing
+or differs from the one the fusion model was trained with is an error: the fused decision is only
+valid for the scores it was trained on.
+
+How an attempt becomes a decision (the same code computes the training features):
+
+1. every image is read as RGB; with ``detect=True`` OpenCV's Haar cascade finds the largest face and
+   it is cropped as `faceauth.faces.crop_face` crops (square, `margin` around the box, `crop_size`
+   pixels); ``detect=False`` takes the images as face crops already;
+2. each component model prepares the crop as its metadata says (``preprocess.input_size``,
+   ``mean``, ``std`` in 0-1 units, RGB, NCHW; bilinear resize, as training's evaluation transform);
+3. features, in the order of the fusion model's ``faceauth.features``: per embedding model the
+   cosine similarity of the probe's unit embedding with the enrolment template (the re-normalised
+   mean of the enrolment images' unit embeddings); per liveness model P(live) of the probe;
+   optionally the probe's quality (``quality/sharpness``: log(1 + variance of the Laplacian) of the
+   grey probe at 112x112; ``quality/brightness``: its mean grey level in 0-1);
+4. the fusion model maps the features to P(accept); accept when ``score >= threshold`` (the
+   threshold chosen on validation, stored in the fusion model).
+
+A probe given as several frames is scored frame by frame and its features averaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from faceauth.errors import DataError, ExportError
+from faceauth.export import onnx_session
+from faceauth.faces import Box, crop_face
+
+__all__ = ["Authenticator", "Decision", "Template", "OnnxComponent", "FaceFinder", "ImagePreprocess",
+           "open_component", "feature_names", "quality_features", "match_scores", "unit", "file_sha256",
+           "as_rgb", "verify_main", "EMBEDDING", "LIVENESS", "FUSION"]
+
+EMBEDDING, LIVENESS, FUSION = "embedding", "liveness", "fusion"
+QUALITY_FEATURES = ("quality/sharpness", "quality/brightness")
+_QUALITY_SIZE = 112
+Input = Any  # a path (str or Path), a PIL image, or an HxWx3 (or HxW) uint8 RGB array
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def feature_names(num_embedding: int, num_liveness: int, quality: bool) -> list[str]:
+    """The fusion model's input order: match scores, liveness scores, then the probe's quality."""
+    return ([f"match/{i}" for i in range(num_embedding)] + [f"liveness/{i}" for i in range(num_liveness)]
+            + (list(QUALITY_FEATURES) if quality else []))
+
+
+# images ---------------------------------------------------------------------------------------------
+def as_rgb(item: Input, where: str = "image") -> np.ndarray:
+    """An HxWx3 uint8 RGB array from a path, a PIL image or an array; anything unreadable is a DataError."""
+    if isinstance(item, (str, Path)):
+        try:
+            with Image.open(item) as img:
+                return np.asarray(img.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise DataError(f"{item}: cannot read image ({exc})") from None
+    if isinstance(item, Image.Image):
+        return np.asarray(item.convert("RGB"))
+    if isinstance(item, np.ndarray):
+        if item.dtype != np.uint8:
+            raise DataError(f"{where}: expected a uint8 RGB array, got dtype {item.dtype}")
+        if item.ndim == 2:
+            item = np.repeat(item[..., None], 3, axis=2)
+        if item.ndim != 3 or item.shape[2] not in (3, 4) or min(item.shape[:2]) < 1:
+            raise DataError(f"{where}: expected an HxWx3 RGB array, got shape {item.shape}")
+        return np.ascontiguousarray(item[..., :3])
+    raise DataError(f"{where}: expected an image path, a PIL image or an HxWx3 uint8 array, got {type(item).__name__}")
+
+
+def _name(item: Input, fallback: str) -> str:
+    return str(item) if isinstance(item, (str, Path)) else fallback
+
+
+class FaceFinder:
+    """The largest face found by OpenCV's frontal-face Haar cascade, cropped like `faceauth.faces.crop_face`.
+
+    The cascade settings are those of the built-in `haar` detector's defaults, so a face is framed
+    here as the training datasets' crop caches frame it.
+    """
+
+    CASCADE = "haarcascade_frontalface_default.xml"
+
+    def __init__(self, margin: float = 0.2, size: int = 128, *, scale_factor: float = 1.1, min_neighbors: int = 5,
+                 min_size: float = 0.1, max_width: int = 640):
+        import cv2
+
+        path = Path(cv2.data.haarcascades) / self.CASCADE
+        self.cascade = cv2.CascadeClassifier(str(path))
+        if self.cascade.empty():
+            raise DataError(f"cannot load OpenCV's face detector {path} (an opencv-python 4.x wheel ships it)")
+        self.margin, self.size = margin, size
+        self.scale_factor, self.min_neighbors, self.min_size, self.max_width = (scale_factor, min_neighbors, min_size,
+                                                                                max_width)
+
+    def boxes(self, image: np.ndarray) -> list[Box]:
+        import cv2
+
+        scale = min(1.0, self.max_width / image.shape[1])
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        if scale < 1.0:
+            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        side = max(16, int(min(grey.shape) * self.min_size))
+        found = self.cascade.detectMultiScale(grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+                                              minSize=(side, side))
+        boxes = [Box(x / scale, y / scale, w / scale, h / scale) for x, y, w, h in np.asarray(found).reshape(-1, 4)]
+        return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)
+
+    def crop(self, image: np.ndarray, where: str) -> np.ndarray:
+        height, width = image.shape[:2]
+        for box in self.boxes(image):
+            clamped = box.clamp(width, height)
+            if clamped is not None:
+                return crop_face(image, clamped, self.margin, self.size)
+        raise DataError(f"{where}: no face found (give a photo with one frontal face, or detect=False "
+                        f"for images that are face crops already)")
+
+
+@attrs.frozen
+class ImagePreprocess:
+    """What a model's metadata says about its input: resize to (H, W), scale to 0-1, (x - mean) / std, NCHW."""
+
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str], where: str) -> ImagePreprocess:
+        try:
+            h, w = (int(v) for v in metadata["preprocess.input_size"].split(","))
+            mean = tuple(float(v) for v in metadata["preprocess.mean"].split(","))
+            std = tuple(float(v) for v in metadata["preprocess.std"].split(","))
+            order = metadata.get("preprocess.channel_order", "RGB")
+        except (KeyError, ValueError) as exc:
+            raise ExportError(f"{where}: missing or invalid preprocessing metadata ({exc}); "
+                              f"expected preprocess.input_size, preprocess.mean, preprocess.std") from None
+        if len(mean) != 3 or len(std) != 3 or order != "RGB":
+            raise ExportError(f"{where}: unsupported preprocessing (mean {mean}, std {std}, channel order {order})")
+        return cls((h, w), mean, std)  # type: ignore[arg-type]
+
+    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        h, w = self.input_size
+        mean = np.asarray(self.mean, np.float32)[:, None, None]
+        std = np.asarray(self.std, np.float32)[:, None, None]
+        batch = np.empty((len(images), 3, h, w), np.float32)
+        for i, image in enumerate(images):
+            pil = Image.fromarray(image)
+            if pil.size != (w, h):  # what torchvision's Resize does to a PIL image (bilinear, PIL's antialiasing)
+                pil = pil.resize((w, h), Image.BILINEAR)
+            batch[i] = (np.asarray(pil, np.float32).transpose(2, 0, 1) / np.float32(255) - mean) / std
+        return batch
+
+
+def quality_features(image: np.ndarray) -> np.ndarray:
+    """(sharpness, brightness) of an RGB image: log(1 + Laplacian variance) and mean grey in 0-1, at 112x112."""
+    grey = Image.fromarray(image).convert("L").resize((_QUALITY_SIZE, _QUALITY_SIZE), Image.BILINEAR)
+    g = np.asarray(grey, np.float32)
+    laplacian = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4 * g[1:-1, 1:-1]
+    return np.array([np.log1p(float(laplacian.var())), float(g.mean()) / 255.0], np.float32)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def match_scores(template: np.ndarray, probes: np.ndarray) -> np.ndarray:
+    """Cosine similarity of unit `probes` [N, D] (or [D]) with the unit `template` [D] (or [N, D])."""
+    return np.sum(unit(template) * unit(probes), axis=-1)
+
+
+# models -----------------------------------------------------------------------------------------------
+class OnnxComponent:
+    """An exported embedding or liveness model: images (uint8 RGB crops) in, unit embeddings or P(live) out."""
+
+    def __init__(self, path: str | Path, role: str, session: Any, metadata: dict[str, str]):
+        self.path, self.role, self.session, self.metadata = Path(path), role, session, metadata
+        self.preprocess = ImagePreprocess.from_metadata(metadata, str(path))
+        threshold = metadata.get("faceauth.threshold", "")
+        self.threshold = float(threshold) if threshold else None
+        self.input_name = session.get_inputs()[0].name
+        self._sha256: str | None = None
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.path)
+        return self._sha256
+
+    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        out = self.session.run(None, {self.input_name: self.preprocess(images)})[0]
+        return unit(out.astype(np.float32)) if self.role == EMBEDDING else out.astype(np.float32).reshape(-1)
+
+
+def _task_of(metadata: dict[str, str]) -> str:
+    return metadata.get("faceauth.task", "") or "unknown"
+
+
+def open_component(path: str | Path, role: str, where: str | None = None) -> OnnxComponent:
+    """Load an exported model and check that it is of `role` ("embedding" or "liveness") by its faceauth.task."""
+    path = Path(path)
+    where = where or str(path)
+    if not path.is_file():
+        raise ExportError(f"{where}: {path} not found (expected an exported {role} model, .onnx)")
+    session = onnx_session(path)
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    task = _task_of(metadata)
+    if task != role:
+        raise ExportError(f"{where}: {path.name} is a {task} model (faceauth.task={task!r}); expected a {role} model")
+    return OnnxComponent(path, role, session, metadata)
+
+
+# decisions --------------------------------------------------------------------------------------------
+@attrs.frozen
+class Template:
+    """An enrolled person: one unit template embedding per embedding model, from `images` enrolment images."""
+
+    embeddings: tuple[np.ndarray, ...]
+    images: int
+
+
+@attrs.frozen
+class Decision:
+    """One verification attempt's outcome.
+
+    `score` is the fused P(accept) and `accept` is ``score >= threshold``. `match` and `liveness`
+    are the component scores (averaged when there are several models; each model's score is in
+    `components`, keyed by file name); `features` is the fusion model's input by name.
+    """
+
+    accept: bool
+    score: float
+    threshold: float
+    match: float
+    liveness: float
+    components: dict[str, float]
+    features: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def _components_from(metadata: dict[str, str], where: str) -> tuple[list[dict[str, Any]], list[str]]:
+    try:
+        components = json.loads(metadata["faceauth.components"])
+        features = json.loads(metadata["faceauth.features"])
+    except (KeyError, json.JSONDecodeError):
+        raise ExportError(f"{where}: no faceauth.components / faceauth.features in the metadata "
+                          f"(is it a fusion model exported by faceauth?)") from None
+    return components, features
+
+
+class Authenticator:
+    """Accept or reject a probe against enrolment images with exported component and fusion models.
+
+    `fusion` is the fusion model (``.onnx``). `embedding` / `liveness` (lists of ``.onnx`` files)
+    default to the files its metadata lists, next to it; explicit files must be the same models
+    (SHA-256 checked). `threshold` replaces the stored decision threshold. `detect`: find and crop
+    the face in each image (OpenCV Haar cascade, largest face) or take the images as crops already.
+    """
+
+    def __init__(self, fusion: str | Path, embedding: Sequence[str | Path] | None = None,
+                 liveness: Sequence[str | Path] | None = None, *, detect: bool = True, threshold: float | None = None,
+                 margin: float = 0.2, crop_size: int = 128):
+        fusion = Path(fusion)
+        if not fusion.is_file():
+            raise ExportError(f"{fusion}: fusion model not found")
+        self.session = onnx_session(fusion)
+        metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if _task_of(metadata) != FUSION:
+            raise ExportError(f"{fusion}: a {_task_of(metadata)} model (faceauth.task={_task_of(metadata)!r}); "
+                              f"expected a fusion model")
+        listed, self.feature_names = _components_from(metadata, str(fusion))
+        self.path, self.metadata = fusion, metadata
+        given = {EMBEDDING: embedding, LIVENESS: liveness}
+        self.models: dict[str, list[OnnxComponent]] = {}
+        for role in (EMBEDDING, LIVENESS):
+            expected = [c for c in listed if c["role"] == role]
+            paths = [fusion.parent / c["file"] for c in expected] if given[role] is None else list(given[role])
+            if len(paths) != len(expected):
+                raise ExportError(f"{fusion}: trained with {len(expected)} {role} model(s), given {len(paths)}")
+            self.models[role] = [open_component(p, role) for p in paths]
+            for model, record in zip(self.models[role], expected):
+                if model.sha256 != record["sha256"]:
+                    raise ExportError(f"{model.path}: not the {role} model this fusion model was trained with "
+                                      f"({record['file']}, sha256 {record['sha256'][:12]}...; this file has "
+                                      f"{model.sha256[:12]}...)")
+        self.quality = all(name in self.feature_names for name in QUALITY_FEATURES)
+        expected_names = feature_names(len(self.models[EMBEDDING]), len(self.models[LIVENESS]), self.quality)
+        if expected_names != self.feature_names:
+            raise ExportError(f"{fusion}: unsupported feature order {self.feature_names} (expected {expected_names})")
+        stored = metadata.get("faceauth.threshold", "")
+        if threshold is None and not stored:
+            raise ExportError(f"{fusion}: no decision threshold in the metadata; give threshold=...")
+        self.threshold = float(threshold if threshold is not None else stored)
+        self.finder = FaceFinder(margin=margin, size=crop_size) if detect else None
+        self.input_name = self.session.get_inputs()[0].name
+
+    @classmethod
+    def from_dir(cls, models_dir: str | Path, **options: Any) -> Authenticator:
+        """The fusion model in `models_dir` (``model.onnx`` or ``fusion.onnx``, else the one .onnx whose task is fusion)."""
+        folder = Path(models_dir)
+        if not folder.is_dir():
+            raise ExportError(f"{folder}: models directory not found")
+        for name in ("model.onnx", "fusion.onnx"):
+            candidate = folder / name
+            if candidate.is_file() and _task_of(dict(onnx_session(candidate).get_modelmeta().custom_metadata_map)) == FUSION:
+                return cls(candidate, **options)
+        found = [p for p in sorted(folder.glob("*.onnx"))
+                 if _task_of(dict(onnx_session(p).get_modelmeta().custom_metadata_map)) == FUSION]
+        if len(found) != 1:
+            what = "no fusion model" if not found else f"{len(found)} fusion models ({', '.join(p.name for p in found)})"
+            raise ExportError(f"{folder}: {what}; expected one .onnx with faceauth.task=fusion (a fusion run's directory)")
+        return cls(found[0], **options)
+
+    # steps ------------------------------------------------------------------------------------------
+    def faces(self, items: Sequence[Input], what: str) -> list[np.ndarray]:
+        """RGB face crops of `items` (the images themselves with detect=False)."""
+        if isinstance(items, (str, Path, Image.Image, np.ndarray)):
+            items = [items]
+        items = list(items)
+        if not items:
+            raise DataError(f"{what}: no images given")
+        crops = []
+        for index, item in enumerate(items):
+            where = _name(item, f"{what}[{index}]")
+            image = as_rgb(item, where)
+            crops.append(self.finder.crop(image, where) if self.finder is not None else image)
+        return crops
+
+    def enroll(self, images: Input | Sequence[Input]) -> Template:
+        """The template of one person from one or more enrolment images."""
+        crops = self.faces(images, "enrolled")
+        return Template(tuple(unit(unit(model(crops)).mean(axis=0)) for model in self.models[EMBEDDING]), len(crops))
+
+    def features(self, template: Template, probe: Input | Sequence[Input]) -> np.ndarray:
+        """The fusion model's input for one attempt: [F] float32, in `feature_names` order."""
+        frames = self.faces(probe, "probe")
+        columns = [match_scores(t, model(frames)) for t, model in zip(template.embeddings, self.models[EMBEDDING])]
+        columns += [model(frames) for model in self.models[LIVENESS]]
+        per_frame = np.stack(columns, axis=1) if columns else np.zeros((len(frames), 0), np.float32)
+        if self.quality:
+            per_frame = np.concatenate([per_frame, np.stack([quality_features(f) for f in frames])], axis=1)
+        return per_frame.mean(axis=0).astype(np.float32)
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """P(accept) of feature rows [N, F]."""
+        return self.session.run(None, {self.input_name: np.atleast_2d(features).astype(np.float32)})[0].reshape(-1)
+
+    def verify(self, enrolled: Template | Input | Sequence[Input], probe: Input | Sequence[Input]) -> Decision:
+        """Accept or reject `probe` (an image, or a list of frames of one presentation) against `enrolled`."""
+        template = enrolled if isinstance(enrolled, Template) else self.enroll(enrolled)
+        x = self.features(template, probe)
+        score = float(self.score(x)[0])
+        named = dict(zip(self.feature_names, (float(v) for v in x)))
+        components = {}
+        for role, prefix in ((EMBEDDING, "match"), (LIVENESS, "liveness")):
+            for i, model in enumerate(self.models[role]):
+                components[model.path.name] = named[f"{prefix}/{i}"]
+        match = [named[f"match/{i}"] for i in range(len(self.models[EMBEDDING]))]
+        live = [named[f"liveness/{i}"] for i in range(len(self.models[LIVENESS]))]
+        return Decision(accept=score >= self.threshold, score=score, threshold=self.threshold,
+                        match=float(np.mean(match)) if match else float("nan"),
+                        liveness=float(np.mean(live)) if live else float("nan"),
+                        components=components, features=named)
+
+
+# command line -----------------------------------------------------------------------------------------
+def _describe(decision: Decision) -> str:
+    lines = [f"decision: {'accept' if decision.accept else 'reject'}  "
+             f"score={decision.score:.4f}  threshold={decision.threshold:.4f}",
+             f"match:    {decision.match:.4f}", f"liveness: {decision.liveness:.4f}"]
+    lines += [f"  {name:<28} {value:.4f}" for name, value in decision.components.items()]
+    lines += [f"  {name:<28} {value:.4f}" for name, value in decision.features.items() if name.startswith("quality/")]
+    return "\n".join(lines)
+
+
+def verify_main(argv: Sequence[str] | None = None) -> int:
+    """``faceauth-verify --enrolled a.jpg [b.jpg ...] --probe c.jpg --models DIR [--json]``."""
+    from faceauth.cli import _guard
+
+    parser = argparse.ArgumentParser(
+        prog="faceauth-verify",
+        description="Accept or reject a probe face against enrolment images with exported faceauth models "
+                    "(a fusion run's directory). Exit status 0 with a decision (accept or reject), 1 on bad input.")
+    parser.add_argument("--enrolled", nargs="+", required=True, metavar="IMAGE", help="enrolment image(s) of the person")
+    parser.add_argument("--probe", nargs="+", required=True, metavar="IMAGE",
+                        help="the probe image (several: frames of one presentation, scores averaged)")
+    parser.add_argument("--models", required=True, metavar="DIR", help="folder with the fusion and component models")
+    parser.add_argument("--no-detect", action="store_true", help="the images are face crops already (no face detection)")
+    parser.add_argument("--threshold", type=float, help="replace the fusion model's decision threshold")
+    parser.add_argument("--json", action="store_true", help="print the decision as JSON")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+
+    def action() -> int:
+        auth = Authenticator.from_dir(args.models, detect=not args.no_detect, threshold=args.threshold)
+        decision = auth.verify(args.enrolled, args.probe)
+        print(json.dumps(decision.to_dict(), indent=2, sort_keys=True) if args.json else _describe(decision))
+        return 0
+
+    return _guard("faceauth-verify", args.debug, action)
+
+
+if __name__ == "__main__":  # python -m faceauth.authenticator ...
+    sys.exit(verify_main())
+
