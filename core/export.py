@@ -15,7 +15,7 @@ import numpy as np
 
 from faceauth.errors import ExportError
 
-__all__ = ["Bundle", "onnx_session", "read_metadata", "PARITY_TOLERANCE"]
+__all__ = ["Bundle", "model_metadata", "onnx_session", "read_metadata", "PARITY_TOLERANCE"]
 
 PARITY_TOLERANCE = 1e-4
 
@@ -37,6 +37,21 @@ class Bundle:
     dynamic_axes: dict[str, dict[int, str]]
     metadata: dict[str, str]
     check_inputs: tuple[tuple[Any, ...], ...] = ()
+
+
+def model_metadata(run: Any, preprocess: Any, *, task: str, score: str, threshold: float | None,
+                   **extra: str) -> dict[str, str]:
+    """The metadata every faceauth model carries: preprocessing, task, score meaning, threshold,
+    the resolved recipe (so `faceauth-eval` can rebuild the data) and the versions that made it."""
+    return {
+        **{f"preprocess.{k}": v for k, v in preprocess.as_metadata().items()},
+        "faceauth.task": task,
+        "faceauth.score": score,
+        "faceauth.threshold": f"{threshold:.9g}" if threshold is not None else "",
+        "faceauth.recipe": json.dumps(run.recipe.to_dict()),
+        "faceauth.versions": json.dumps(run.versions()),
+        **{f"faceauth.{k}": v for k, v in extra.items()},
+    }
 
 
 def onnx_session(path: str | Path, threads: int | None = None) -> Any:

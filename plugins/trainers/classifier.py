@@ -7,7 +7,6 @@ and to exported models (stored in their metadata).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -22,7 +21,7 @@ from faceauth import metrics as fa_metrics
 from faceauth.components import Trainer
 from faceauth.data import LIVE, Splits, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
-from faceauth.export import Bundle
+from faceauth.export import Bundle, model_metadata
 from faceauth.plugins.trainers.loop import (LoopOptions, TrainingLoop, higher_is_better, image_loader,
                                             lower_is_better, to_device)
 from faceauth.plugins.trainers.transforms import AugmentOptions, denormalise, eval_transform, train_transform
@@ -274,16 +273,10 @@ class ClassifierTrainer:
         model = model.to("cpu").eval()
         preprocess = model.backbone.preprocess
         h, w = preprocess.input_size
-        threshold = getattr(model, "threshold", None)
-        metadata = {
-            **{f"preprocess.{k}": v for k, v in preprocess.as_metadata().items()},
-            "faceauth.task": "liveness",
-            "faceauth.score": "P(live): higher = more likely live; accept as live when score >= threshold",
-            "faceauth.threshold": f"{threshold:.9g}" if threshold is not None else "",
-            "faceauth.classes": ",".join(getattr(model, "classes", ("live", "spoof"))),
-            "faceauth.recipe": json.dumps(run.recipe.to_dict()),
-            "faceauth.versions": json.dumps(run.versions()),
-        }
+        metadata = model_metadata(
+            run, preprocess, task="liveness", threshold=getattr(model, "threshold", None),
+            score="P(live): higher = more likely live; accept as live when score >= threshold",
+            classes=",".join(getattr(model, "classes", ("live", "spoof"))))
         generator = torch.Generator().manual_seed(0)
         axes = {"input": {0: "batch"}, "score": {0: "batch"}, "logits": {0: "batch"}}
         if getattr(model.backbone, "temporal", False):

@@ -9,7 +9,6 @@ TAR at FAR = 1e-3 / 1e-4. The threshold is the validation 10-fold mean, applied 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ from faceauth import metrics as fa_metrics
 from faceauth.components import Trainer
 from faceauth.data import Splits, Verification, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
-from faceauth.export import Bundle
+from faceauth.export import Bundle, model_metadata
 from faceauth.plugins.samplers import PKSampler
 from faceauth.plugins.trainers.classifier import build_backbone
 from faceauth.plugins.trainers.loop import (LoopOptions, TrainingLoop, higher_is_better, image_loader,
@@ -219,16 +218,10 @@ class EmbeddingTrainer:
         model = model.to("cpu").eval()
         preprocess = model.preprocess
         h, w = preprocess.input_size
-        threshold = getattr(model, "threshold", None)
-        metadata = {
-            **{f"preprocess.{k}": v for k, v in preprocess.as_metadata().items()},
-            "faceauth.task": "embedding",
-            "faceauth.score": "cosine similarity of the L2-normalised embeddings; same person when >= threshold",
-            "faceauth.threshold": f"{threshold:.9g}" if threshold is not None else "",
-            "faceauth.embedding_size": str(model.num_features),
-            "faceauth.recipe": json.dumps(run.recipe.to_dict()),
-            "faceauth.versions": json.dumps(run.versions()),
-        }
+        metadata = model_metadata(
+            run, preprocess, task="embedding", threshold=getattr(model, "threshold", None),
+            score="cosine similarity of the L2-normalised embeddings; same person when >= threshold",
+            embedding_size=str(model.num_features))
         example = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
         return Bundle(module=EmbeddingModel(model), example_inputs=(example,), input_names=("input",),
                       output_names=("embedding",), dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
