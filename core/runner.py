@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import torch
 
 from faceauth import checkpoint, distributed
 from faceauth.data import Splits

@@ -2,11 +2,11 @@
 
 import faceauth
 from faceauth.components import Dataset
-from faceauth.plugins.datasets import folder, identity, identity_demo, recordio
+from faceauth.plugins.datasets import attempts, folder, identity, identity_demo, recordio
 
 __all__ = ["faceauth_datasets"]
 
-_MODULES = (folder, identity, identity_demo, recordio)
+_MODULES = (folder, identity, identity_demo, recordio, attempts)
 
 
 @faceauth.hookimpl

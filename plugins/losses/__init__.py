@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import faceauth
 from faceauth.components import Loss
-from faceauth.plugins.losses import cross_entropy, margin, triplet
+from faceauth.plugins.losses import cross_entropy, margin, partial_fc, triplet
 
 __all__ = ["faceauth_losses"]
 
 
 @faceauth.hookimpl
 def faceauth_losses() -> list[Loss]:
-    return [*cross_entropy.losses(), *margin.losses(), *triplet.losses()]
+    return [*cross_entropy.losses(), *margin.losses(), *partial_fc.losses(), *triplet.losses()]

@@ -2,9 +2,9 @@
 
 import faceauth
 from faceauth.components import Trainer
-from faceauth.plugins.trainers import classifier, embedding
+from faceauth.plugins.trainers import classifier, embedding, fusion
 
 
 @faceauth.hookimpl
 def faceauth_trainers() -> list[Trainer]:
-    return [*classifier.trainers(), *embedding.trainers()]
+    return [*classifier.trainers(), *embedding.trainers(), *fusion.trainers()]

@@ -120,8 +120,8 @@ class LivenessTask:
             return None
         labels = getattr(self.splits.train, "labels", None)
         if labels is None:
-            raise RecipeError(f"trainer.balance: 'sampler' needs a dataset that lists its labels; "
-                              f"the training dataset does not (use loss.class_weights instead)")
+            raise RecipeError("trainer.balance: 'sampler' needs a dataset that lists its labels; "
+                              "the training dataset does not (use loss.class_weights instead)")
         labels = np.asarray(labels)
         counts = np.bincount(labels, minlength=len(self.classes)).astype(np.float64)
         return 1.0 / counts[labels]

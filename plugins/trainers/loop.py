@@ -113,9 +113,19 @@ class TrainingLoop:
         self.run, self.options, self.task = run, options, task
         params = list(task.model.parameters()) + (list(task.head.parameters()) if task.head is not None else [])
         recipe = run.recipe
+        # A head may hold parameters that differ between processes (Partial FC's shard of the class
+        # centres, named by its `sharded_parameters()`): DDP must not average them, checkpoints hold
+        # them and their optimizer state whole (`gather_shard`, `take_shard`) and gradient clipping
+        # sums their norms over the processes.
+        sharded = set(getattr(task.head, "sharded_parameters", tuple)())
+        named = dict(task.head.named_parameters()) if sharded else {}
+        self.sharded_ids = {id(named[name]) for name in sharded}
+        self.sharded_slots = [i for i, p in enumerate(params) if id(p) in self.sharded_ids]  # optimizer state keys
         # Under torchrun the loss goes through DDP, which averages gradients over the processes.
         self.forward = _TaskLoss(task)
         if distributed.active():
+            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self.forward, [f"head.{name}" for name in sharded])
             self.forward = torch.nn.parallel.DistributedDataParallel(
                 self.forward, device_ids=[run.device.index] if run.device.type == "cuda" else None)
         self.steps_per_epoch = len(task.train_loader)
@@ -139,7 +149,8 @@ class TrainingLoop:
         return {
             "task": task.name, "model": task.model.state_dict(),
             "head": task.head.state_dict() if task.head is not None else None,
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "optimizer": self._sharded_state(self.optimizer.state_dict(), "gather_shard"),
+            "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "epoch": self.epoch, "position": self.position,
             "global_step": self.global_step, "loss_sum": self.loss_sum, "loss_count": self.loss_count,
             "best": self.best, "threshold": self.best["threshold"], "rng": checkpoint.rng_state(),
@@ -153,13 +164,24 @@ class TrainingLoop:
         self.task.model.load_state_dict(payload["model"])
         if self.task.head is not None:
             self.task.head.load_state_dict(payload["head"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        self.optimizer.load_state_dict(self._sharded_state(payload["optimizer"], "take_shard"))
         self.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
         self.epoch, self.position, self.global_step = payload["epoch"], payload["position"], payload["global_step"]
         self.loss_sum, self.loss_count = payload["loss_sum"], payload["loss_count"]
         self.best = payload["best"]
         checkpoint.set_rng_state(payload["rng"])
+
+    def _sharded_state(self, state: dict[str, Any], convert: str) -> dict[str, Any]:
+        """`state` (an optimizer's) with the per-class tensors of sharded parameters gathered whole or sliced."""
+        if not self.sharded_slots:
+            return state
+        convert_fn = getattr(self.task.head, convert)
+        slots = dict(state["state"])
+        for i in self.sharded_slots:
+            if i in slots:
+                slots[i] = {k: convert_fn(v) if torch.is_tensor(v) and v.dim() > 0 else v for k, v in slots[i].items()}
+        return {**state, "state": slots}
 
     def _save(self, tag: str) -> None:
         self.run.save_checkpoint(tag, self._state())
@@ -235,14 +257,29 @@ class TrainingLoop:
         self.scaler.scale(loss).backward()
         if self.options.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.options.grad_clip)
+            self._clip_gradients()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.loss_sum += value
         self.loss_count += 1
         return value
+
+    def _clip_gradients(self) -> None:
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if not (self.sharded_ids and distributed.active()):
+            torch.nn.utils.clip_grad_norm_(params, self.options.grad_clip)
+            return
+        # Each process holds the gradients of its own shard: their squared norms add up over processes.
+        squares = [(id(p), torch.linalg.vector_norm(p.grad, dtype=torch.float32).square())
+                   for p in params if p.grad is not None]
+        shards = sum((s for i, s in squares if i in self.sharded_ids), torch.zeros((), device=squares[0][1].device))
+        torch.distributed.all_reduce(shards)
+        total = (sum(s for i, s in squares if i not in self.sharded_ids) + shards).sqrt()
+        coefficient = (self.options.grad_clip / (total + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_ does
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(coefficient.to(p.grad.dtype))
 
     # evaluation -------------------------------------------------------------------------------
     def _end_epoch(self) -> dict[str, float]:

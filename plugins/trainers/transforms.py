@@ -35,7 +35,7 @@ def _jpeg_quality(instance: Any, attribute: attrs.Attribute, value: int) -> None
 
 def _one_attack_at_a_time(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     faceauth.schema.fraction(instance, attribute, value)
-    if instance.print_artefacts + value > 1:
+    if instance.print_artefacts + value > 1 + 1e-9:
         raise ValueError(f"{attribute.name}: expected print_artefacts + replay_artefacts <= 1 (one simulated "
                          f"attack per sample), got {instance.print_artefacts!r} + {value!r}")
 
@@ -127,11 +127,13 @@ class RandomJpeg:
 
 
 def jpeg_round_trip(image: Image.Image, quality: int) -> Image.Image:
+    """Encode and decode in memory with Pillow's defaults otherwise (4:2:0 chroma, as most cameras)."""
+    mode = image.mode if image.mode in ("L", "RGB") else "RGB"
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    image.convert(mode).save(buffer, format="JPEG", quality=quality)
     buffer.seek(0)
     with Image.open(buffer) as decoded:
-        return decoded.convert("RGB")
+        return decoded.convert(mode)
 
 
 def train_transform(preprocess: Preprocess, augment: AugmentOptions) -> v2.Compose:
