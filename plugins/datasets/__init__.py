@@ -2,11 +2,12 @@
 
 import faceauth
 from faceauth.components import Dataset
-from faceauth.plugins.datasets import attempts, folder, identity, identity_demo, recordio
+from faceauth.plugins.datasets import (attempts, casia_fasd, celeba_spoof, folder, identity, identity_demo, nuaa,
+                                       recordio, replay_attack)
 
 __all__ = ["faceauth_datasets"]
 
-_MODULES = (folder, identity, identity_demo, recordio, attempts)
+_MODULES = (folder, casia_fasd, replay_attack, celeba_spoof, nuaa, identity, identity_demo, recordio, attempts)
 
 
 @faceauth.hookimpl

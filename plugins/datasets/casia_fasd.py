@@ -41,9 +41,8 @@ from faceauth.data import LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache
 from faceauth.paths import cache_dir
-from faceauth.plugins.datasets.celeba_spoof import (detector_settings, hold_out_subjects, open_fraction,
-                                                    warn_shared_subjects)
-from faceauth.plugins.datasets.frames import CropOptions, FrameSource, crop_all
+from faceauth.plugins.datasets.frames import (CropOptions, FrameSource, crop_all, detector_settings, hold_out_subjects, open_fraction,
+                                              warn_shared_subjects)
 
 __all__ = ["CasiaFasdOptions", "build", "datasets", "VideoOptions", "VideoFile", "read_face_file", "FrameCounts",
            "build_video_splits", "video_root", "videos_under", "CLASSES", "FACE_DIR", "STEMS"]

@@ -40,9 +40,11 @@ from faceauth.components import Dataset
 from faceauth.data import LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache
-from faceauth.plugins.datasets.frames import CropOptions, CroppedFaces, FrameSource, crop_all
+from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, detector_settings,
+                                              hold_out_subjects, open_fraction, report_missing,
+                                              warn_shared_subjects)
 
-__all__ = ["ATTACK_TYPES", "CelebASpoofOptions", "LabelEntry", "read_labels", "read_box", "hold_out_subjects",
+__all__ = ["ATTACK_TYPES", "CelebASpoofOptions", "LabelEntry", "read_labels", "read_box",
            "load_celeba_spoof", "datasets"]
 
 log = logging.getLogger(__name__)
@@ -54,12 +56,6 @@ ATTACK_TYPES = {1: "photo", 2: "poster", 3: "a4", 4: "face_mask", 5: "upper_body
                 7: "pc", 8: "pad", 9: "phone", 10: "3d_mask"}
 BOX_FRAME = 224.0  # the shipped boxes are in a 224x224 frame whatever the image size
 LAYOUT = "root/Data/{train,test}/<subject>/{live,spoof}/<name>.jpg and root/metas/intra_test/{train,test}_label.json"
-
-
-def open_fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:
-    if not 0 < value < 1:
-        raise ValueError(f"{attribute.name}: expected a number between 0 and 1 (both excluded: training and "
-                         f"validation each need subjects), got {value!r}")
 
 
 def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
@@ -139,54 +135,6 @@ def _warn_inconsistent(path: Path, entries: Sequence[LabelEntry]) -> None:
     if odd:
         log.warning("%s: %d entries whose folder or spoof type (label[%d]) disagrees with label[%d], which is "
                     "used (e.g. %s)", path, len(odd), SPOOF_TYPE, LIVENESS, ", ".join(odd[:3]))
-
-
-# --- shared with the other still-image loaders -------------------------------------------------------------
-
-
-def hold_out_subjects(labels_by_subject: dict[str, set[int]], fraction: float, seed: int, where: str) -> set[str]:
-    """A seeded, subject-disjoint validation share: ``round(fraction * subjects)`` subjects, at least one.
-
-    Drawn among the subjects that have both live and spoof images when there are enough of them, so
-    that validation holds both classes.
-    """
-    subjects = sorted(labels_by_subject)
-    if len(subjects) < 2:
-        raise DataError(f"{where}: {len(subjects)} training subject(s); a subject-disjoint validation split needs 2 or more")
-    wanted = min(len(subjects) - 1, max(1, int(fraction * len(subjects) + 0.5)))
-    both = [s for s in subjects if labels_by_subject[s] >= {LIVE, SPOOF}]
-    pool = both if len(both) >= wanted else subjects
-    rng = np.random.default_rng([seed, 0x5B7])
-    return {pool[i] for i in rng.choice(len(pool), size=wanted, replace=False)}
-
-
-def warn_shared_subjects(name: str, train: Iterable[str], test: Iterable[str], why: str = "") -> list[str]:
-    """Log a warning naming the subjects found in both training and test data; return them."""
-    shared = sorted(set(train) & set(test))
-    if shared:
-        more = f" and {len(shared) - 10} more" if len(shared) > 10 else ""
-        log.warning("%s: %d subjects are in both train and test: %s%s%s", name, len(shared),
-                    ", ".join(shared[:10]), more, why)
-    return shared
-
-
-def report_missing(missing: Sequence[str], total: int, where: str, hint: str) -> None:
-    """Listed images that do not exist: an error when none exists, else a warning with a count."""
-    if not missing:
-        return
-    if len(missing) == total:
-        raise DataError(f"{where}: none of its {total} listed images exists (e.g. {missing[0]}){hint}")
-    log.warning("%s: %d of %d listed images do not exist and are skipped (e.g. %s)", where, len(missing), total,
-                ", ".join(missing[:3]))
-
-
-def detector_settings(detector: Any) -> dict[str, Any]:
-    """What names a crop cache for a detector: its class and options (crops of other settings stay apart)."""
-    if detector is None:
-        return {"detector": None}
-    options = getattr(detector, "options", None)
-    return {"detector": f"{type(detector).__module__}.{type(detector).__qualname__}",
-            "detector_options": attrs.asdict(options) if attrs.has(type(options)) else repr(options)}
 
 
 # --- boxes -------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 import faceauth
-from faceauth.data import read_image
+from faceauth.data import LIVE, SPOOF, read_image
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache, CropReport
 from faceauth.video import read_frames
@@ -127,3 +127,57 @@ def crop_all(sources: Sequence[FrameSource], cache: CropCache, where: str,
     if not kept:
         raise DataError(f"{where}: no face found in any of its {len(sources)} frames (check the detector setting)")
     return CroppedFaces(kept, cache), report
+
+
+# --- shared by the raw-frame dataset loaders --------------------------------------------------------
+
+
+def open_fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not 0 < value < 1:
+        raise ValueError(f"{attribute.name}: expected a number between 0 and 1 (both excluded: training and "
+                         f"validation each need subjects), got {value!r}")
+
+
+def hold_out_subjects(labels_by_subject: dict[str, set[int]], fraction: float, seed: int, where: str) -> set[str]:
+    """A seeded, subject-disjoint validation share: ``round(fraction * subjects)`` subjects, at least one.
+
+    Drawn among the subjects that have both live and spoof images when there are enough of them, so
+    that validation holds both classes.
+    """
+    subjects = sorted(labels_by_subject)
+    if len(subjects) < 2:
+        raise DataError(f"{where}: {len(subjects)} training subject(s); a subject-disjoint validation split needs 2 or more")
+    wanted = min(len(subjects) - 1, max(1, int(fraction * len(subjects) + 0.5)))
+    both = [s for s in subjects if labels_by_subject[s] >= {LIVE, SPOOF}]
+    pool = both if len(both) >= wanted else subjects
+    rng = np.random.default_rng([seed, 0x5B7])
+    return {pool[i] for i in rng.choice(len(pool), size=wanted, replace=False)}
+
+
+def warn_shared_subjects(name: str, train: Iterable[str], test: Iterable[str], why: str = "") -> list[str]:
+    """Log a warning naming the subjects found in both training and test data; return them."""
+    shared = sorted(set(train) & set(test))
+    if shared:
+        more = f" and {len(shared) - 10} more" if len(shared) > 10 else ""
+        log.warning("%s: %d subjects are in both train and test: %s%s%s", name, len(shared),
+                    ", ".join(shared[:10]), more, why)
+    return shared
+
+
+def report_missing(missing: Sequence[str], total: int, where: str, hint: str) -> None:
+    """Listed images that do not exist: an error when none exists, else a warning with a count."""
+    if not missing:
+        return
+    if len(missing) == total:
+        raise DataError(f"{where}: none of its {total} listed images exists (e.g. {missing[0]}){hint}")
+    log.warning("%s: %d of %d listed images do not exist and are skipped (e.g. %s)", where, len(missing), total,
+                ", ".join(missing[:3]))
+
+
+def detector_settings(detector: Any) -> dict[str, Any]:
+    """What names a crop cache for a detector: its class and options (crops of other settings stay apart)."""
+    if detector is None:
+        return {"detector": None}
+    options = getattr(detector, "options", None)
+    return {"detector": f"{type(detector).__module__}.{type(detector).__qualname__}",
+            "detector_options": attrs.asdict(options) if attrs.has(type(options)) else repr(options)}

@@ -48,9 +48,8 @@ from faceauth.components import Dataset
 from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes, read_image
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import CropCache
-from faceauth.plugins.datasets.celeba_spoof import (detector_settings, hold_out_subjects, open_fraction,
-                                                    report_missing, warn_shared_subjects)
-from faceauth.plugins.datasets.frames import CropOptions, FrameSource, crop_all
+from faceauth.plugins.datasets.frames import (CropOptions, FrameSource, crop_all, detector_settings, hold_out_subjects, open_fraction,
+                                              report_missing, warn_shared_subjects)
 
 __all__ = ["NuaaOptions", "VARIANTS", "parse_name", "scan", "read_list", "by_session", "load_nuaa", "datasets"]
 
