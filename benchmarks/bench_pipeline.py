@@ -13,10 +13,11 @@ simulated print/replay artefacts on spoof samples only, with the same batch size
   get_state / manual_seed / set_state instead of `fork_rng` + `torch.manual_seed` (a proposal for
   core/data.py; the benchmark checks its batches are identical to the current code's).
 
-Rounds alternate the order of the loaders; each figure is images/s over `--batches` batches after
-two warm-up batches (worker start), and the table shows medians over rounds and their ratio. It
-also times each augmentation alone at 112x112. The 1-minute load average is printed before and
-after: on a shared machine, re-run when it is near or above the core count.
+Rounds alternate the order of the loaders; each figure is over `--batches` batches after two
+warm-up batches (worker start): images per wall second, and images per CPU second (main process
+plus workers), which a busy shared machine disturbs far less. The table shows medians over rounds
+and their ratios. It also times each step alone (CPU time, one thread) at the size it runs at. The
+1-minute load average is printed before and after: re-run when it is near or above the core count.
 
     python benchmarks/bench_pipeline.py [--batches 40] [--rounds 5] [--workers 2] [--size 64] [--proposed]
 """

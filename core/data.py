@@ -106,12 +106,16 @@ def read_image(path: str | Path) -> Image.Image:
 class Transformed(Dataset):
     """Applies `transform` to a sample's ``image`` (or each of its ``frames``) under a per-sample seed.
 
-    Items are requested as ``(index, seed)`` pairs, as `EpochSampler` yields them.
+    Items are requested as ``(index, seed)`` pairs, as `EpochSampler` yields them. `spoof_transform`,
+    when given, alters the image (or, through its ``frames`` method, all frames alike) of SPOOF
+    samples first: simulated attack artefacts must never touch a bona fide sample.
     """
 
-    def __init__(self, dataset: Dataset, transform: Callable[[Any], torch.Tensor]):
+    def __init__(self, dataset: Dataset, transform: Callable[[Any], torch.Tensor],
+                 spoof_transform: Any = None):
         self.dataset = dataset
         self.transform = transform
+        self.spoof_transform = spoof_transform
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -119,12 +123,21 @@ class Transformed(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, seed = key
         sample = dict(self.dataset[index])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        # Seed only the CPU generator, and restore it after: torch.manual_seed would also seed (and,
+        # in a worker, probe) every other backend, which costs more than the transform itself.
+        generator = torch.default_generator
+        state = generator.get_state()
+        generator.manual_seed(seed)
+        try:
+            spoof = self.spoof_transform if sample.get("label") == SPOOF else None
             if "frames" in sample:
-                sample["frames"] = torch.stack([self.transform(f) for f in sample["frames"]])
+                frames = spoof.frames(sample["frames"]) if spoof is not None else sample["frames"]
+                sample["frames"] = torch.stack([self.transform(f) for f in frames])
             else:
-                sample["image"] = self.transform(sample["image"])
+                image = spoof(sample["image"]) if spoof is not None else sample["image"]
+                sample["image"] = self.transform(image)
+        finally:
+            generator.set_state(state)
         return sample
 
 

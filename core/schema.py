@@ -118,7 +118,11 @@ def structure(cls: type, data: Any, path: str) -> Any:
     kwargs = {}
     for field in attrs.fields(cls):
         if field.name in data:
-            kwargs[field.name] = _convert(hints[field.name], data[field.name], f"{path}.{field.name}")
+            value = data[field.name]
+            if attrs.has(type(field.default)) and isinstance(value, Mapping):
+                # A nested section set in part keeps this field's own defaults for the rest.
+                value = {**unstructure(field.default), **value}
+            kwargs[field.name] = _convert(hints[field.name], value, f"{path}.{field.name}")
         elif field.default is attrs.NOTHING:
             raise RecipeError(f"{path}.{field.name}: required key is missing ({_describe(hints[field.name])})")
     try:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import faceauth
@@ -40,3 +41,18 @@ def test_two_training_sets_balanced_and_a_cross_dataset_test(tmp_path: Path) -> 
     assert result.metrics["cross_test"]["threshold"] == pytest.approx(result.metrics["threshold"])
     versions = faceauth.checkpoint.load(result.dir)["versions"]["components"]
     assert {"data", "data[1]", "test_data"} <= set(versions)
+
+
+def test_spoof_artefacts_touch_spoof_samples_only() -> None:
+    from PIL import Image
+
+    from faceauth.data import LIVE, SPOOF, Transformed
+    from faceauth.plugins.trainers.transforms import AugmentOptions, spoof_transform
+
+    grey = Image.new("RGB", (32, 32), (128, 128, 128))
+    samples = [{"image": grey, "label": LIVE}, {"image": grey, "label": SPOOF}]
+    artefacts = spoof_transform(AugmentOptions(print_artefacts=0.5, replay_artefacts=0.5, artefact_strength=1.0))
+    data = Transformed(samples, lambda image: torch.tensor(np.asarray(image), dtype=torch.float32), artefacts)
+    live, spoof = data[(0, 7)]["image"], data[(1, 7)]["image"]
+    assert float(live.std()) == 0.0 and float(spoof.std()) > 0.0
+    assert np.array_equal(data[(1, 7)]["image"].numpy(), spoof.numpy())  # seeded per sample

@@ -342,3 +342,12 @@ def test_print_recipe_output_is_itself_a_valid_recipe(tiny_recipe, capsys, regis
     printed = tmp_path / "printed.yaml"
     printed.write_text(capsys.readouterr().out, encoding="utf-8")
     assert load_recipe(printed, registry=registry) == load_recipe(tiny_recipe, ["seed=3"], registry=registry)
+
+
+def test_a_nested_section_set_in_part_keeps_its_own_defaults(registry):
+    # The embedding trainer's augmentation defaults keep faces aligned (no crop, no rotation);
+    # changing one key must not bring back the generic defaults for the others.
+    recipe = load_recipe(REPO / "recipes" / "embeddings_mobilefacenet.yaml", ["trainer.augment.hflip=false"],
+                         registry=registry)
+    augment = recipe.trainer.options.augment
+    assert augment.hflip is False and augment.crop_scale == 1.0 and augment.rotation == 0.0

@@ -218,6 +218,16 @@ def test_spoof_artefacts_pick_print_or_replay_in_proportion():
     assert 150 < calls["print"] < 250 and 340 < calls["replay"] < 460
 
 
+def test_spoof_artefacts_are_the_same_on_every_frame_of_a_clip():
+    clip = [face_like(32, seed) for seed in range(3)]
+    spoof = SpoofArtefacts(0.5, 0.5, 0.5)
+    for seed in range(4):
+        torch.manual_seed(seed)
+        frames = spoof.frames(clip)
+        alone = [seeded(spoof, frame, seed) for frame in clip]
+        assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(frames, alone))
+
+
 def test_spoof_artefacts_accept_non_square_and_grey_images():
     for image in (face_like(64).crop((0, 0, 64, 40)), face_like(32).convert("L")):
         out = seeded(SpoofArtefacts(0.5, 0.5, 0.5), image, 1)

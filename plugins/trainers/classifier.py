@@ -24,7 +24,8 @@ from faceauth.errors import DataError, RecipeError
 from faceauth.export import Bundle, model_metadata
 from faceauth.plugins.trainers.loop import (LoopOptions, TrainingLoop, higher_is_better, image_loader,
                                             lower_is_better, to_device)
-from faceauth.plugins.trainers.transforms import AugmentOptions, denormalise, eval_transform, train_transform
+from faceauth.plugins.trainers.transforms import (AugmentOptions, denormalise, eval_transform, spoof_transform,
+                                                  train_transform)
 from faceauth.runner import FitResult, Run
 
 
@@ -111,7 +112,8 @@ class LivenessTask:
         seed = run.recipe.seed
         self.train_loader = image_loader(self.splits.train, train_transform(self.preprocess, options.augment),
                                          batch_size=options.batch_size, num_workers=options.num_workers,
-                                         seed=seed, shuffle=True, weights=self._balance_weights())
+                                         seed=seed, shuffle=True, weights=self._balance_weights(),
+                                         spoof_transform=spoof_transform(options.augment))
         self.val_loader = trainer.eval_loader(self.splits.val, self.preprocess, seed)
         self.monitor = (options.monitor, higher_is_better if options.monitor == "auc" else lower_is_better)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -280,12 +280,16 @@ class SpoofArtefacts:
         self.print_p, self.replay_p, self.strength = print_p, replay_p, strength
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        return self.frames([image])[0]
+
+    def frames(self, images: Sequence[Image.Image]) -> list[Image.Image]:
+        """The same artefact on every frame of a clip (one medium in front of the camera), drawn once."""
         gate, *u = _uniforms(11)
         if gate < self.print_p:
-            return _print_artefacts(image, self.strength, u)
+            return [_print_artefacts(image, self.strength, u) for image in images]
         if gate < self.print_p + self.replay_p:
-            return _replay_artefacts(image, self.strength, u)
-        return image
+            return [_replay_artefacts(image, self.strength, u) for image in images]
+        return list(images)
 
     def __repr__(self) -> str:
         return f"SpoofArtefacts(print_p={self.print_p}, replay_p={self.replay_p}, strength={self.strength})"
