@@ -58,7 +58,8 @@ class Task(Protocol):
 
 
 def image_loader(dataset: Any, transform: Callable, *, batch_size: int, num_workers: int, seed: int,
-                 shuffle: bool, batch_sampler: Any = None, weights: Any = None) -> DataLoader:
+                 shuffle: bool, batch_sampler: Any = None, weights: Any = None,
+                 spoof_transform: Any = None) -> DataLoader:
     """A DataLoader over `Transformed(dataset)` fed by an `EpochSampler` (or the given batch sampler).
 
     The loader has its own generator so iterating it never draws from the global RNG, which the
@@ -67,7 +68,7 @@ def image_loader(dataset: Any, transform: Callable, *, batch_size: int, num_work
     Under torchrun each process reads its share: `batch_size` is the global batch, split evenly
     over the processes for training; evaluation shards the samples and the caller gathers results.
     """
-    data = Transformed(dataset, transform)
+    data = Transformed(dataset, transform, spoof_transform)
     common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
     if batch_sampler is not None:
