@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,164 @@ def test_min_images_drops_small_identities_and_hidden_or_loose_files_are_ignored
     assert any(splits.train.path(i).endswith("extra/nested.png") for i in range(len(splits.train)))
 
 
+def _age(root: Path, seconds: float = 3600) -> None:
+    """Date every folder of the tree back, as for data written long ago: a scan is not cached while a
+    folder it lists changed in the last 2 s (a change in the same timestamp tick would go unseen)."""
+    past = time.time() - seconds
+    for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        os.utime(folder, (past, past))
+
+
+@pytest.fixture
+def listed(monkeypatch):
+    """Every folder `os.scandir` lists during the test."""
+    calls: list[Path] = []
+    real = os.scandir
+
+    def scandir(path="."):
+        calls.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return calls
+
+
+def _same_index(a: identity.IdentityIndex, b: identity.IdentityIndex) -> bool:
+    return (a.names == b.names and np.array_equal(a.owner, b.owner) and a.owner.dtype == b.owner.dtype
+            and a.files.tolist() == b.files.tolist())
+
+
+def test_an_unchanged_tree_is_indexed_from_the_cache_without_listing_an_identity_folder(tree, listed):
+    _jpeg(tree / "p01" / "extra" / "nested.png", 2)
+    _jpeg(tree / "Zoë Ünal" / "é 1.jpg", 3)                        # names that are not ASCII,
+    (tree / "Zoë Ünal" / os.fsdecode(b"\xff 2.jpg")).write_bytes(b"")  # nor even UTF-8
+    options = {"val_identities": 0.2, "pairs_per_identity": 6, "seed": 3}
+    fresh = load_identity_folder(tree, **options)
+    assert fresh.info["index_from_cache"] is False
+    assert not identity._cache_path(tree).exists()       # written moments ago: not trusted yet
+    _age(tree)
+    listed.clear()
+    first = load_identity_folder(tree, **options)
+    assert first.info["index_from_cache"] is False and identity._cache_path(tree).is_file()
+    assert tree / "p07" in listed and tree / "p01" / "extra" in listed
+    listed.clear()
+    cached = load_identity_folder(tree, **options)
+    assert cached.info["index_from_cache"] is True
+    assert listed == [tree]                               # the root only: identity folders are stat'ed
+    assert cached.classes == first.classes and cached.info["num_images"] == first.info["num_images"]
+    assert [cached.train.path(i) for i in range(len(cached.train))] == [
+        first.train.path(i) for i in range(len(first.train))]
+    assert np.array_equal(cached.train.labels, first.train.labels)
+    assert np.array_equal(cached.val.pairs, first.val.pairs) and cached.train[3]["image"].size == (8, 8)
+    everyone = identity.index_identity_folder(tree)
+    assert everyone.from_cache and everyone.names[0] == "Zoë Ünal"
+    assert everyone.files[:2].tolist() == ["é 1.jpg".encode(), b"\xff 2.jpg"]
+    # min_images is applied to the cached listing
+    small = identity.index_identity_folder(tree, min_images=5)
+    assert small.from_cache and _same_index(small, identity.index_identity_folder(tree, 5, use_cache=False))
+    assert "p01" in small.names and "p00" not in small.names
+
+
+def _add_file(tree: Path) -> None:
+    _jpeg(tree / "p03" / "p03_0099.jpg", 1)
+
+
+def _add_nested_file(tree: Path) -> None:
+    _jpeg(tree / "p01" / "extra" / "more.jpg", 1)
+
+
+def _remove_file(tree: Path) -> None:
+    (tree / "p04" / "p04_0002.jpg").unlink()
+
+
+def _add_identity(tree: Path) -> None:
+    make_tree(tree / "q", {"p99": 2})
+    (tree / "q" / "p99").rename(tree / "p99")
+    (tree / "q").rmdir()
+
+
+def _rename_identity(tree: Path) -> None:
+    (tree / "p05").rename(tree / "p55")
+
+
+def _add_file_and_forge_the_mtime_back(tree: Path) -> None:
+    folder = tree / "p03"
+    before = folder.stat()
+    time.sleep(0.05)   # past the kernel's coarse timestamp tick (1-10 ms), so that the ctime moves
+    _jpeg(folder / "p03_0099.jpg", 1)
+    os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))   # as tar or rsync -a would
+    assert folder.stat().st_mtime_ns == before.st_mtime_ns
+
+
+@pytest.mark.parametrize("change", [_add_file, _add_nested_file, _remove_file, _add_identity, _rename_identity,
+                                    _add_file_and_forge_the_mtime_back])
+def test_a_changed_tree_is_listed_again(tree, change):
+    _jpeg(tree / "p01" / "extra" / "nested.png", 2)
+    _age(tree)
+    identity.index_identity_folder(tree)
+    assert identity.index_identity_folder(tree).from_cache
+    change(tree)
+    after = identity.index_identity_folder(tree)
+    assert not after.from_cache and _same_index(after, identity.index_identity_folder(tree, use_cache=False))
+    _age(tree)
+    identity.index_identity_folder(tree)                  # stores the new listing
+    cached = identity.index_identity_folder(tree)
+    assert cached.from_cache and _same_index(cached, after)
+
+
+def _garbage(data: bytes) -> bytes:
+    return b"not a zip file"
+
+
+def _truncated(data: bytes) -> bytes:
+    return data[:len(data) // 2]
+
+
+def _flipped_file_name(data: bytes) -> bytes:   # the zip's CRC catches it
+    at = data.index(b"p07_0003.jpg")
+    return data[:at] + b"q" + data[at + 1:]
+
+
+def _emptied(data: bytes) -> bytes:
+    return b""
+
+
+def _plain_npy(data: bytes) -> bytes:   # a readable .npy, not the expected .npz
+    import io
+
+    out = io.BytesIO()
+    np.save(out, np.arange(3))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("damage", [_garbage, _truncated, _flipped_file_name, _emptied, _plain_npy])
+def test_a_damaged_cache_is_ignored_and_rewritten(tree, damage):
+    _age(tree)
+    expected = identity.index_identity_folder(tree)
+    cache = identity._cache_path(tree)
+    cache.write_bytes(damage(cache.read_bytes()))
+    rebuilt = identity.index_identity_folder(tree)
+    assert not rebuilt.from_cache and _same_index(rebuilt, expected)
+    again = identity.index_identity_folder(tree)
+    assert again.from_cache and _same_index(again, expected)
+
+
+def test_index_cache_false_and_an_unwritable_cache_list_every_time(tree, listed, tmp_path, monkeypatch):
+    _age(tree)
+    for _ in range(2):
+        splits = build_identity_folder(structure(IdentityFolderOptions, {
+            "root": str(tree), "val_identities": 0, "index_cache": False}, "data"))
+        assert splits.info["index_from_cache"] is False and tree / "p00" in listed
+        listed.clear()
+    assert not identity._cache_path(tree).exists()
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("FACEAUTH_CACHE", str(blocker))
+    for _ in range(2):
+        assert not identity.index_identity_folder(tree).from_cache
+    assert blocker.read_text() == ""
+
+
 @pytest.mark.parametrize("counts, options, message", [
     ({}, {}, "no identity folders"),
     ({"solo": 3}, {"val_identities": 0.0}, "training needs at least 2"),
@@ -171,7 +331,7 @@ def test_options_are_checked_by_the_recipe_schema():
 
 def test_recognition_datasets_are_registered_by_the_one_datasets_hook():
     names = [d.name for d in datasets_plugin.faceauth_datasets()]
-    assert names == ["folder", "demo", "identity_folder", "demo_identities", "recordio"]
+    assert {"identity_folder", "demo_identities", "recordio"} <= set(names)
     assert all(isinstance(d, Dataset) for d in datasets_plugin.faceauth_datasets())
     assert [d.name for d in identity.datasets()] == ["identity_folder"]
 

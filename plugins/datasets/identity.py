@@ -7,8 +7,23 @@ Layout (CASIA-WebFace, VGGFace2, LFW and most extracted face sets)::
 Identities are the folder names, sorted; hidden folders (``.name``) are skipped. Building the
 index lists files only (one directory scan per identity, no image is opened), so it scales to
 millions of files; an unreadable image stops the run with its path when it is read. The index
-is held in numpy arrays rather than per-file Python objects, which keeps memory small and lets
-DataLoader workers share it without copy-on-access growth.
+is held in numpy arrays rather than per-file Python objects (identity names once, then one
+fixed-width bytes array of file names below them and an int32 owner per file), which keeps memory
+small and lets DataLoader workers share it without copy-on-access growth.
+
+The scan is cached in one ``.npz`` file under ``cache_dir("index")``, keyed by the root's resolved
+path, so a later build of an unchanged tree lists no identity folder. It is reused while every
+folder the scan listed (the root, each identity folder, each of their sub-folders) has the same
+modification and status-change times (``st_mtime_ns``, ``st_ctime_ns``) as when it was listed:
+adding, removing or renaming a file or folder changes its parent folder's mtime, and forging an
+mtime back (``tar``, ``rsync -a``, ``touch -d``) changes the ctime. Checking costs one listing of
+the root and one ``stat`` per identity folder and sub-folder, never a listing of one. A scan is
+not stored when a folder it listed was modified less than 2 s before the scan began (a change in
+the same timestamp tick would go unseen), so a tree written moments ago is listed again next
+time. A cache that cannot be read, fails its CRC or does not match is ignored and rewritten;
+writes are atomic (a temporary file, then a rename). File systems whose folder times do not
+change when a file is added (some object-store mounts) need ``index_cache: false``, which lists
+every time.
 
 Validation is identity-disjoint: a seeded share of the identities (``val_identities``) is held
 out of training and becomes a `Verification` of generated pairs (balanced genuine/impostor, see
@@ -23,7 +38,11 @@ ArcFace template at ``align_size`` pixels (`faceauth.align`).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +53,18 @@ import faceauth
 from faceauth.components import Dataset
 from faceauth.data import IMAGE_SUFFIXES, Splits, Verification, read_image
 from faceauth.errors import DataError
+from faceauth.paths import cache_dir
 from faceauth.plugins.datasets.pairs import generate_pairs, read_bin, read_lfw_pairs
 
 __all__ = ["IdentityIndex", "IdentityImages", "index_identity_folder", "hold_out_identities", "read_landmarks",
-           "load_identity_folder", "external_verification", "IdentityFolderOptions", "faceauth_datasets"]
+           "load_identity_folder", "external_verification", "IdentityFolderOptions", "datasets"]
 
 LAYOUT = "root/<identity>/*.jpg"
+_INDEX_VERSION = 1
+# A scan is cached only when every folder it listed is older than this (timestamp ticks are
+# 1-10 ms on Linux file systems, 1-2 s on some others; the margin also absorbs small clock skew
+# between a network file server and this machine).
+_RACY_NS = 2_000_000_000
 
 
 @attrs.frozen(eq=False)
@@ -50,6 +75,7 @@ class IdentityIndex:
     names: tuple[str, ...]
     owner: np.ndarray   # (N,) int32: index into `names`
     files: np.ndarray   # (N,) bytes ('S'): path below the identity folder, os.fsencode'd
+    from_cache: bool = False
 
     def counts(self) -> np.ndarray:
         return np.bincount(self.owner, minlength=len(self.names))
@@ -125,8 +151,17 @@ def read_landmarks(csv_path: str | Path, index: IdentityIndex) -> np.ndarray:
     return points
 
 
-def _images_below(folder: str, prefix: str = "") -> list[str]:
-    """Image files below `folder` (relative, sorted, sub-folders included), from directory listings only."""
+def _stamp(st: os.stat_result) -> tuple[int, int]:
+    return st.st_mtime_ns, st.st_ctime_ns
+
+
+def _images_below(folder: str, prefix: str = "", subdirs: list[tuple[str, tuple[int, int]]] | None = None
+                  ) -> list[str]:
+    """Image files below `folder` (relative, sorted, sub-folders included), from directory listings only.
+
+    Each sub-folder is appended to `subdirs` as (path relative to `folder`, its stamp taken before
+    it is listed).
+    """
     found: list[str] = []
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
@@ -136,24 +171,44 @@ def _images_below(folder: str, prefix: str = "") -> list[str]:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            found.extend(_images_below(entry.path, prefix + entry.name + os.sep))
+            if subdirs is not None:
+                try:
+                    subdirs.append((prefix + entry.name, _stamp(entry.stat())))
+                except OSError as exc:
+                    raise DataError(f"{entry.path}: cannot list identity folder ({exc.strerror})") from None
+            found.extend(_images_below(entry.path, prefix + entry.name + os.sep, subdirs))
         elif entry.name.lower().endswith(IMAGE_SUFFIXES):
             found.append(prefix + entry.name)
     return found
 
 
-def index_identity_folder(root: str | Path, min_images: int = 1, key: str = "data.root") -> IdentityIndex:
-    """List ``root/<identity>/*`` images; identities with fewer than `min_images` are left out."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"{key}: {root} is not a directory (expected {LAYOUT})")
+@attrs.frozen(eq=False)
+class _Scan:
+    """Every non-hidden folder below the root with its images (none dropped by `min_images`), and
+    the stamps that tell whether the tree has changed since."""
+
+    names: np.ndarray       # (I,) 'S': identity folder names, os.fsencode'd, sorted
+    counts: np.ndarray      # (I,) int64: images of each identity, in `files` order
+    files: np.ndarray       # (N,) 'S': paths below the identity folders
+    stamps: np.ndarray      # (1 + I, 2) int64: (mtime_ns, ctime_ns) of the root, then of each identity
+    subdirs: np.ndarray     # (S,) 'S': sub-folders of identity folders, relative to the root
+    sub_stamps: np.ndarray  # (S, 2) int64
+    loose: int              # images directly in the root (for the error message only)
+    from_cache: bool = False
+
+
+def _scan(root: Path, key: str) -> tuple[_Scan, bool]:
+    """List the tree; also whether the listing may be cached (no folder changed too recently)."""
+    started = time.time_ns()
     try:
+        stamps = [_stamp(os.stat(root))]
         top = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as exc:
         raise DataError(f"{key}: cannot list {root} ({exc.strerror})") from None
-    names: list[str] = []
-    owner: list[np.ndarray] = []
-    files: list[str] = []
+    names: list[bytes] = []
+    counts: list[int] = []
+    chunks: list[np.ndarray] = []  # one array per identity: no per-file Python object outlives its folder
+    subdirs: list[tuple[str, tuple[int, int]]] = []
     loose = 0
     for entry in top:
         if entry.name.startswith("."):
@@ -161,18 +216,116 @@ def index_identity_folder(root: str | Path, min_images: int = 1, key: str = "dat
         if not entry.is_dir():
             loose += entry.name.lower().endswith(IMAGE_SUFFIXES)
             continue
-        found = _images_below(entry.path)
-        if len(found) < max(min_images, 1):
-            continue
-        owner.append(np.full(len(found), len(names), dtype=np.int32))
-        names.append(entry.name)
-        files.extend(found)
-    if not names:
-        hint = f"; it holds {loose} images directly, which have no identity folder" if loose else ""
+        try:
+            stamps.append(_stamp(entry.stat()))
+        except OSError as exc:
+            raise DataError(f"{entry.path}: cannot list identity folder ({exc.strerror})") from None
+        below: list[tuple[str, tuple[int, int]]] = []
+        found = _images_below(entry.path, "", below)
+        subdirs.extend((entry.name + os.sep + path, stamp) for path, stamp in below)
+        names.append(os.fsencode(entry.name))
+        counts.append(len(found))
+        if found:  # one fsencode per folder: a name holds no NUL
+            chunks.append(np.array(os.fsencode("\0".join(found)).split(b"\0")))
+    scan = _Scan(names=np.array(names, dtype=np.bytes_).reshape(-1), counts=np.array(counts, dtype=np.int64),
+                 files=np.concatenate(chunks) if chunks else np.zeros(0, dtype="S1"),
+                 stamps=np.array(stamps, dtype=np.int64).reshape(-1, 2),
+                 subdirs=np.array([os.fsencode(p) for p, _ in subdirs], dtype=np.bytes_).reshape(-1),
+                 sub_stamps=np.array([s for _, s in subdirs], dtype=np.int64).reshape(-1, 2), loose=loose)
+    # Any change after a folder was listed gives it an mtime of at least `started` less one tick, so
+    # only folders modified just before the scan could change again unseen (ctime is only a check
+    # against mtimes set back, which is why it is not tested here).
+    newest = max(int(scan.stamps[:, 0].max()), int(scan.sub_stamps[:, 0].max(initial=0)))
+    return scan, newest < started - _RACY_NS
+
+
+def _cache_path(root: Path) -> Path:
+    facts = f"{root.resolve()}\n{','.join(IMAGE_SUFFIXES)}\nv{_INDEX_VERSION}"
+    return cache_dir("index", f"identity-{hashlib.sha256(facts.encode()).hexdigest()[:32]}.npz")
+
+
+def _unchanged(root: Path, names: np.ndarray, stamps: np.ndarray, subdirs: np.ndarray,
+               sub_stamps: np.ndarray) -> bool:
+    """Whether every folder a cached scan listed still has its stamps: a root listing and stats, no more."""
+    try:
+        if _stamp(os.stat(root)) != tuple(stamps[0].tolist()):
+            return False
+        with os.scandir(root) as entries:
+            current = sorted((e.name, _stamp(e.stat())) for e in entries
+                             if not e.name.startswith(".") and e.is_dir())
+        if [os.fsencode(name) for name, _ in current] != names.tolist():
+            return False
+        if not np.array_equal(np.array([s for _, s in current], dtype=np.int64).reshape(-1, 2), stamps[1:]):
+            return False
+        return all(_stamp(os.stat(os.path.join(root, os.fsdecode(path)))) == tuple(stamp)
+                   for path, stamp in zip(subdirs.tolist(), sub_stamps.tolist()))
+    except OSError:
+        return False
+
+
+def _load_cached(path: Path, root: Path) -> _Scan | None:
+    try:
+        with open(path, "rb") as f:  # opened here: np.load leaks its own file when the zip is damaged
+            z = np.load(f, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                return None
+            with z:
+                if z["version"].item() != _INDEX_VERSION:
+                    return None
+                names, stamps, subdirs, sub_stamps = z["names"], z["stamps"], z["subdirs"], z["sub_stamps"]
+                if (stamps.shape != (len(names) + 1, 2) or sub_stamps.shape != (len(subdirs), 2)
+                        or not _unchanged(root, names, stamps, subdirs, sub_stamps)):
+                    return None
+                counts, files, loose = z["counts"], z["files"], int(z["loose"].item())
+    except (OSError, ValueError, EOFError, KeyError, NotImplementedError, MemoryError, zipfile.BadZipFile):
+        return None  # missing, damaged (the zip's CRC catches flipped bytes) or from another version
+    if (counts.shape != names.shape or files.ndim != 1 or files.dtype.kind != "S" or names.dtype.kind != "S"
+            or (counts < 0).any() or int(counts.sum()) != len(files)):
+        return None
+    return _Scan(names=names, counts=counts, files=files, stamps=stamps, subdirs=subdirs, sub_stamps=sub_stamps,
+                 loose=loose, from_cache=True)
+
+
+def _store_cached(path: Path, scan: _Scan) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, version=np.int64(_INDEX_VERSION), names=scan.names, counts=scan.counts, files=scan.files,
+                     stamps=scan.stamps, subdirs=scan.subdirs, sub_stamps=scan.sub_stamps, loose=np.int64(scan.loose))
+        os.replace(tmp, path)
+    except OSError:  # a read-only or full cache only costs the next build a rescan
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def index_identity_folder(root: str | Path, min_images: int = 1, key: str = "data.root", *,
+                          use_cache: bool = True) -> IdentityIndex:
+    """List ``root/<identity>/*`` images; identities with fewer than `min_images` are left out.
+
+    With `use_cache`, an unchanged tree's listing comes from the cache (see the module docstring).
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{key}: {root} is not a directory (expected {LAYOUT})")
+    scan = None
+    if use_cache:
+        cache = _cache_path(root)
+        scan = _load_cached(cache, root)
+    if scan is None:
+        scan, storable = _scan(root, key)
+        if use_cache and storable and len(scan.names):
+            _store_cached(cache, scan)
+    keep = scan.counts >= max(min_images, 1)
+    if not keep.any():
+        hint = f"; it holds {scan.loose} images directly, which have no identity folder" if scan.loose else ""
         need = f" with at least {min_images} images each" if min_images > 1 else ""
         raise DataError(f"{key}: {root} has no identity folders{need} (expected {LAYOUT}){hint}")
-    return IdentityIndex(root=root, names=tuple(names), owner=np.concatenate(owner),
-                         files=np.array([os.fsencode(f) for f in files]))
+    kept = np.flatnonzero(keep)
+    files = scan.files if keep.all() else scan.files[np.repeat(keep, scan.counts)]
+    return IdentityIndex(root=root, names=tuple(os.fsdecode(n) for n in scan.names[kept].tolist()),
+                         owner=np.repeat(np.arange(len(kept), dtype=np.int32), scan.counts[kept]),
+                         files=files, from_cache=scan.from_cache)
 
 
 def hold_out_identities(counts: np.ndarray, fraction: float, seed: int, where: str,
@@ -219,8 +372,9 @@ def external_verification(lfw_pairs: str | None, lfw_root: str | None, packs: li
 def load_identity_folder(root: str | Path, *, val_identities: float = 0.1, pairs_per_identity: int = 20,
                          min_images: int = 1, seed: int = 0, lfw_pairs: str | None = None,
                          lfw_root: str | None = None, verification: list[str] | tuple[str, ...] = (),
-                         landmarks: str | None = None, align_size: int = 112, key: str = "data.root") -> Splits:
-    index = index_identity_folder(root, min_images, key)
+                         landmarks: str | None = None, align_size: int = 112, key: str = "data.root",
+                         use_cache: bool = True) -> Splits:
+    index = index_identity_folder(root, min_images, key, use_cache=use_cache)
     points = read_landmarks(landmarks, index) if landmarks is not None else None
     counts = index.counts()
     where = f"{key}: {index.root}"
@@ -254,7 +408,7 @@ def load_identity_folder(root: str | Path, *, val_identities: float = 0.1, pairs
     classes = tuple(index.names[i] for i in train_ids)
     info = {"task": "identity", "num_identities": len(classes), "num_images": len(train),
             "root": str(index.root), "val_identities": len(held), "val_pairs": 0 if val is None else len(val.pairs),
-            "verification": external}
+            "verification": external, "index_from_cache": index.from_cache}
     return Splits(train=train, val=val, test=test, classes=classes, info=info)
 
 
@@ -273,13 +427,17 @@ class IdentityFolderOptions:
     # a CSV of "path,x1,y1,...,x5,y5" (path relative to root): images are aligned to the ArcFace template
     landmarks: str | None = None
     align_size: int = attrs.field(default=112, validator=faceauth.schema.positive)
+    # false: list every identity folder on each build (for file systems whose folder times do not
+    # change when a file is added, such as some object-store mounts)
+    index_cache: bool = True
 
 
 def build_identity_folder(options: IdentityFolderOptions) -> Splits:
     return load_identity_folder(
         options.root, val_identities=options.val_identities, pairs_per_identity=options.pairs_per_identity,
         min_images=options.min_images, seed=options.seed, lfw_pairs=options.lfw_pairs, lfw_root=options.lfw_root,
-        verification=options.verification, landmarks=options.landmarks, align_size=options.align_size)
+        verification=options.verification, landmarks=options.landmarks, align_size=options.align_size,
+        use_cache=options.index_cache)
 
 
 def datasets() -> list[Dataset]:

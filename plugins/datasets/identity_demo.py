@@ -23,7 +23,7 @@ from faceauth.data import Splits
 from faceauth.paths import cache_dir
 from faceauth.plugins.datasets.identity import load_identity_folder
 
-__all__ = ["DemoIdentitiesOptions", "write_identity_demo", "demo_identities_root", "faceauth_datasets"]
+__all__ = ["DemoIdentitiesOptions", "write_identity_demo", "demo_identities_root", "datasets"]
 
 _VERSION = 1
 

@@ -52,7 +52,7 @@ from faceauth.plugins.datasets.identity import external_verification, hold_out_i
 from faceauth.plugins.datasets.pairs import decode_image, generate_pairs
 
 __all__ = ["MAGIC", "RecordIndex", "RecordFile", "RecordImages", "load_index", "load_recordio",
-           "write_recordio", "RecordIOOptions", "faceauth_datasets"]
+           "write_recordio", "RecordIOOptions", "datasets"]
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
