@@ -64,6 +64,7 @@ def faceauth_trainer(steps: int, workdir: Path) -> float:
                     "progress": False, "max_steps": steps + 5, "log_every": 5},
         "optimizer": {"name": "adamw", "lr": 1e-3}, "scheduler": {"name": "constant"}, "export": None,
     }
+    workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "bench.yaml"
     path.write_text(yaml.safe_dump(recipe))
     faceauth.run(path, [])

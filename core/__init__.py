@@ -30,6 +30,7 @@ __all__ = [
     "schema",
     "run",
     "evaluate",
+    "Authenticator",
     "export_checkpoint",
     "FaceAuthError",
     "RecipeError",
@@ -40,9 +41,9 @@ __all__ = [
     "CheckpointError",
 ]
 
-_LAZY_MODULES = {"align", "checkpoint", "data", "faces", "video", "metrics", "optim", "paths", "recipe", "registry", "runner", "weights",
+_LAZY_MODULES = {"align", "authenticator", "checkpoint", "data", "faces", "video", "metrics", "optim", "paths", "recipe", "registry", "runner", "weights",
                  "export", "tools"}
-_LAZY_FUNCTIONS = {"run": "runner", "evaluate": "tools", "export_checkpoint": "tools"}
+_LAZY_FUNCTIONS = {"Authenticator": "authenticator", "run": "runner", "evaluate": "tools", "export_checkpoint": "tools"}
 
 
 def __getattr__(name: str) -> Any:

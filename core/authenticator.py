@@ -51,9 +51,26 @@ from faceauth.errors import DataError, ExportError
 from faceauth.export import onnx_session
 from faceauth.faces import Box, crop_face
 
-__all__ = ["Authenticator", "Decision", "Template", "OnnxComponent", "FaceFinder", "ImagePreprocess",
-           "open_component", "feature_names", "quality_features", "match_scores", "unit", "file_sha256",
-           "as_rgb", "verify_main", "EMBEDDING", "LIVENESS", "FUSION"]
+__all__ = [
+    "EMBEDDING",
+    "FUSION",
+    "LIVENESS",
+    "Authenticator",
+    "Decision",
+    "FaceFinder",
+    "ImagePreprocess",
+    "OnnxComponent",
+    "Template",
+    "article",
+    "as_rgb",
+    "feature_names",
+    "file_sha256",
+    "match_scores",
+    "open_component",
+    "quality_features",
+    "unit",
+    "verify_main",
+]
 
 EMBEDDING, LIVENESS, FUSION = "embedding", "liveness", "fusion"
 QUALITY_FEATURES = ("quality/sharpness", "quality/brightness")
@@ -220,21 +237,27 @@ class OnnxComponent:
         return unit(out.astype(np.float32)) if self.role == EMBEDDING else out.astype(np.float32).reshape(-1)
 
 
+def article(role: str) -> str:
+    """"an embedding", "a liveness": for messages."""
+    return f"an {role}" if role[:1] in ("a", "e", "i", "o", "u") else f"a {role}"
+
+
 def _task_of(metadata: dict[str, str]) -> str:
     return metadata.get("faceauth.task", "") or "unknown"
 
 
-def open_component(path: str | Path, role: str, where: str | None = None) -> OnnxComponent:
+def open_component(path: str | Path, role: str, where: str | None = None, threads: int | None = None) -> OnnxComponent:
     """Load an exported model and check that it is of `role` ("embedding" or "liveness") by its faceauth.task."""
     path = Path(path)
     where = where or str(path)
     if not path.is_file():
-        raise ExportError(f"{where}: {path} not found (expected an exported {role} model, .onnx)")
-    session = onnx_session(path)
+        raise ExportError(f"{where}: {path} not found (expected {article(role)} model exported as .onnx)")
+    session = onnx_session(path, threads)
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     task = _task_of(metadata)
     if task != role:
-        raise ExportError(f"{where}: {path.name} is a {task} model (faceauth.task={task!r}); expected a {role} model")
+        raise ExportError(f"{where}: {path.name} is {article(task)} model (faceauth.task={task!r}); "
+                          f"expected {article(role)} model")
     return OnnxComponent(path, role, session, metadata)
 
 
@@ -285,18 +308,19 @@ class Authenticator:
     default to the files its metadata lists, next to it; explicit files must be the same models
     (SHA-256 checked). `threshold` replaces the stored decision threshold. `detect`: find and crop
     the face in each image (OpenCV Haar cascade, largest face) or take the images as crops already.
+    `threads`: onnxruntime's intra-op threads per model (None: its default, one per core).
     """
 
     def __init__(self, fusion: str | Path, embedding: Sequence[str | Path] | None = None,
                  liveness: Sequence[str | Path] | None = None, *, detect: bool = True, threshold: float | None = None,
-                 margin: float = 0.2, crop_size: int = 128):
+                 margin: float = 0.2, crop_size: int = 128, threads: int | None = None):
         fusion = Path(fusion)
         if not fusion.is_file():
             raise ExportError(f"{fusion}: fusion model not found")
-        self.session = onnx_session(fusion)
+        self.session = onnx_session(fusion, threads)
         metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if _task_of(metadata) != FUSION:
-            raise ExportError(f"{fusion}: a {_task_of(metadata)} model (faceauth.task={_task_of(metadata)!r}); "
+            raise ExportError(f"{fusion}: {article(_task_of(metadata))} model (faceauth.task={_task_of(metadata)!r}); "
                               f"expected a fusion model")
         listed, self.feature_names = _components_from(metadata, str(fusion))
         self.path, self.metadata = fusion, metadata
@@ -307,7 +331,7 @@ class Authenticator:
             paths = [fusion.parent / c["file"] for c in expected] if given[role] is None else list(given[role])
             if len(paths) != len(expected):
                 raise ExportError(f"{fusion}: trained with {len(expected)} {role} model(s), given {len(paths)}")
-            self.models[role] = [open_component(p, role) for p in paths]
+            self.models[role] = [open_component(p, role, threads=threads) for p in paths]
             for model, record in zip(self.models[role], expected):
                 if model.sha256 != record["sha256"]:
                     raise ExportError(f"{model.path}: not the {role} model this fusion model was trained with "
@@ -326,19 +350,22 @@ class Authenticator:
 
     @classmethod
     def from_dir(cls, models_dir: str | Path, **options: Any) -> Authenticator:
-        """The fusion model in `models_dir` (``model.onnx`` or ``fusion.onnx``, else the one .onnx whose task is fusion)."""
+        """The fusion model in `models_dir`: ``model.onnx`` or ``fusion.onnx``, else its one fusion .onnx."""
         folder = Path(models_dir)
         if not folder.is_dir():
             raise ExportError(f"{folder}: models directory not found")
+        def is_fusion(path: Path) -> bool:
+            return _task_of(dict(onnx_session(path).get_modelmeta().custom_metadata_map)) == FUSION
+
         for name in ("model.onnx", "fusion.onnx"):
-            candidate = folder / name
-            if candidate.is_file() and _task_of(dict(onnx_session(candidate).get_modelmeta().custom_metadata_map)) == FUSION:
-                return cls(candidate, **options)
-        found = [p for p in sorted(folder.glob("*.onnx"))
-                 if _task_of(dict(onnx_session(p).get_modelmeta().custom_metadata_map)) == FUSION]
+            if (folder / name).is_file() and is_fusion(folder / name):
+                return cls(folder / name, **options)
+        found = [path for path in sorted(folder.glob("*.onnx")) if is_fusion(path)]
         if len(found) != 1:
-            what = "no fusion model" if not found else f"{len(found)} fusion models ({', '.join(p.name for p in found)})"
-            raise ExportError(f"{folder}: {what}; expected one .onnx with faceauth.task=fusion (a fusion run's directory)")
+            names = ", ".join(path.name for path in found)
+            what = f"{len(found)} fusion models ({names})" if found else "no fusion model"
+            raise ExportError(f"{folder}: {what}; expected one .onnx with faceauth.task=fusion "
+                              f"(a fusion run's directory)")
         return cls(found[0], **options)
 
     # steps ------------------------------------------------------------------------------------------
@@ -395,8 +422,8 @@ class Authenticator:
 
 # command line -----------------------------------------------------------------------------------------
 def _describe(decision: Decision) -> str:
-    lines = [f"decision: {'accept' if decision.accept else 'reject'}  "
-             f"score={decision.score:.4f}  threshold={decision.threshold:.4f}",
+    verdict = "accept" if decision.accept else "reject"
+    lines = [f"decision: {verdict}  score={decision.score:.4f}  threshold={decision.threshold:.4f}",
              f"match:    {decision.match:.4f}", f"liveness: {decision.liveness:.4f}"]
     lines += [f"  {name:<28} {value:.4f}" for name, value in decision.components.items()]
     lines += [f"  {name:<28} {value:.4f}" for name, value in decision.features.items() if name.startswith("quality/")]
@@ -411,11 +438,13 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
         prog="faceauth-verify",
         description="Accept or reject a probe face against enrolment images with exported faceauth models "
                     "(a fusion run's directory). Exit status 0 with a decision (accept or reject), 1 on bad input.")
-    parser.add_argument("--enrolled", nargs="+", required=True, metavar="IMAGE", help="enrolment image(s) of the person")
+    parser.add_argument("--enrolled", nargs="+", required=True, metavar="IMAGE",
+                        help="enrolment image(s) of the person")
     parser.add_argument("--probe", nargs="+", required=True, metavar="IMAGE",
                         help="the probe image (several: frames of one presentation, scores averaged)")
     parser.add_argument("--models", required=True, metavar="DIR", help="folder with the fusion and component models")
-    parser.add_argument("--no-detect", action="store_true", help="the images are face crops already (no face detection)")
+    parser.add_argument("--no-detect", action="store_true",
+                        help="the images are face crops already (no face detection)")
     parser.add_argument("--threshold", type=float, help="replace the fusion model's decision threshold")
     parser.add_argument("--json", action="store_true", help="print the decision as JSON")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
