@@ -6,11 +6,11 @@ implementation (the ``backbones`` entry point) returns them all.
 
 import faceauth
 from faceauth.components import Backbone
-from faceauth.plugins.backbones import facenet, iresnet, mobilefacenet, resnet
+from faceauth.plugins.backbones import facenet, iresnet, mobilefacenet, resnet, temporal
 
 __all__ = ["faceauth_backbones"]
 
 
 @faceauth.hookimpl
 def faceauth_backbones() -> list[Backbone]:
-    return [record for module in (resnet, iresnet, mobilefacenet, facenet) for record in module.backbones()]
+    return [record for module in (resnet, iresnet, mobilefacenet, facenet, temporal) for record in module.backbones()]

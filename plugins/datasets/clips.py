@@ -47,7 +47,7 @@ from faceauth.data import LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache
 from faceauth.plugins.datasets.casia_fasd import FrameCounts
-from faceauth.plugins.datasets.frames import FrameSource, crop_all
+from faceauth.plugins.datasets.frames import FrameSource, crop_all, detector_settings
 
 __all__ = ["ClipSampling", "ClipOptions", "VideoFolderOptions", "ClipVideo", "ClipDataset", "ClipReport",
            "WholeFrame", "clip_indices", "clip_cache", "build_clip_splits", "load_video_folder", "datasets"]
@@ -211,14 +211,12 @@ def clip_cache(name: str, detector: Any, options: ClipOptions, settings: Mapping
     """The crop cache of a clip dataset: the detector's faces, or whole frames when there is none.
 
     `settings` (the detector's description) names the cache folder; pass the one a frame dataset of
-    the same videos uses and both share their crops.
+    the same videos uses and both share their crops. A dataset whose faces come from shipped boxes
+    alone (no detector) makes its own `CropCache` with ``detector=None`` and passes `hints`.
     """
     if detector is None:
         return CropCache(name, {"detector": "whole-frame"}, WholeFrame(), margin=0.0, size=options.crop_size)
-    if settings is None:
-        detector_options = getattr(detector, "options", None)
-        settings = {"detector": f"{type(detector).__module__}.{type(detector).__qualname__}",
-                    "detector_options": attrs.asdict(detector_options) if attrs.has(type(detector_options)) else None}
+    settings = detector_settings(detector) if settings is None else settings
     return CropCache(name, dict(settings), detector, margin=options.crop_margin, size=options.crop_size)
 
 

@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import attrs
@@ -48,7 +49,10 @@ def _to_onnx(bundle: Bundle, opset: int) -> onnx.ModelProto:
     )
     module = bundle.module.eval()
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        # torch.export's own internals warn (deprecations, non-leaf .grad reads while tracing an LSTM's
+        # while-loop): nothing a user can act on, and an error where warnings are errors.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 module, tuple(bundle.example_inputs), None, input_names=list(bundle.input_names),
                 output_names=list(bundle.output_names), dynamic_shapes=dynamic_shapes, opset_version=opset,

@@ -181,7 +181,8 @@ class LivenessTask:
         images, labels = [], []
         for index in picks:
             sample = dataset[(int(index), int(index))]
-            image = torch.nn.functional.pad(denormalise(sample["image"][None], self.preprocess)[0], (3, 3, 3, 3))
+            first = sample["frames"][0] if "frames" in sample else sample["image"]  # a clip shows its first frame
+            image = torch.nn.functional.pad(denormalise(first[None], self.preprocess)[0], (3, 3, 3, 3))
             colour = (0.1, 0.8, 0.1) if sample["label"] == LIVE else (0.9, 0.1, 0.1)
             for channel, value in enumerate(colour):
                 plane = image[channel]
