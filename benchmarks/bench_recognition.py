@@ -5,8 +5,10 @@ Training: for each backbone, faceauth's `embedding` trainer (through `faceauth.r
 hand-written loop train the same network (registry-built, channels-last) with the same ArcFace
 module (scale 32, margin 0.3), SGD, demo identities, train transforms, batch size, DataLoader
 workers and thread count. Rounds alternate between the two; the first steps of each are warm-up
-and are not counted. The trainer's steady-state rate comes from the wall times TensorBoard
-recorded at each step, the loop's from its own clock over the same steps.
+and are not counted. A step's time is the interval between the ends of consecutive steps (data
+loading included): for the trainer, from the wall times TensorBoard recorded at each step; for the
+loop, from its own clock. images/s = batch / the median step time over all rounds, which keeps a
+burst of load from another process on the machine from deciding the figure.
 
 Inference: each model is exported as the trainer exports it (normalised embedding) through the
 `onnx` exporter plugin, then timed at batch 1 and 32, one engine at a time, onnxruntime with its
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -29,12 +32,14 @@ from faceauth.data import EpochSampler, Transformed
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.registry import load_registry
 
-from common import eager_and_onnx_seconds, logged_images_per_second, run_recipe, table, timed_steps
+from common import eager_and_onnx_seconds, load_average, logged_step_seconds, run_recipe, step_times, table
 
 WORKERS, WARMUP = 2, 2
-# backbone: (batch size, timed steps); the big networks take smaller batches and fewer steps on a CPU.
-TRAINING = {"mobilefacenet": (32, 10), "resnet18": (32, 8), "iresnet18": (16, 6), "iresnet50": (8, 5),
-            "facenet": (16, 5)}
+# backbone: (batch size, timed steps). Training costs 6.6 (mobilefacenet), 2.9 (resnet18 at 112),
+# 15.6 (iresnet18), 37.8 (iresnet50) and 8.5 (facenet at 160) GFLOP per image, so on 2 CPU cores
+# the big networks take small batches to keep a round within half a minute.
+TRAINING = {"mobilefacenet": (16, 5), "resnet18": (32, 5), "iresnet18": (8, 4), "iresnet50": (4, 4),
+            "facenet": (8, 4)}
 EXPORTED = ("mobilefacenet", "iresnet50", "facenet")
 DATA = {"name": "demo_identities", "val_identities": 0.0}   # 480 images of 40 people, all trained on
 LOSS = {"name": "arcface", "scale": 32.0, "margin": 0.3}
@@ -50,7 +55,8 @@ def _build(kind: str, section: dict, **kwargs):
 # --- training -----------------------------------------------------------------------------------
 
 
-def hand_loop(name: str, batch: int, steps: int) -> float:
+def hand_loop(name: str, batch: int, steps: int) -> list[float]:
+    """Seconds of each timed step of a hand-written training loop."""
     from faceauth.plugins.trainers.embedding import EmbeddingOptions
     from faceauth.plugins.trainers.transforms import train_transform
 
@@ -75,10 +81,11 @@ def hand_loop(name: str, batch: int, steps: int) -> float:
         optimizer.step()
         return len(x)
 
-    return timed_steps(loader, step, steps, WARMUP)
+    return [seconds for _, seconds in step_times(loader, step, steps, WARMUP)]
 
 
-def faceauth_trainer(name: str, batch: int, steps: int, workdir: Path) -> float:
+def faceauth_trainer(name: str, batch: int, steps: int, workdir: Path) -> list[float]:
+    """Seconds of each timed step of the embedding trainer, from its TensorBoard wall times."""
     recipe = {
         "seed": 0, "output_dir": str(workdir), "device": "cpu", "data": DATA, "backbone": {"name": name},
         "loss": LOSS, "optimizer": OPTIMIZER, "scheduler": {"name": "constant"}, "export": None,
@@ -86,24 +93,32 @@ def faceauth_trainer(name: str, batch: int, steps: int, workdir: Path) -> float:
                     "progress": False, "max_steps": steps + WARMUP, "log_every": 1},
     }
     result = run_recipe(recipe, workdir)
-    return logged_images_per_second(result.dir, batch, after_step=WARMUP)
+    return logged_step_seconds(result.dir, after_step=WARMUP)
 
 
-def bench_training(names: list[str], rounds: int, workdir: Path) -> list[tuple[str, ...]]:
+def bench_training(names: list[str], rounds: int, workdir: Path, steps_override: int | None
+                   ) -> list[tuple[str, ...]]:
     images = len(_build("dataset", DATA).train)
-    rows = [("backbone", "input", "batch", "hand images/s", "faceauth images/s", "ratio", "rounds (hand / faceauth)")]
+    rows = [("backbone", "input", "batch", "hand images/s", "faceauth images/s", "ratio",
+             "per round (hand / faceauth)")]
     for name in names:
         batch, steps = TRAINING[name]
+        steps = steps_override or steps
         if (steps + WARMUP) * batch > images:  # the trainer must stop inside its first epoch
             raise SystemExit(f"{name}: {steps + WARMUP} steps of {batch} exceed the {images} demo images")
-        hand, ours = [], []
+        hand: list[list[float]] = []
+        ours: list[list[float]] = []
         for round_ in range(rounds):
             hand.append(hand_loop(name, batch, steps))
             ours.append(faceauth_trainer(name, batch, steps, workdir / f"{name}-{round_}"))
-        h, o = statistics.median(hand), statistics.median(ours)
+
+        def rate(times: list[float]) -> float:
+            return batch / statistics.median(times)
+
+        h, o = rate([t for r in hand for t in r]), rate([t for r in ours for t in r])
         size = _build("backbone", {"name": name}).preprocess.input_size[0]
         rows.append((name, str(size), str(batch), f"{h:.1f}", f"{o:.1f}", f"{o / h:.3f}",
-                     " ".join(f"{v:.1f}" for v in hand) + " / " + " ".join(f"{v:.1f}" for v in ours)))
+                     " ".join(f"{rate(r):.1f}" for r in hand) + " / " + " ".join(f"{rate(r):.1f}" for r in ours)))
         print(table(rows[:1] + rows[-1:]).splitlines()[-1], flush=True)
     return rows
 
@@ -111,7 +126,8 @@ def bench_training(names: list[str], rounds: int, workdir: Path) -> list[tuple[s
 # --- inference ----------------------------------------------------------------------------------
 
 
-def bench_onnx(names: list[str], repeats: dict[int, int], workdir: Path) -> list[tuple[str, ...]]:
+def bench_onnx(names: list[str], repeats: dict[int, int], workdir: Path, threads: int | None
+               ) -> list[tuple[str, ...]]:
     from faceauth.export import Bundle
     from faceauth.plugins.trainers.embedding import EmbeddingModel
 
@@ -127,7 +143,7 @@ def bench_onnx(names: list[str], repeats: dict[int, int], workdir: Path) -> list
         path = OnnxExporter(OnnxOptions()).export(bundle, workdir / f"{name}.onnx")
         for batch, count in repeats.items():
             x = torch.randn(batch, 3, h, w)
-            eager, ort_time = eager_and_onnx_seconds(model, path, x, count)
+            eager, ort_time = eager_and_onnx_seconds(model, path, x, count, warmup=1, threads=threads)
             rows.append((f"{name} ({h}x{w})", str(batch), f"{eager * 1e3:.1f}", f"{ort_time * 1e3:.1f}",
                          f"{eager / ort_time:.2f}x"))
             print(table(rows[:1] + rows[-1:]).splitlines()[-1], flush=True)
@@ -138,6 +154,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", default=",".join(TRAINING), help=f"of {', '.join(TRAINING)}")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per round (default: per backbone)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="PyTorch threads of both loops and eager inference (default: PyTorch's); 1 is steadier "
+                             "when other processes load the machine")
     parser.add_argument("--onnx-backbones", default=",".join(EXPORTED))
     parser.add_argument("--repeats", default="1:15,32:4", help="batch:repeats of the latency timings")
     parser.add_argument("--no-train", action="store_true")
@@ -148,20 +168,23 @@ def main() -> None:
     if unknown:
         parser.error(f"--backbones: unknown {', '.join(unknown)} (known: {', '.join(TRAINING)})")
     repeats = {int(b): int(r) for b, r in (item.split(":") for item in args.repeats.split(","))}
+    if args.threads:
+        torch.set_num_threads(args.threads)
     _build("dataset", DATA)  # render the demo identities before anything is timed
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_train:
-            print(table(bench_training(names, args.rounds, Path(tmp))))
+            print(table(bench_training(names, args.rounds, Path(tmp), args.steps)))
             print(f"embedding trainer vs hand loop: ArcFace (s=32, m=0.3), SGD, channels-last, {WORKERS} workers, "
-                  f"{WARMUP} warm-up steps, median of {args.rounds} alternating rounds\n")
+                  f"{WARMUP} warm-up steps, median step time over {args.rounds} alternating rounds\n")
         if not args.no_onnx:
             onnx_names = [n for n in args.onnx_backbones.split(",") if n]
-            print(table(bench_onnx(onnx_names, repeats, Path(tmp))))
+            print(table(bench_onnx(onnx_names, repeats, Path(tmp), args.threads)))
             print(f"exported embedding models (onnx exporter, opset {OnnxOptions().opset}); median of "
                   f"{', '.join(f'{r} at batch {b}' for b, r in repeats.items())} calls")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; command: python benchmarks/bench_recognition.py "
-          f"--backbones {','.join(names)} --rounds {args.rounds} --onnx-backbones {args.onnx_backbones} "
-          f"--repeats {args.repeats}{' --no-train' if args.no_train else ''}{' --no-onnx' if args.no_onnx else ''}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {load_before} before and "
+          f"{load_average()} after")
+    print(f"command: python benchmarks/bench_recognition.py {' '.join(sys.argv[1:])}".rstrip())
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import argparse
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import table
+from common import load_average, table
 
 CHUNK = 1 << 20
 
@@ -200,6 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.index_sizes.split(",") if s]
     payloads = demo_jpegs()  # rendered once into the usual cache, before anything is timed
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["FACEAUTH_CACHE"] = str(Path(tmp) / "cache")  # the packs' indexes stay in tmp
         reading = bench_reading(Path(tmp) / "read", args.records, args.rounds, args.decode, payloads)
@@ -207,9 +209,9 @@ def main() -> None:
         if sizes:
             print()
             print(table(bench_index(Path(tmp), sizes)))
-    print(f"python {'.'.join(map(str, os.sys.version_info[:3]))}, numpy {np.__version__}, median of "
-          f"{args.rounds} rounds; command: python benchmarks/bench_recordio.py --records {args.records} "
-          f"--rounds {args.rounds} --decode {args.decode} --index-sizes {args.index_sizes}")
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, median of {args.rounds} rounds, "
+          f"{load_before} before and {load_average()} after")
+    print(f"command: python benchmarks/bench_recordio.py {' '.join(sys.argv[1:])}".rstrip())
 
 
 if __name__ == "__main__":
