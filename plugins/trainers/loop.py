@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import attrs
 import torch
@@ -38,6 +38,8 @@ class LoopOptions:
     max_steps: int | None = attrs.field(default=None, validator=faceauth.schema.positive)
     grad_clip: float | None = attrs.field(default=None, validator=faceauth.schema.positive)
     amp: bool = True  # mixed precision, used only on CUDA
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"  # float16 runs with a gradient scaler
+    compile: bool = False  # torch.compile the training step (pays back on GPUs, not on a small CPU)
     channels_last: bool = True
     log_every: int = attrs.field(default=10, validator=faceauth.schema.positive)
     progress: bool = True
@@ -136,7 +138,10 @@ class TrainingLoop:
         self.scheduler = build_scheduler(self.optimizer, recipe.scheduler, recipe.optimizer.lr,
                                          self.steps_per_epoch, options.epochs)
         self.use_amp = options.amp and run.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp_dtype = getattr(torch, options.amp_dtype)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and options.amp_dtype == "float16")
+        if options.compile:
+            self.forward = torch.compile(self.forward)
         self.epoch, self.position, self.global_step = 0, 0, 0
         self.loss_sum, self.loss_count = 0.0, 0
         self.images_per_second = 0.0
@@ -247,7 +252,7 @@ class TrainingLoop:
                 self.run.request_stop(reasons[0])
 
     def _step(self, batch: dict[str, Any]) -> float:
-        with torch.autocast(device_type=self.run.device.type, enabled=self.use_amp):
+        with torch.autocast(device_type=self.run.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             loss = self.forward(batch)
         value = float(loss.detach())
         if not math.isfinite(value):
