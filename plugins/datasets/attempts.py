@@ -32,23 +32,20 @@ once through `AttemptSet.load`).
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
-import numpy as np
-from PIL import Image
-
 import faceauth
+import numpy as np
 from faceauth.components import Dataset
 from faceauth.data import Splits, read_image
 from faceauth.errors import DataError
-from faceauth.paths import cache_dir
+from faceauth.paths import atomic_folder, cache_dir
 from faceauth.plugins.datasets.folder import _images_under  # the liveness layout's sorted recursive listing
+from PIL import Image
 
 __all__ = [
     "ACCEPT",
@@ -293,12 +290,7 @@ def write_attempt_demo(root: str | Path, *, identities: dict[str, int], live: in
     from faceauth.plugins.datasets.identity_demo import _capture
 
     root = Path(root)
-    if root.exists():
-        raise FileExistsError(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed run with our pid
-    try:
+    with atomic_folder(root) as tmp:
         first = 0
         for split in SPLITS:
             for who in range(first, first + identities[split]):
@@ -318,13 +310,6 @@ def write_attempt_demo(root: str | Path, *, identities: dict[str, int], live: in
                     # 4:4:4 chroma keeps the sub-pixel colour structure of replays
                     Image.fromarray(pixels).save(out / f"{k:04d}.jpg", quality=95, subsampling=0)
             first += identities[split]
-        try:
-            os.replace(tmp, root)  # readers never see a partial set
-        except OSError as err:  # another process finished first
-            raise FileExistsError(root) if root.exists() else err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 

@@ -21,20 +21,23 @@ whole: they are face crops already; the recipe's detector is not used).
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import zlib
 from pathlib import Path
 
 import attrs
-import numpy as np
-
 import faceauth
+import numpy as np
 from faceauth.components import Dataset
 from faceauth.data import Splits
-from faceauth.paths import cache_dir
+from faceauth.paths import atomic_folder, cache_dir
 from faceauth.plugins.datasets.clips import ClipOptions, ClipSampling, load_video_folder
-from faceauth.plugins.datasets.demo_render import FaceIdentity, print_attack, render_face, replay_attack, sample_identity
+from faceauth.plugins.datasets.demo_render import (
+    FaceIdentity,
+    print_attack,
+    render_face,
+    replay_attack,
+    sample_identity,
+)
 
 __all__ = ["DemoClipsOptions", "demo_clips_root", "write_clip_demo", "build_demo_clips", "datasets"]
 
@@ -182,24 +185,12 @@ def write_clip_demo(root: Path, *, counts: dict[str, int], frames: int, size: in
     FileExistsError if `root` exists.
     """
     root = Path(root)
-    if root.exists():
-        raise FileExistsError(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed run with our pid
-    try:
+    with atomic_folder(root) as tmp:
         first_id = 0
         for split, count in counts.items():
             ids = range(first_id, first_id + max(1, count // 6))
             _write_split(tmp / split, split, count, ids, frames, size, seed)
             first_id = ids.stop
-        try:
-            os.replace(tmp, root)  # readers never see a partial set
-        except OSError as err:  # another process finished first
-            raise FileExistsError(root) if root.exists() else err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def demo_clips_root(options: DemoClipsOptions) -> Path:

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import colorsys
 import math
-import os
 import pathlib
-import shutil
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from faceauth.paths import atomic_folder
 from PIL import Image, ImageFilter
 
 __all__ = ["FaceIdentity", "sample_identity", "render_face", "print_attack",
@@ -445,24 +444,12 @@ def write_liveness_demo(root: pathlib.Path, *, counts: dict[str, int] | None = N
     """
     counts = {"train": 600, "val": 200, "test": 200} if counts is None else counts
     root = pathlib.Path(root)
-    if root.exists():
-        raise FileExistsError(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)                 # left by a crashed run with our pid
-    try:
+    with atomic_folder(root) as tmp:
         first_id = 0
         for split, count in counts.items():
             n_ids = max(1, count // 20)
             _write_split(tmp / split, split, count, range(first_id, first_id + n_ids), size, seed)
             first_id += n_ids
-        try:
-            os.replace(tmp, root)                           # readers never see a partial root
-        except OSError as err:                              # another writer finished first
-            raise FileExistsError(root) if root.exists() else err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _write_split(out: pathlib.Path, split: str, count: int, ids: range, size: int, seed: int) -> None:

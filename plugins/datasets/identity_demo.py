@@ -9,19 +9,16 @@ face and not the capture. The set is rendered once per setting (seeded, determin
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import attrs
-import numpy as np
-from PIL import Image
-
 import faceauth
+import numpy as np
 from faceauth.components import Dataset
 from faceauth.data import Splits
-from faceauth.paths import cache_dir
+from faceauth.paths import atomic_folder, cache_dir
 from faceauth.plugins.datasets.identity import load_identity_folder
+from PIL import Image
 
 __all__ = ["DemoIdentitiesOptions", "write_identity_demo", "demo_identities_root", "datasets"]
 
@@ -47,12 +44,7 @@ def write_identity_demo(root: str | Path, *, identities: int = 40, images_per_id
     from faceauth.plugins.datasets.demo_render import render_face, sample_identity
 
     root = Path(root)
-    if root.exists():
-        raise FileExistsError(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed run with our pid
-    try:
+    with atomic_folder(root) as tmp:
         for who in range(identities):
             person = sample_identity(np.random.default_rng([seed, 11, who]))
             folder = tmp / f"id{who:04d}"
@@ -61,13 +53,6 @@ def write_identity_demo(root: str | Path, *, identities: int = 40, images_per_id
                 rng = np.random.default_rng([seed, 12, who, k])
                 pixels = render_face(person, rng, size, **_capture(rng))
                 Image.fromarray(pixels).save(folder / f"{k:04d}.jpg", quality=92)
-        try:
-            os.replace(tmp, root)  # readers never see a partial set
-        except OSError as err:  # another process finished first
-            raise FileExistsError(root) if root.exists() else err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 
