@@ -120,6 +120,12 @@ class Transformed(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
+    def _same_draws(self, seed: int, frame: Any) -> torch.Tensor:
+        # Every frame of a clip gets the same crop, flip and jitter: a flip on some frames only
+        # would look like motion, which is what a temporal model learns from.
+        torch.default_generator.manual_seed(seed)
+        return self.transform(frame)
+
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, seed = key
         sample = dict(self.dataset[index])
@@ -132,7 +138,7 @@ class Transformed(Dataset):
             spoof = self.spoof_transform if sample.get("label") == SPOOF else None
             if "frames" in sample:
                 frames = spoof.frames(sample["frames"]) if spoof is not None else sample["frames"]
-                sample["frames"] = torch.stack([self.transform(f) for f in frames])
+                sample["frames"] = torch.stack([self._same_draws(seed, frame) for frame in frames])
             else:
                 image = spoof(sample["image"]) if spoof is not None else sample["image"]
                 sample["image"] = self.transform(image)

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import logging
 import shutil
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import faceauth
 from faceauth.data import LIVE, SPOOF
 from faceauth.errors import DataError
+from faceauth.plugins.backbones import temporal
 from faceauth.plugins.datasets import clips as clip_module
 from faceauth.plugins.datasets import demo_clips
 from faceauth.plugins.datasets.clips import ClipSampling, VideoFolderOptions, build_video_folder, clip_indices
 from faceauth.plugins.datasets.demo_clips import DemoClipsOptions
+from faceauth.recipe import load_recipe
+from faceauth.registry import load_registry
+from tests.conftest import REPO
 from tests.videos import corrupt, write_video
 
 SIDE = 24
@@ -27,7 +33,7 @@ def numbered_frames(count: int) -> list[np.ndarray]:
 
 
 def frame_numbers(frames: list) -> list[int]:
-    return [int(round((np.asarray(f, np.float32).mean() - 10) / 20)) for f in frames]
+    return [round((np.asarray(f, np.float32).mean() - 10) / 20) for f in frames]
 
 
 @pytest.fixture
@@ -144,7 +150,7 @@ def test_faceless_frames_are_held_from_the_nearest_frame_with_a_face(tree: Path)
         def detect(self, image, hint=None):
             from faceauth.faces import Box
 
-            index = int(round((float(image.mean()) - 10) / 20))
+            index = round((float(image.mean()) - 10) / 20)
             return [Box(0, 0, image.shape[1], image.shape[0])] if index % 2 == 0 else []
 
     splits = clip_module.load_video_folder(tree, VideoFolderOptions(root=str(tree), clip_length=4, crop_size=16),
@@ -156,7 +162,7 @@ def test_faceless_frames_are_held_from_the_nearest_frame_with_a_face(tree: Path)
 
 # ---- demo_clips ----------------------------------------------------------------------------------
 
-SMALL = dict(train=6, val=3, test=3, frames=6, size=32, clip_length=4)
+SMALL = {"train": 6, "val": 3, "test": 3, "frames": 6, "size": 32, "clip_length": 4}
 
 
 def test_demo_clips_layout_and_samples() -> None:
@@ -200,3 +206,26 @@ def test_live_faces_are_rendered_per_frame_and_attacks_once(monkeypatch: pytest.
         assert len(frames) == 5 and frames[0].shape == (32, 32, 3) and frames[0].dtype == np.uint8
         assert not np.array_equal(frames[0], frames[1])  # camera motion and sensor noise move every video
     assert counts == {"live": 5, "print": 1, "replay": 1}
+
+
+# ---- the recipe ----------------------------------------------------------------------------------
+
+def registration() -> list:
+    """video_folder, demo_clips and lstm as an in-code plugin, until the package hooks list them."""
+    registry, hooks = load_registry(), {}
+    if "demo_clips" not in registry.names("dataset"):
+        hooks["faceauth_datasets"] = faceauth.hookimpl(lambda: [*clip_module.datasets(), *demo_clips.datasets()])
+    if "lstm" not in registry.names("backbone"):
+        hooks["faceauth_backbones"] = faceauth.hookimpl(temporal.backbones)
+    return [types.SimpleNamespace(__name__="clip_components", **hooks)] if hooks else []
+
+
+@pytest.mark.parametrize("overrides", [
+    [],
+    ["data.name=video_folder", "data.root=/data/videos", "detector.name=haar"],
+    ["backbone.encoder_checkpoint=runs/liveness/checkpoints/best.pt", "backbone.freeze_encoder=true"],
+])
+def test_the_temporal_recipe_and_its_documented_overrides_resolve(overrides: list[str]) -> None:
+    recipe = load_recipe(REPO / "recipes" / "temporal_lstm.yaml", overrides, registry=load_registry(registration()))
+    assert recipe.backbone.name == "lstm" and recipe.backbone.options.encoder["input_size"] == 64
+    assert recipe.data.options.clip_length == recipe.backbone.options.clip_length == 8

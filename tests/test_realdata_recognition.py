@@ -19,6 +19,7 @@ figures, not that training helps much. ``-s`` shows the figures.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -76,9 +77,10 @@ def untrained_checkpoint(trained: Path, path: Path) -> Path:
 
 
 def report(rows: dict[str, dict[str, float]], held_out: list[str], pairs: int, seconds: float) -> str:
-    lines = [f"MobileFaceNet (recipes/embeddings_mobilefacenet.yaml, {EPOCHS} epochs of {TRAIN_IMAGES} images x "
-             f"{IDENTITIES - HELD_OUT} Glint-24 identities) trained and validated in {seconds:.0f} s; verification "
-             f"on {pairs:,} pairs ({EVAL_IMAGES} images each) of the {len(held_out)} held-out identities "
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    lines = [f"MobileFaceNet (recipes/embeddings_mobilefacenet.yaml, {EPOCHS} epochs of up to {TRAIN_IMAGES} images "
+             f"x {IDENTITIES - HELD_OUT} Glint-24 identities) trained and validated in {seconds:.0f} s{load}; "
+             f"verification on {pairs:,} pairs ({EVAL_IMAGES} images each) of the {len(held_out)} held-out identities "
              f"({', '.join(held_out)}):", "",
              "| network | accuracy (10-fold) | EER | AUC | TAR@FAR=1e-3 |",
              "|---|---|---|---|---|"]

@@ -4,6 +4,7 @@ the frame-level scorer, and ONNX export with a dynamic clip length."""
 from __future__ import annotations
 
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,8 @@ from faceauth.components import Backbone, Preprocess
 from faceauth.errors import CheckpointError, RecipeError
 from faceauth.export import Bundle, onnx_session, run_session
 from faceauth.plugins.backbones import temporal
-from faceauth.plugins.backbones.temporal import LstmOptions
 from faceauth.plugins.backbones.resnet import ResNetFeatures, ResNetOptions
+from faceauth.plugins.backbones.temporal import LstmOptions
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
 from faceauth.recipe import load_recipe
@@ -182,11 +183,18 @@ def test_wrong_checkpoints_are_named(liveness_checkpoint: Path, tmp_path: Path) 
 # ---- ONNX ------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def fresh_rnn_dispatch() -> None:
-    """Forget the kernels aten.lstm resolved to in earlier exports of this process (see the report on
-    plugins/exporters/onnx_exporter.py): torch.onnx's while-loop LSTM decomposition keeps T dynamic only
-    when the operator's dispatch cache does not already hold the unrolled default decomposition."""
-    getattr(torch.ops.aten.lstm.input, "_dispatch_cache", {}).clear()
+def fresh_rnn_dispatch() -> Iterator[None]:
+    """Forget the kernels aten.lstm resolved to in other exports of this process, before and after.
+
+    torch.onnx keeps an LSTM's time axis dynamic by swapping in a while-loop decomposition without
+    clearing the operator's dispatch cache; once an export has cached the default, unrolled one, later
+    exports in the process fix T ("tracing inferred a static shape"). Until the exporter clears it
+    itself, this test leaves the cache as clean as it found it for the exports of other tests.
+    """
+    cache = getattr(torch.ops.aten.lstm.input, "_dispatch_cache", {})
+    cache.clear()
+    yield
+    cache.clear()
 
 
 # torch's own while-loop LSTM decomposition (used by torch.onnx for a dynamic time axis) calls the

@@ -24,7 +24,7 @@ from faceauth.components import Backbone
 from faceauth.data import LIVE
 from faceauth.errors import CheckpointError, RecipeError
 
-__all__ = ["LstmOptions", "TemporalLstm", "FrameScorer", "build", "backbones"]
+__all__ = ["FrameScorer", "LstmOptions", "TemporalLstm", "backbones", "build"]
 
 
 @attrs.frozen

@@ -49,8 +49,8 @@ from faceauth.faces import Box, CropCache
 from faceauth.plugins.datasets.casia_fasd import FrameCounts
 from faceauth.plugins.datasets.frames import FrameSource, crop_all, detector_settings
 
-__all__ = ["ClipSampling", "ClipOptions", "VideoFolderOptions", "ClipVideo", "ClipDataset", "ClipReport",
-           "WholeFrame", "clip_indices", "clip_cache", "build_clip_splits", "load_video_folder", "datasets"]
+__all__ = ["ClipDataset", "ClipOptions", "ClipReport", "ClipSampling", "ClipVideo", "VideoFolderOptions", "WholeFrame",
+           "build_clip_splits", "clip_cache", "clip_dataset", "clip_indices", "datasets", "load_video_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +122,10 @@ def clip_indices(total: int, sampling: ClipSampling) -> list[list[int]]:
         clips = [fa_video.sample_indices(total, length, stride)]
     elif stride is None:
         step = (total - 1) / (length - 1 + (count - 1) / count)
-        clips = [[int(round(k * step / count + i * step)) for i in range(length)] for k in range(count)]
+        clips = [[round(k * step / count + i * step) for i in range(length)] for k in range(count)]
     else:
         offsets = np.linspace(0, total - frames_needed(sampling), count)
-        clips = [fa_video.sample_indices(total, length, stride, int(round(o))) for o in offsets]
+        clips = [fa_video.sample_indices(total, length, stride, round(o)) for o in offsets]
     unique: list[list[int]] = []
     for clip in clips:
         if clip not in unique:

@@ -39,7 +39,7 @@ from faceauth.plugins.datasets.demo_render import (
     sample_identity,
 )
 
-__all__ = ["DemoClipsOptions", "demo_clips_root", "write_clip_demo", "build_demo_clips", "datasets"]
+__all__ = ["DemoClipsOptions", "build_demo_clips", "datasets", "demo_clips_root", "render_video", "write_clip_demo"]
 
 VERSION = 1  # bump when the rendering changes, so cached sets are not reused
 KINDS = ("live", "print", "replay")
@@ -77,12 +77,12 @@ def _camera_path(rng: np.random.Generator, frames: int, size: int) -> list[tuple
 
 def _pose(rng: np.random.Generator) -> dict:
     """The pose, eyes, light and framing a video starts from (as the image demo draws them)."""
-    return dict(yaw=float(np.clip(rng.normal(0, 0.25), -0.6, 0.6)),
-                pitch=float(np.clip(rng.normal(0, 0.15), -0.4, 0.4)),
-                roll=float(np.clip(rng.normal(0, 0.12), -0.35, 0.35)),
-                eye_open=float(rng.uniform(0.75, 1.0)),
-                light=(float(rng.uniform(-1, 1)), float(rng.uniform(-1, 0.4)), float(rng.uniform(0.6, 1.25))),
-                scale=float(rng.uniform(0.8, 1.15)))
+    return {"yaw": float(np.clip(rng.normal(0, 0.25), -0.6, 0.6)),
+            "pitch": float(np.clip(rng.normal(0, 0.15), -0.4, 0.4)),
+            "roll": float(np.clip(rng.normal(0, 0.12), -0.35, 0.35)),
+            "eye_open": float(rng.uniform(0.75, 1.0)),
+            "light": (float(rng.uniform(-1, 1)), float(rng.uniform(-1, 0.4)), float(rng.uniform(0.6, 1.25))),
+            "scale": float(rng.uniform(0.8, 1.15))}
 
 
 def _blink(rng: np.random.Generator, frames: int, open_: float) -> np.ndarray:

@@ -42,12 +42,25 @@ def _rename_dims(model: onnx.ModelProto, bundle: Bundle) -> None:
                 dims[axis].dim_param = name
 
 
+def _forget_rnn_kernels() -> None:
+    """Clear the dispatch caches of torch's recurrent operators before an export.
+
+    With a dynamic time axis torch.onnx swaps in a while-loop decomposition of aten.lstm/gru, but
+    the swap does not clear the operators' dispatch caches: after an earlier export in the same
+    process has cached the default (unrolled) decomposition, a later export unrolls over T and fixes
+    it. The attribute is private; getattr keeps a torch upgrade harmless.
+    """
+    for op in (torch.ops.aten.lstm.input, torch.ops.aten.lstm.data, torch.ops.aten.gru.input, torch.ops.aten.gru.data):
+        getattr(op, "_dispatch_cache", {}).clear()
+
+
 def _to_onnx(bundle: Bundle, opset: int) -> onnx.ModelProto:
     dynamic_shapes = tuple(
         {axis: torch.export.Dim.DYNAMIC for axis in bundle.dynamic_axes.get(name, {})}
         for name in bundle.input_names
     )
     module = bundle.module.eval()
+    _forget_rnn_kernels()
     try:
         # torch.export's own internals warn (deprecations, non-leaf .grad reads while tracing an LSTM's
         # while-loop): nothing a user can act on, and an error where warnings are errors.
