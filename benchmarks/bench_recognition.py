@@ -104,7 +104,7 @@ def bench_training(names: list[str], rounds: int, workdir: Path, steps_override:
     for name in names:
         batch, steps = TRAINING[name]
         steps = steps_override or steps
-        if (steps + WARMUP) * batch > images:  # the trainer must stop inside its first epoch
+        if steps + WARMUP > images // batch:  # the trainer must stop inside its first epoch
             raise SystemExit(f"{name}: {steps + WARMUP} steps of {batch} exceed the {images} demo images")
         hand: list[list[float]] = []
         ours: list[list[float]] = []
@@ -119,7 +119,7 @@ def bench_training(names: list[str], rounds: int, workdir: Path, steps_override:
         size = _build("backbone", {"name": name}).preprocess.input_size[0]
         rows.append((name, str(size), str(batch), f"{h:.1f}", f"{o:.1f}", f"{o / h:.3f}",
                      " ".join(f"{rate(r):.1f}" for r in hand) + " / " + " ".join(f"{rate(r):.1f}" for r in ours)))
-        print(table(rows[:1] + rows[-1:]).splitlines()[-1], flush=True)
+        print(" ".join(rows[-1]), file=sys.stderr, flush=True)  # progress; the table comes at the end
     return rows
 
 
@@ -146,7 +146,7 @@ def bench_onnx(names: list[str], repeats: dict[int, int], workdir: Path, threads
             eager, ort_time = eager_and_onnx_seconds(model, path, x, count, warmup=1, threads=threads)
             rows.append((f"{name} ({h}x{w})", str(batch), f"{eager * 1e3:.1f}", f"{ort_time * 1e3:.1f}",
                          f"{eager / ort_time:.2f}x"))
-            print(table(rows[:1] + rows[-1:]).splitlines()[-1], flush=True)
+            print(" ".join(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
