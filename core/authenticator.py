@@ -49,7 +49,7 @@ from PIL import Image, UnidentifiedImageError
 
 from faceauth.errors import DataError, ExportError
 from faceauth.export import onnx_session
-from faceauth.faces import Box, crop_face
+from faceauth.faces import HaarCascade, crop_face, first_face
 
 __all__ = [
     "EMBEDDING",
@@ -119,47 +119,24 @@ def _name(item: Input, fallback: str) -> str:
 
 
 class FaceFinder:
-    """The largest face found by OpenCV's frontal-face Haar cascade, cropped like `faceauth.faces.crop_face`.
+    """The largest face found by `faceauth.faces.HaarCascade`, cropped like `faceauth.faces.crop_face`.
 
-    The cascade settings are those of the built-in `haar` detector's defaults, so a face is framed
-    here as the training datasets' crop caches frame it.
+    The cascade settings default to the built-in `haar` detector's, so a face is framed here as the
+    training datasets' crop caches frame it.
     """
-
-    CASCADE = "haarcascade_frontalface_default.xml"
 
     def __init__(self, margin: float = 0.2, size: int = 128, *, scale_factor: float = 1.1, min_neighbors: int = 5,
                  min_size: float = 0.1, max_width: int = 640):
-        import cv2
-
-        path = Path(cv2.data.haarcascades) / self.CASCADE
-        self.cascade = cv2.CascadeClassifier(str(path))
-        if self.cascade.empty():
-            raise DataError(f"cannot load OpenCV's face detector {path} (an opencv-python 4.x wheel ships it)")
+        self.cascade = HaarCascade(scale_factor, min_neighbors, min_size, max_width)
         self.margin, self.size = margin, size
-        self.scale_factor, self.min_neighbors, self.min_size, self.max_width = (scale_factor, min_neighbors, min_size,
-                                                                                max_width)
-
-    def boxes(self, image: np.ndarray) -> list[Box]:
-        import cv2
-
-        scale = min(1.0, self.max_width / image.shape[1])
-        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        side = max(16, int(min(grey.shape) * self.min_size))
-        found = self.cascade.detectMultiScale(grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                              minSize=(side, side))
-        boxes = [Box(x / scale, y / scale, w / scale, h / scale) for x, y, w, h in np.asarray(found).reshape(-1, 4)]
-        return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)
 
     def crop(self, image: np.ndarray, where: str) -> np.ndarray:
         height, width = image.shape[:2]
-        for box in self.boxes(image):
-            clamped = box.clamp(width, height)
-            if clamped is not None:
-                return crop_face(image, clamped, self.margin, self.size)
-        raise DataError(f"{where}: no face found (give a photo with one frontal face, or detect=False "
-                        f"for images that are face crops already)")
+        box = first_face(self.cascade.detect(image), width, height)
+        if box is None:
+            raise DataError(f"{where}: no face found (give a photo with one frontal face, or detect=False "
+                            f"for images that are face crops already)")
+        return crop_face(image, box, self.margin, self.size)
 
 
 @attrs.frozen

@@ -1,4 +1,5 @@
-"""Face boxes, crops, and the on-disk cache of crops that datasets of raw frames share.
+"""Face boxes, OpenCV's Haar face detector, crops, and the on-disk cache of crops that datasets of raw
+frames share.
 
 A dataset of raw frames (video, full webcam images) lists its sources, then asks a `CropCache`
 for each source's face crop: the first pass runs the detector (with a progress bar) and stores
@@ -23,7 +24,7 @@ from PIL import Image
 from faceauth.errors import DataError
 from faceauth.paths import cache_dir
 
-__all__ = ["Box", "crop_face", "CropCache", "CropReport"]
+__all__ = ["Box", "CropCache", "CropReport", "HaarCascade", "crop_face", "first_face"]
 
 
 @attrs.frozen
@@ -43,6 +44,49 @@ class Box:
         if x1 - x0 < 2 or y1 - y0 < 2:
             return None
         return Box(x0, y0, x1 - x0, y1 - y0, self.score)
+
+
+class HaarCascade:
+    """OpenCV's frontal-face Haar cascade (its XML file ships in the opencv-python 4.x wheel).
+
+    `detect` returns the faces of an RGB image, largest first (the largest face is the subject).
+    Frames wider than `max_width` are downscaled first; faces smaller than `min_size` of the shorter
+    side (and 16 pixels) are ignored. The built-in `haar` detector and `faceauth.authenticator` both
+    detect with it, so a face is framed at deployment as the training datasets' crop caches frame it.
+    """
+
+    FILE = "haarcascade_frontalface_default.xml"
+
+    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: float = 0.1,
+                 max_width: int = 640):
+        import cv2
+
+        path = Path(cv2.data.haarcascades) / self.FILE
+        self.cascade = cv2.CascadeClassifier(str(path))
+        if self.cascade.empty():
+            raise DataError(f"cannot load OpenCV's face detector {path} (an opencv-python 4.x wheel ships it; "
+                            f"5.x does not)")
+        self.scale_factor, self.min_neighbors, self.min_size, self.max_width = (scale_factor, min_neighbors, min_size,
+                                                                                max_width)
+
+    def detect(self, image: np.ndarray, hint: Box | None = None) -> list[Box]:
+        """The faces in an HxWx3 uint8 RGB image, largest first; `hint` is ignored."""
+        import cv2
+
+        scale = min(1.0, self.max_width / image.shape[1])
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        if scale < 1.0:
+            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        side = max(16, int(min(grey.shape) * self.min_size))
+        found = self.cascade.detectMultiScale(grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+                                              minSize=(side, side))
+        boxes = [Box(x / scale, y / scale, w / scale, h / scale) for x, y, w, h in np.asarray(found).reshape(-1, 4)]
+        return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)
+
+
+def first_face(boxes: list[Box], width: int, height: int) -> Box | None:
+    """The first of `boxes` (listed best first) cut to a `width` x `height` image; None when none is left."""
+    return next((clamped for box in boxes if (clamped := box.clamp(width, height)) is not None), None)
 
 
 def crop_face(image: np.ndarray, box: Box, margin: float, size: int) -> np.ndarray:
@@ -104,7 +148,7 @@ class CropCache:
         """Detect, crop and store one source; None (recorded) when no face is found."""
         height, width = image.shape[:2]
         boxes = self.detector.detect(image, hint=hint) if self.detector is not None else ([hint] if hint else [])
-        box = next((b.clamp(width, height) for b in boxes if b.clamp(width, height) is not None), None)
+        box = first_face(boxes, width, height)
         path = self._path(source_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         if box is None:

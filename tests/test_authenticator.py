@@ -121,7 +121,7 @@ def test_faces_are_found_in_raw_photos(models_dir: Path, tmp_path: Path) -> None
     face = haar_face()
     frame[20:20 + face.shape[0], 40:40 + face.shape[1]] = face
     Image.fromarray(frame).save(tmp_path / "photo.png")
-    assert FaceFinder().boxes(frame) == HaarDetector(HaarOptions()).detect(frame)  # the built-in detector's boxes
+    assert FaceFinder().cascade.detect(frame) == HaarDetector(HaarOptions()).detect(frame)  # the built-in detector's boxes
     decision = Authenticator.from_dir(models_dir).verify([tmp_path / "photo.png"], frame)
     assert isinstance(decision.accept, bool)
     Image.fromarray(np.full((height, width, 3), 96, np.uint8)).save(tmp_path / "wall.png")
@@ -191,7 +191,7 @@ def test_the_verify_path_imports_no_torch(models_dir: Path, demo: object) -> Non
         "from faceauth.authenticator import Authenticator, verify_main\n"
         f"auth = Authenticator.from_dir({str(models_dir)!r}, detect=False)\n"
         f"auth.verify({list(attempt.enrol)!r}, {attempt.probe!r})\n"
-        f"Authenticator.from_dir({str(models_dir)!r}).finder.boxes(__import__('numpy').zeros((64, 64, 3), 'uint8'))\n"
+        f"Authenticator.from_dir({str(models_dir)!r}).finder.cascade.detect(__import__('numpy').zeros((64, 64, 3), 'uint8'))\n"
         f"code = verify_main(['--enrolled', *{list(attempt.enrol)!r}, '--probe', {attempt.probe!r}, "
         f"'--models', {str(models_dir)!r}, '--no-detect', '--json'])\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))\n"

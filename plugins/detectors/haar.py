@@ -9,17 +9,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import attrs
 import numpy as np
 
 import faceauth
 from faceauth.components import Detector
-from faceauth.errors import PluginError
-from faceauth.faces import Box
-
-CASCADE = "haarcascade_frontalface_default.xml"
+from faceauth.errors import DataError, PluginError
+from faceauth.faces import Box, HaarCascade
 
 
 @attrs.frozen
@@ -30,28 +26,15 @@ class HaarOptions:
     max_width: int = attrs.field(default=640, validator=faceauth.schema.positive)  # larger frames are downscaled first
 
 
-class HaarDetector:
+class HaarDetector(HaarCascade):
+    """The `haar` detector: `faceauth.faces.HaarCascade` with the recipe's options."""
+
     def __init__(self, options: HaarOptions):
-        import cv2
-
-        path = Path(cv2.data.haarcascades) / CASCADE
-        self.cascade = cv2.CascadeClassifier(str(path))
-        if self.cascade.empty():
-            raise PluginError(f"detector 'haar': cannot load {path} (an opencv-python 4.x wheel ships it; 5.x does not)")
+        try:
+            super().__init__(**attrs.asdict(options))
+        except DataError as exc:
+            raise PluginError(f"detector 'haar': {exc}") from None
         self.options = options
-
-    def detect(self, image: np.ndarray, hint: Box | None = None) -> list[Box]:
-        import cv2
-
-        scale = min(1.0, self.options.max_width / image.shape[1])
-        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        side = max(16, int(min(grey.shape) * self.options.min_size))
-        found = self.cascade.detectMultiScale(grey, scaleFactor=self.options.scale_factor,
-                                              minNeighbors=self.options.min_neighbors, minSize=(side, side))
-        boxes = [Box(x / scale, y / scale, w / scale, h / scale) for x, y, w, h in np.asarray(found).reshape(-1, 4)]
-        return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)  # the largest face is the subject
 
 
 class ShippedBoxes:
