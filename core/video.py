@@ -13,9 +13,14 @@ import numpy as np
 
 from faceauth.errors import DataError
 
-__all__ = ["VIDEO_SUFFIXES", "frame_count", "read_frames", "sample_indices"]
+__all__ = ["VIDEO_SUFFIXES", "frame_count", "read_frames", "sample_indices", "videos_under"]
 
 VIDEO_SUFFIXES = (".avi", ".mov", ".mp4", ".webm", ".mkv")
+
+
+def videos_under(folder: Path) -> list[Path]:
+    """Video files below `folder` (any depth), sorted; other files (thumbnails, notes) are ignored."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
 
 
 def _open(path: str | Path):

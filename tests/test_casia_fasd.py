@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import types
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,6 @@ import faceauth
 from faceauth.data import LIVE, SPOOF
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import crop_face
-from faceauth.plugins.datasets import casia_fasd, replay_attack
 from faceauth.plugins.datasets.casia_fasd import STEMS, CasiaFasdOptions, build
 from faceauth.plugins.detectors.haar import HaarDetector, HaarOptions, ShippedBoxes
 from faceauth.registry import load_registry
@@ -237,17 +235,58 @@ def test_missing_release_folder(tmp_path: Path) -> None:
         build(options(tmp_path / "casia"))
 
 
+# ---- clips for temporal models -----------------------------------------------------------------
+
+def test_clips_share_boxes_and_crops_with_frames(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    frames = build(options(tree, frames_per_video=4))
+    opened: list[str] = []
+    real_capture = cv2.VideoCapture
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *args: opened.append(args[0]) or real_capture(*args))
+    clips = build(options(tree, clip_length=4))
+    assert opened == []                          # the same 4 frames per video: counted and cropped by the frame build
+    assert clips.info["clip_length"] == 4 and clips.info["videos"] == {"train": 24, "val": 12, "test": 24}
+    assert clips.info["clips"]["test"]["clips"] == 24 and len(clips.train) == 24
+    assert set(clips.val.subjects) == set(frames.val.subjects)           # the same subject-disjoint validation
+    index = next(i for i, c in enumerate(clips.test.clips) if c.video.endswith("test_release/1/HR_1.avi"))
+    clip = clips.test.clips[index]
+    assert [f.frame for f in clip.frames] == [0, 2, 5, 7] and clip.attack_type == "" and clip.subject == "test:1"
+    item = clips.test[index]
+    assert len(item["frames"]) == 4 and item["frames"][0].size == (32, 32) and item["video"] == clip.video
+    same = frames.test.sources.index(next(s for s in frames.test.sources if s.source_id == clip.frames[0].source_id))
+    assert np.array_equal(np.asarray(item["frames"][0]), np.asarray(frames.test[same]["image"]))
+    assert {c.attack_type for c in clips.test.clips} == {"", "warped_photo", "cut_photo", "video_replay"}
+
+
+def test_clip_sampling_settings(tree: Path) -> None:
+    strided = build(options(tree, clip_length=3, clip_stride=2, clips_per_video=2))
+    assert sorted([f.frame for f in c.frames] for c in strided.test.clips if c.video.endswith("test_release/2/5.avi")) \
+        == [[0, 2, 4], [3, 5, 7]]
+    padded = build(options(tree, clip_length=10))
+    assert padded.info["clips"]["train"]["padded"] == 24
+    assert [f.frame for f in padded.test.clips[0].frames] == [*range(FRAMES), 7, 7]
+    with pytest.raises(DataError, match=r"data\.clip_length=10: every video of casia_fasd train is shorter than a clip "
+                                        r"\(10 frames; the longest has 8\)"):
+        build(options(tree, clip_length=10, short_video="skip"))
+
+
+def test_faceless_clip_frames_are_held_from_a_neighbour(tmp_path: Path) -> None:
+    root = make_casia(tmp_path / "casia", stems=("1", "3"), blank={"test_release/2/3": {0, 1}, "test_release/1/1": set(range(FRAMES))})
+    splits = build(options(root, clip_length=4))
+    report = splits.info["clips"]["test"]
+    assert report["held_frames"] == 1 and report["no_face_clips"] == 1      # frame 0 held from frame 2; a faceless video
+    assert len(splits.test) == 3
+
+
+def test_clip_settings_need_a_clip_length() -> None:
+    for key, value in (("clips_per_video", 2), ("clip_stride", 2), ("short_video", "skip")):
+        with pytest.raises(RecipeError, match=rf"data\.{key}: is a clip setting, but clip_length is null"):
+            structure(CasiaFasdOptions, {"root": "/x", key: value}, "data")
+    assert structure(CasiaFasdOptions, {"root": "/x", "clip_length": 8, "clips_per_video": 2}, "data").clip_sampling()
+
+
 # ---- through the registry and the runner -----------------------------------------------------------------
-
-def registration() -> tuple:
-    """The video datasets as an in-code plugin, until plugins/datasets/__init__.py lists their modules."""
-    if "casia_fasd" in load_registry().names("dataset"):
-        return ()
-    plugin = types.SimpleNamespace(
-        __name__="video_datasets",
-        faceauth_datasets=faceauth.hookimpl(lambda: [*casia_fasd.datasets(), *replay_attack.datasets()]))
-    return (plugin,)
-
 
 @pytest.mark.parametrize("name, overrides", [
     ("liveness_casia_fasd", ["data.root=/data/casia"]),
@@ -258,7 +297,7 @@ def test_recipes_resolve(name: str, overrides: list[str]) -> None:
     from faceauth.recipe import load_recipe
 
     path = REPO / "recipes" / f"{name}.yaml"
-    registry = load_registry(registration())
+    registry = load_registry()
     recipe = load_recipe(path, overrides, registry=registry)
     assert recipe.detector.name == "haar" and recipe.data.options.root.startswith("/data/")
     if recipe.test_data is not None:
@@ -281,6 +320,6 @@ def test_training_run_reports_apcer_per_attack_type(tree: Path, tmp_path: Path) 
     }
     path = tmp_path / "casia.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    result = faceauth.run(path, extra_plugins=registration())
+    result = faceauth.run(path)
     test = json.loads((result.dir / "metrics.json").read_text())["test"]
     assert {"apcer_warped_photo", "apcer_cut_photo", "apcer_video_replay", "bpcer", "hter"} <= set(test)

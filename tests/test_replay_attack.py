@@ -173,3 +173,28 @@ def test_layout_errors(tmp_path: Path) -> None:
         build(options(tmp_path / "replay" / "train"))
     with pytest.raises(DataError, match=r"detector\.name"):
         build(options(make_replay(tmp_path / "plain", {"train": (1,), "devel": (2,), "test": (3,)}, boxes=False)))
+
+
+def test_clips_of_each_split_keep_clients_and_attack_types(tree: Path) -> None:
+    splits = build(options(tree, clip_length=4, clips_per_video=2))
+    assert splits.info["clips"]["train"] == {"videos": 12, "clips": 24, "padded": 0, "short_skipped": 0,
+                                             "bad_videos": [], "held_frames": 0, "no_face_clips": 0}
+    assert set(splits.val.subjects) == {"client003"} and len(splits.test) == 24
+    assert {c.attack_type for c in splits.test.clips} == {"", "print", "mobile", "highdef"}
+    assert sorted({tuple(f.frame for f in c.frames) for c in splits.test.clips}) == [(0, 2, 4, 6), (1, 3, 5, 7)]
+    assert all(f.hint is not None for c in splits.train.clips for f in c.frames)   # the shipped boxes
+
+
+@pytest.mark.slow
+def test_temporal_recipe_on_replay_attack_clips_scores_each_video(tree: Path, tmp_path: Path) -> None:
+    import faceauth
+    from tests.conftest import REPO
+
+    result = faceauth.run(REPO / "recipes" / "temporal_lstm.yaml", [
+        f"output_dir={tmp_path}", "data.name=replay_attack", f"data.root={tree}", "data.clip_length=4",
+        "data.crop_size=32", "detector.name=boxes", "backbone.encoder.input_size=32", "backbone.clip_length=4",
+        "backbone.hidden_size=8", "trainer.epochs=1", "trainer.batch_size=4", "trainer.num_workers=0",
+        "trainer.progress=false", "export=null"])
+    test = result.metrics["test"]
+    assert test["num_live"] == 4 and test["num_attack"] == 8                  # one score per test video
+    assert {"apcer_print", "apcer_mobile", "apcer_highdef", "acer", "auc"} <= set(test)

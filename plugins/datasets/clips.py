@@ -46,10 +46,9 @@ from faceauth.components import Dataset
 from faceauth.data import LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache
-from faceauth.plugins.datasets.casia_fasd import FrameCounts
-from faceauth.plugins.datasets.frames import FrameSource, crop_all, detector_settings
+from faceauth.plugins.datasets.frames import FrameCounts, FrameSource, crop_all, detector_settings
 
-__all__ = ["ClipDataset", "ClipOptions", "ClipReport", "ClipSampling", "ClipVideo", "VideoFolderOptions", "WholeFrame",
+__all__ = ["CLASSES", "ClipDataset", "ClipOptions", "ClipReport", "ClipSampling", "ClipVideo", "VideoFolderOptions", "WholeFrame",
            "build_clip_splits", "clip_cache", "clip_dataset", "clip_indices", "datasets", "load_video_folder"]
 
 log = logging.getLogger(__name__)
@@ -331,17 +330,13 @@ def build_clip_splits(name: str, videos: Mapping[str, Sequence[Any]], sampling: 
 
 # ---- the video_folder layout ---------------------------------------------------------------------
 
-def _videos_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in fa_video.VIDEO_SUFFIXES)
-
-
 def index_video_split(split_dir: Path) -> list[ClipVideo]:
     found = []
     for name in CLASSES:
         folder = split_dir / name
         if not folder.is_dir():
             raise DataError(f"{split_dir}: missing folder '{name}/' (expected {split_dir}/{{live,spoof}}/)")
-        paths = _videos_under(folder)
+        paths = fa_video.videos_under(folder)
         if not paths:
             raise DataError(f"{folder}: no video files ({', '.join(fa_video.VIDEO_SUFFIXES)}); "
                             f"each split needs live and spoof videos")

@@ -8,9 +8,14 @@ cached crops.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -21,7 +26,8 @@ import faceauth
 from faceauth.data import LIVE, SPOOF, read_image
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache, CropReport
-from faceauth.video import read_frames
+from faceauth.paths import cache_dir
+from faceauth.video import frame_count, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +133,58 @@ def crop_all(sources: Sequence[FrameSource], cache: CropCache, where: str,
     if not kept:
         raise DataError(f"{where}: no face found in any of its {len(sources)} frames (check the detector setting)")
     return CroppedFaces(kept, cache), report
+
+
+class FrameCounts:
+    """Frames per video, counted by decoding once and remembered in the crop cache.
+
+    Entries are keyed by path and checked against the file's size and modification time; a video
+    that cannot be decoded is remembered too, so a cached build opens no video at all. A new OpenCV
+    version starts afresh (its decoder may count differently).
+    """
+
+    def __init__(self, dataset: str, root: Path):
+        import cv2
+
+        key = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+        self.path = cache_dir("crops", f"{dataset}-frame-counts-{key}.json")
+        self.opencv = cv2.__version__
+        self.videos: dict[str, Any] = {}
+        self.decoded = 0
+        self.changed: list[str] = []  # videos whose file differs from the one counted before
+        try:
+            stored = json.loads(self.path.read_text(encoding="utf-8"))
+            if stored.get("opencv") == self.opencv and isinstance(stored.get("videos"), dict):
+                self.videos = stored["videos"]
+        except (OSError, ValueError, AttributeError):
+            pass  # absent or damaged: count again
+
+    def get(self, path: Path) -> int:
+        """The frame count of `path`; a DataError naming it when it cannot be decoded."""
+        stat = path.stat()
+        signature = [stat.st_size, stat.st_mtime_ns]
+        entry = self.videos.get(str(path))
+        if not (isinstance(entry, dict) and entry.get("signature") == signature):
+            if isinstance(entry, dict):
+                self.changed.append(str(path))
+            self.decoded += 1
+            try:
+                entry = {"signature": signature, "frames": frame_count(path)}
+            except DataError as exc:
+                entry = {"signature": signature, "error": str(exc)}
+            self.videos[str(path)] = entry
+        if "error" in entry:
+            raise DataError(entry["error"])
+        return int(entry["frames"])
+
+    def save(self) -> None:
+        if not self.decoded:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({"opencv": self.opencv, "videos": self.videos}, handle)
+        os.replace(tmp, self.path)
 
 
 # --- shared by the raw-frame dataset loaders --------------------------------------------------------

@@ -15,7 +15,8 @@ splits is warned about. The ``enroll/`` folders (face-verification enrolment) ar
 
 The face files (bob.db.replay ``File.bbx``) hold the frame index (from 0) and the box's top-left
 x, y, width and height in pixels; frames without a row have no face. With no ``detector`` in the
-recipe these boxes are used as they are; with one they are its hints.
+recipe these boxes are used as they are; with one they are its hints. Samples are single frames, or
+clips of ``clip_length`` frames for temporal models (see `liveness_videos`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import attrs
 from faceauth.components import Dataset
 from faceauth.data import LIVE, SPOOF, Splits
 from faceauth.errors import DataError
-from faceauth.plugins.datasets.casia_fasd import (FACE_DIR, VideoFile, VideoOptions, build_video_splits, video_root,
-                                                  videos_under)
+from faceauth.plugins.datasets.liveness_videos import FACE_DIR, VideoFile, VideoOptions, build_video_splits, video_root
+from faceauth.video import videos_under
 
 __all__ = ["ReplayAttackOptions", "build", "datasets", "parse_name"]
 
@@ -43,7 +44,7 @@ ATTACK_NAME = re.compile(r"^attack_([a-z]+)_(client\d+)_session\d+_")
 
 @attrs.frozen(kw_only=True)
 class ReplayAttackOptions(VideoOptions):
-    """Root, frames per video, frame stride, what to do with undecodable videos, crop options."""
+    """Root, frames or clips per video, what to do with undecodable videos, crop options."""
 
 
 def parse_name(path: Path, real: bool) -> tuple[str, str]:
