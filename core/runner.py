@@ -112,11 +112,15 @@ class Run:
         self.epoch = 0
         self.stop_reason: str | None = None
         self.device = distributed.device(recipe.device)
+        self.datasets: dict[str, Any] = {}  # what each data section's build found (counts, skips), for metrics.json
         self._writer: Any = None
 
     # components -------------------------------------------------------------------------------
     def build(self, section_key: str, **kwargs: Any) -> Any:
-        return build_component(self.registry, self.recipe, section_key, **kwargs)
+        built = build_component(self.registry, self.recipe, section_key, **kwargs)
+        if isinstance(built, Splits):
+            self.datasets[section_key] = built.info
+        return built
 
     def component(self, section_key: str) -> Any:
         """The registered record of a (single) recipe section, e.g. to read a loss's `consumes`."""
@@ -298,7 +302,7 @@ def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resu
                     shutil.rmtree(created, ignore_errors=True)
                 raise
         onnx_path = None
-        metrics = {**fit.metrics, "stopped": current.stop_reason}
+        metrics = {**fit.metrics, "stopped": current.stop_reason, "datasets": current.datasets}
         if distributed.is_main():
             if exporter is not None and current.stop_reason is None:
                 onnx_path = exporter.export(trainer.export_bundle(current, fit.model), directory / "model.onnx")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -198,3 +199,5 @@ def test_temporal_recipe_on_replay_attack_clips_scores_each_video(tree: Path, tm
     test = result.metrics["test"]
     assert test["num_live"] == 4 and test["num_attack"] == 8                  # one score per test video
     assert {"apcer_print", "apcer_mobile", "apcer_highdef", "acer", "auc"} <= set(test)
+    written = json.loads((result.dir / "metrics.json").read_text())["datasets"]["data"]
+    assert written["clip_length"] == 4 and written["clips"]["test"]["clips"] == 12 and written["root"] == str(tree)
