@@ -12,15 +12,14 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from faceauth.export import onnx_session
+from faceauth.export import Bundle
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.plugins.backbones.resnet import ResNetFeatures, ResNetOptions
 from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
 
-from common import median_seconds, table
+from common import eager_and_onnx_seconds, table
 
 
 def main() -> None:
@@ -32,20 +31,13 @@ def main() -> None:
     model = LivenessScore(Classifier(ResNetFeatures(18, ResNetOptions(input_size=args.size)), 2)).eval()
     rows = [("batch", "eager PyTorch ms", "onnxruntime ms", "speed-up")]
     with tempfile.TemporaryDirectory() as tmp:
-        from faceauth.export import Bundle
-
         example = torch.randn(2, 3, args.size, args.size)
         bundle = Bundle(module=model, example_inputs=(example,), input_names=("input",),
                         output_names=("score", "logits"), dynamic_axes={"input": {0: "batch"}}, metadata={})
         path = OnnxExporter(OnnxOptions()).export(bundle, Path(tmp) / "model.onnx")
         for batch in (1, 32):
             x = torch.randn(batch, 3, args.size, args.size)
-            with torch.no_grad():
-                eager = median_seconds(lambda: model(x), args.repeats)
-            session = onnx_session(path)
-            feed = {"input": x.numpy()}
-            ort_time = median_seconds(lambda: session.run(None, feed), args.repeats)
-            del session
+            eager, ort_time = eager_and_onnx_seconds(model, path, x, args.repeats)
             rows.append((str(batch), f"{eager * 1e3:.2f}", f"{ort_time * 1e3:.2f}", f"{eager / ort_time:.2f}x"))
     print(table(rows))
     print(f"resnet18 liveness model, {args.size}x{args.size}, torch {torch.__version__}, "
@@ -53,5 +45,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

@@ -4,14 +4,11 @@ Both read the demo set's train split (`folder` layout, 600 JPEGs at 112x112) and
 liveness train transform with the presentation-attack augmentations switched on, plus the
 simulated print/replay artefacts on spoof samples only, with the same batch size and worker count:
 
-* faceauth: `faceauth.data.Transformed` through `faceauth.plugins.trainers.loop.image_loader`
-  (per-sample seeds from `EpochSampler`). The spoof artefacts run inside the sample's seeded block:
-  a small adapter hands the transform (image, label), standing in for the trainer's wiring;
+* faceauth: `faceauth.data.Transformed` through `faceauth.plugins.trainers.loop.image_loader`, as the
+  trainers wire it (per-sample seeds from `EpochSampler`; the spoof artefacts run inside the
+  sample's seeded block, on SPOOF samples only);
 * torchvision: `ImageFolder` over a temporary tree of symlinks (live/, spoof/ -> the split's folders,
-  so spoof/print and spoof/replay are one class), shuffled by the DataLoader, no per-sample seeding;
-* with --proposed, also faceauth with `Transformed` seeding through `torch.default_generator`'s
-  get_state / manual_seed / set_state instead of `fork_rng` + `torch.manual_seed` (a proposal for
-  core/data.py; the benchmark checks its batches are identical to the current code's).
+  so spoof/print and spoof/replay are one class), shuffled by the DataLoader, no per-sample seeding.
 
 Rounds alternate the order of the loaders; each figure is over `--batches` batches after two
 warm-up batches (worker start): images per wall second, and images per CPU second (main process
@@ -19,7 +16,7 @@ plus workers), which a busy shared machine disturbs far less. The table shows me
 and their ratios. It also times each step alone (CPU time, one thread) at the size it runs at. The
 1-minute load average is printed before and after: re-run when it is near or above the core count.
 
-    python benchmarks/bench_pipeline.py [--batches 40] [--rounds 5] [--workers 2] [--size 64] [--proposed]
+    python benchmarks/bench_pipeline.py [--batches 40] [--rounds 5] [--workers 2] [--size 64]
 """
 
 from __future__ import annotations
@@ -38,14 +35,13 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from faceauth.data import SPOOF, Transformed
 from faceauth.plugins.datasets.folder import DemoOptions, build_demo
 from faceauth.plugins.trainers import loop
 from faceauth.plugins.trainers import transforms as fa_transforms
 from faceauth.plugins.trainers.transforms import AugmentOptions, spoof_transform, train_transform
 from faceauth.registry import load_registry
 
-from common import table
+from common import load_average, table
 
 BATCH = 32
 # The liveness recipe's defaults with every presentation-attack augmentation on.
@@ -56,65 +52,9 @@ AUGMENT = AugmentOptions(gamma=0.2, blur=0.3, blur_sigma=1.5, jpeg=0.5, jpeg_qua
 # --- faceauth -------------------------------------------------------------------------------------
 
 
-class LabelledImages:
-    """The dataset with ``image`` replaced by (image, label), so the transform knows spoof from live."""
-
-    def __init__(self, dataset: Any):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = dict(self.dataset[index])
-        sample["image"] = (sample["image"], sample["label"])
-        return sample
-
-
-class SpoofThenTrain:
-    """Spoof artefacts (SPOOF samples only), then the train transform; one callable, one seeded block."""
-
-    def __init__(self, spoof: Any, train: Any):
-        self.spoof, self.train = spoof, train
-
-    def __call__(self, labelled: tuple[Any, int]) -> torch.Tensor:
-        image, label = labelled
-        if self.spoof is not None and label == SPOOF:
-            image = self.spoof(image)
-        return self.train(image)
-
-
-class GeneratorSeeded(Transformed):
-    """The proposed `Transformed.__getitem__`: seed and restore only the CPU generator.
-
-    `torch.manual_seed` also seeds every accelerator back end; where one is not initialised (always
-    in a DataLoader worker) it queues the call with a formatted stack trace, ~100-200 us a sample.
-    """
-
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        index, seed = key
-        sample = dict(self.dataset[index])
-        generator = torch.default_generator
-        state = generator.get_state()
-        generator.manual_seed(seed)
-        try:
-            if "frames" in sample:
-                sample["frames"] = torch.stack([self.transform(f) for f in sample["frames"]])
-            else:
-                sample["image"] = self.transform(sample["image"])
-        finally:
-            generator.set_state(state)
-        return sample
-
-
-def faceauth_loader(train: Any, transform: Any, workers: int, proposed: bool = False) -> DataLoader:
-    original = loop.Transformed
-    loop.Transformed = GeneratorSeeded if proposed else original
-    try:
-        return loop.image_loader(LabelledImages(train), transform, batch_size=BATCH, num_workers=workers,
-                                 seed=0, shuffle=True)
-    finally:
-        loop.Transformed = original
+def faceauth_loader(train: Any, transform: Any, spoof: Any, workers: int) -> DataLoader:
+    return loop.image_loader(train, transform, batch_size=BATCH, num_workers=workers, seed=0, shuffle=True,
+                             spoof_transform=spoof)
 
 
 # --- torchvision ----------------------------------------------------------------------------------
@@ -185,12 +125,6 @@ def images_per_second(loader: DataLoader, batches: int, warmup: int = 2) -> tupl
     return rates
 
 
-def same_batches(train: Any, transform: Any, workers: int) -> bool:
-    """The proposed seeding gives exactly the current code's batches (first two of an epoch)."""
-    current, proposed = (iter(faceauth_loader(train, transform, workers, p)) for p in (False, True))
-    return all(torch.equal(next(current)["image"], next(proposed)["image"]) for _ in range(2))
-
-
 def median_cpu_us(fn: Any, repeats: int = 300, warmup: int = 20) -> float:
     for _ in range(warmup):
         fn()
@@ -221,8 +155,7 @@ def step_costs(train: Any, preprocess: Any) -> list[tuple[str, str]]:
         ("color_jitter (existing)", size, v2.ColorJitter(0.15, 0.15, 0.15, 0.0375), resized),
         ("whole train transform", "112x112", train_transform(preprocess, AUGMENT), source),
         ("read_image (JPEG decode)", "112x112", lambda _: train[len(train) - 1], None),
-        ("fork_rng + torch.manual_seed", "", _fork_and_seed, None),
-        ("default_generator get/seed/set", "", _generator_seed, None),
+        ("per-sample seeding", "", _generator_seed, None),
     ]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker
@@ -232,19 +165,10 @@ def step_costs(train: Any, preprocess: Any) -> list[tuple[str, str]]:
         torch.set_num_threads(threads)
 
 
-def _fork_and_seed(_: Any) -> None:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1234567)
-
-
-def _generator_seed(_: Any) -> None:
+def _generator_seed(_: Any) -> None:  # as `Transformed.__getitem__` seeds each sample
     state = torch.default_generator.get_state()
     torch.default_generator.manual_seed(1234567)
     torch.default_generator.set_state(state)
-
-
-def load() -> str:
-    return f"{os.getloadavg()[0]:.2f}"
 
 
 def main() -> None:
@@ -253,34 +177,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--size", type=int, default=64, help="model input size (the liveness recipe's: 64)")
-    parser.add_argument("--proposed", action="store_true", help="also time the proposed Transformed seeding")
     parser.add_argument("--no-costs", action="store_true", help="skip the per-augmentation timings")
     args = parser.parse_args()
 
     splits = build_demo(DemoOptions())  # rendered once into the cache, before any timing
     backbone = load_registry().get("backbone", "resnet18")
     preprocess = backbone.build(backbone.options(input_size=args.size)).preprocess
-    transform = SpoofThenTrain(spoof_transform(AUGMENT), train_transform(preprocess, AUGMENT))
+    transform, spoof = train_transform(preprocess, AUGMENT), spoof_transform(AUGMENT)
     split_dir = Path(splits.info["root"]) / "train"
-    print(f"load average before: {load()} ({os.cpu_count()} CPUs)")
+    print(f"before: {load_average()} ({os.cpu_count()} CPUs)")
     if not args.no_costs:
         print(table([("step", "at", "CPU us/call (median)"), *step_costs(splits.train, preprocess)]))
         print()
 
-    names = ["faceauth", "torchvision"] + (["faceauth (proposed seeding)"] if args.proposed else [])
+    names = ["faceauth", "torchvision"]
     rates: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         root = class_tree(split_dir, Path(tmp))
         make = {
-            "faceauth": lambda: faceauth_loader(splits.train, transform, args.workers),
-            "torchvision": lambda: torchvision_loader(root, transform.train, transform.spoof, args.workers),
-            "faceauth (proposed seeding)": lambda: faceauth_loader(splits.train, transform, args.workers, True),
+            "faceauth": lambda: faceauth_loader(splits.train, transform, spoof, args.workers),
+            "torchvision": lambda: torchvision_loader(root, transform, spoof, args.workers),
         }
         for round_ in range(args.rounds):
             order = names if round_ % 2 == 0 else names[::-1]
             for name in order:
                 rates[name].append(images_per_second(make[name](), args.batches))
-        identical = same_batches(splits.train, transform, args.workers) if args.proposed else None
 
     wall_base = statistics.median(r[0] for r in rates["torchvision"])
     cpu_base = statistics.median(r[1] for r in rates["torchvision"])
@@ -290,9 +211,7 @@ def main() -> None:
         rows.append((name, f"{wall:.0f}", f"{wall / wall_base:.3f}x", f"{cpu:.0f}", f"{cpu / cpu_base:.3f}x",
                      " ".join(f"{r[0]:.0f}" for r in rates[name])))
     print(table(rows))
-    if identical is not None:
-        print(f"proposed seeding gives identical batches: {identical}")
-    print(f"load average after: {load()}; torch {torch.__version__}, batch {BATCH}, {args.workers} workers, "
+    print(f"after: {load_average()}; torch {torch.__version__}, batch {BATCH}, {args.workers} workers, "
           f"{args.batches} batches/round, {args.rounds} rounds, input {args.size}x{args.size}")
     print(f"augment: {AUGMENT}")
 

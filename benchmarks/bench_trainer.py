@@ -11,49 +11,42 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
-import faceauth
 from faceauth.data import EpochSampler, Transformed
 from faceauth.plugins.datasets.folder import DemoOptions, build_demo
 from faceauth.plugins.trainers.transforms import AugmentOptions, train_transform
 from faceauth.registry import load_registry
 
-from common import table
+from common import logged_images_per_second, run_recipe, table, timed_steps
 
 BATCH, WORKERS, SIZE = 32, 2, 64
 
 
 def hand_loop(steps: int) -> float:
     splits = build_demo(DemoOptions())
-    backbone = load_registry().get("backbone", "resnet18").build(
-        load_registry().get("backbone", "resnet18").options(input_size=SIZE))
+    entry = load_registry().get("backbone", "resnet18")
+    backbone = entry.build(entry.options(input_size=SIZE))
     model = torch.nn.Sequential(backbone, torch.nn.Linear(512, 2)).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     data = Transformed(splits.train, train_transform(backbone.preprocess, AugmentOptions()))
     loader = DataLoader(data, batch_size=BATCH, sampler=EpochSampler(len(data), seed=0, shuffle=True),
                         num_workers=WORKERS, drop_last=True, persistent_workers=True)
     model.train()
-    seen, start, done = 0, 0.0, 0
-    while done < steps + 2:
-        for batch in loader:
-            if done == 2:  # the first steps warm up allocators and workers
-                seen, start = 0, time.perf_counter()
-            x = batch["image"].contiguous(memory_format=torch.channels_last)
-            loss = torch.nn.functional.cross_entropy(model(x), batch["label"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            seen += len(x)
-            done += 1
-            if done >= steps + 2:
-                break
-    return seen / (time.perf_counter() - start)
+
+    def step(batch: dict[str, Any]) -> int:
+        x = batch["image"].contiguous(memory_format=torch.channels_last)
+        loss = torch.nn.functional.cross_entropy(model(x), batch["label"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return len(x)
+
+    return timed_steps(loader, step, steps)
 
 
 def faceauth_trainer(steps: int, workdir: Path) -> float:
@@ -64,19 +57,7 @@ def faceauth_trainer(steps: int, workdir: Path) -> float:
                     "progress": False, "max_steps": steps + 5, "log_every": 5},
         "optimizer": {"name": "adamw", "lr": 1e-3}, "scheduler": {"name": "constant"}, "export": None,
     }
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "bench.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    faceauth.run(path, [])
-    # Steady-state throughput from the wall times TensorBoard recorded at logged steps.
-    events = sorted(workdir.glob("*/events.out.tfevents.*"))[-1]
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(events.parent))
-    acc.Reload()
-    steps_logged = acc.Scalars("train/loss_step")
-    first, last = steps_logged[0], steps_logged[-1]
-    return (last.step - first.step) * BATCH / (last.wall_time - first.wall_time)
+    return logged_images_per_second(run_recipe(recipe, workdir).dir, BATCH)
 
 
 def main() -> None:
@@ -84,7 +65,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     build_demo(DemoOptions())  # render the demo set before timing anything
     hand, ours = [], []
     with tempfile.TemporaryDirectory() as tmp:
