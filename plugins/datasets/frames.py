@@ -62,9 +62,13 @@ class FrameSource:
 
 
 class CroppedFaces:
-    """Face crops of a list of sources, read from the cache (a damaged entry is rebuilt)."""
+    """Face crops of a list of sources, read from the cache (a damaged entry is rebuilt).
 
-    def __init__(self, sources: Sequence[FrameSource], cache: CropCache):
+    With no cache the sources are face crops already (e.g. NUAA's detected variant) and are decoded
+    as they are.
+    """
+
+    def __init__(self, sources: Sequence[FrameSource], cache: CropCache | None = None):
         self.sources, self.cache = list(sources), cache
         self.labels = [s.label for s in self.sources]
         self.attack_types = [s.attack_type for s in self.sources]
@@ -75,11 +79,11 @@ class CroppedFaces:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         source = self.sources[index]
+        image = read_image(source.path) if self.cache is None else self.cache.read(source.source_id, source.load)
         # "video" groups the frames of one video, so liveness metrics are per video as the field
         # reports them; a still image is its own group.
-        return {"image": self.cache.read(source.source_id, source.load), "label": source.label,
-                "attack_type": source.attack_type, "subject": source.subject, "path": source.source_id,
-                "video": source.path}
+        return {"image": image, "label": source.label, "attack_type": source.attack_type, "subject": source.subject,
+                "path": source.source_id, "video": source.path}
 
 
 def _decode_groups(sources: Sequence[FrameSource]) -> dict[str, list[FrameSource]]:

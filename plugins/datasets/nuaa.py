@@ -45,10 +45,10 @@ from typing import Any, Literal
 import attrs
 
 from faceauth.components import Dataset
-from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes, read_image
+from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import CropCache
-from faceauth.plugins.datasets.frames import (CropOptions, FrameSource, crop_all, detector_settings, hold_out_subjects, open_fraction,
+from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, detector_settings, hold_out_subjects, open_fraction,
                                               report_missing, warn_shared_subjects)
 
 __all__ = ["NuaaOptions", "VARIANTS", "parse_name", "scan", "read_list", "by_session", "load_nuaa", "datasets"]
@@ -164,24 +164,6 @@ def read_list(base: Path, variant: Variant, split: str) -> list[NuaaImage]:
     return images
 
 
-class FaceImages:
-    """Images that are already face crops (NUAA's detected and normalised variants), decoded on access."""
-
-    def __init__(self, sources: Sequence[FrameSource]):
-        self.sources = list(sources)
-        self.labels = [s.label for s in self.sources]
-        self.attack_types = [s.attack_type for s in self.sources]
-        self.subjects = [s.subject for s in self.sources]
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        source = self.sources[index]
-        return {"image": read_image(source.path), "label": source.label, "attack_type": source.attack_type,
-                "subject": source.subject, "path": source.path}
-
-
 def by_session(images: list[NuaaImage]) -> dict[str, list[NuaaImage]]:
     """NUAA's standard protocol: train on sessions 01 and 02, test on session 03."""
     unknown = [i for i in images if i.session not in TRAIN_SESSIONS + TEST_SESSIONS]
@@ -241,7 +223,7 @@ def load_nuaa(root: str | Path, *, protocol: str = "sessions", variant: str = "r
     else:
         if detector is not None:
             log.info("nuaa %s: the images are already faces; the recipe's detector is not used", variant)
-        splits = {split: FaceImages(listed) for split, listed in sources.items()}
+        splits = {split: CroppedFaces(listed) for split, listed in sources.items()}
     info = {"task": "liveness", "dataset": "nuaa", "root": str(base), "protocol": protocol, "variant": variant,
             "counts": {split: {"live": d.labels.count(LIVE), "spoof": d.labels.count(SPOOF)} for split, d in splits.items()},
             "no_face": no_face, "val_subjects": sorted(held)}
