@@ -19,7 +19,8 @@ import torch.distributed as dist
 
 from faceauth.errors import RecipeError
 
-__all__ = ["setup", "rank", "world_size", "is_main", "barrier", "broadcast", "gather", "check_same", "device"]
+__all__ = ["setup", "rank", "world_size", "is_main", "barrier", "broadcast", "gather", "check_same", "device",
+           "agree_on_overflow"]
 
 
 def setup(device_setting: str = "auto") -> None:
@@ -78,6 +79,25 @@ def gather(value: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, value)
     return out
+
+
+def agree_on_overflow(found_inf: list[torch.Tensor], device: torch.device) -> None:
+    """Set each flag of `found_inf` (1.0 where a gradient scaler found an inf or NaN gradient) to the
+    largest flag of any rank, in place, so every rank skips a float16 step together.
+
+    DDP averages most gradients, and an inf on one rank reaches all of them; parameters DDP leaves
+    alone (Partial FC's shard of the class centres) differ between ranks. Without agreement one rank
+    would skip a step the others take and halve its loss scale alone, and the ranks would drift apart.
+    `device` holds the reduced flag: this rank's GPU under NCCL, the CPU under gloo.
+    """
+    if not active():
+        return
+    flag = torch.zeros((), dtype=torch.float32, device=device)
+    for f in found_inf:
+        flag = torch.maximum(flag, f.to(device))
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    for f in found_inf:
+        f.copy_(flag)
 
 
 def check_same(what: str, value: Any) -> None:

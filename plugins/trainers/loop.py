@@ -103,6 +103,22 @@ class _TaskLoss(torch.nn.Module):
         return self.task.loss(batch)
 
 
+def _found_inf_flags(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    # GradScaler has no public accessor for the inf/NaN flags `unscale_` recorded; `step` (skip or
+    # not) and `update` (the next scale) both read these tensors, so changing them in place
+    # changes both decisions.
+    return list(scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values())
+
+
+def unscale_gradients(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Unscale the gradients when `scaler` is enabled; under torchrun, a step that overflowed on any
+    rank is skipped on every rank (`distributed.agree_on_overflow`), so the weights and scales stay alike."""
+    if not scaler.is_enabled():
+        return
+    scaler.unscale_(optimizer)
+    distributed.agree_on_overflow(_found_inf_flags(scaler, optimizer), device)
+
+
 def lower_is_better(new: float, old: float) -> bool:
     return new < old
 
@@ -261,8 +277,8 @@ class TrainingLoop:
                 f"the last good checkpoint is kept in {self.run.dir / 'checkpoints'} (try a lower optimizer.lr)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        unscale_gradients(self.scaler, self.optimizer, self.run.device)
         if self.options.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
             self._clip_gradients()
         self.scaler.step(self.optimizer)
         self.scaler.update()
