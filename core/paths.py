@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+import tempfile
+import zipfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["cache_dir", "atomic_folder"]
+import numpy as np
+
+__all__ = ["atomic_folder", "cache_dir", "read_npz", "write_npz"]
 
 
 def cache_dir(*parts: str) -> Path:
@@ -39,3 +43,40 @@ def atomic_folder(root: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write `arrays` into one uncompressed .npz file at `path`, atomically.
+
+    The file is written under a temporary name beside `path`, then renamed over it: readers see the
+    old file or the new one, never part of one, and a damaged file is simply replaced. A failed
+    write (a read-only or full disk: OSError) leaves nothing behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray] | None:
+    """Every array of the .npz file at `path`, read whole; None when it is missing, not an .npz, or damaged.
+
+    Reading every member whole lets the zip's CRC catch flipped bytes, so a caller can treat None
+    as "build it again" (and `write_npz` the result). Checking what the arrays hold is the caller's.
+    """
+    try:
+        with open(path, "rb") as handle:  # opened here: np.load leaks its own file when the zip is damaged
+            loaded = np.load(handle, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                return None
+            with loaded:
+                return {name: loaded[name] for name in loaded.files}
+    except (OSError, ValueError, EOFError, KeyError, NotImplementedError, MemoryError, zipfile.BadZipFile):
+        return None

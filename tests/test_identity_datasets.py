@@ -240,6 +240,7 @@ def test_a_damaged_cache_is_ignored_and_rewritten(tree, damage):
     cache.write_bytes(damage(cache.read_bytes()))
     rebuilt = identity.index_identity_folder(tree)
     assert not rebuilt.from_cache and _same_index(rebuilt, expected)
+    assert not list(cache.parent.glob(f".{cache.name}.*"))   # no temporary file left beside it
     again = identity.index_identity_folder(tree)
     assert again.from_cache and _same_index(again, expected)
 

@@ -150,17 +150,56 @@ def test_label_index_is_cached_and_reused(pack, isolated_cache):
     before = recordio.label_scans
     first = load_index(pack / "train.rec")
     assert recordio.label_scans == before + 1 and not first.from_cache
-    cached = list((isolated_cache / "index").glob("recordio-*/*.npy"))
-    assert {p.name for p in cached} >= {"labels.npy", "offsets.npy", "keys.npy"}
-    stamps = {p: p.stat().st_mtime_ns for p in cached}
+    cache = recordio._cache_path(pack / "train.rec", pack / "train.idx")
+    assert cache.is_relative_to(isolated_cache / "index") and cache.suffix == ".npz"
+    stamp = cache.stat().st_mtime_ns
     second = load_index(pack / "train.rec")
     assert recordio.label_scans == before + 1 and second.from_cache
-    assert {p: p.stat().st_mtime_ns for p in cached} == stamps
+    assert cache.stat().st_mtime_ns == stamp
     for name in ("keys", "offsets", "ends", "labels"):
         assert np.array_equal(getattr(first, name), getattr(second, name))
     st = os.stat(pack / "train.rec")   # a rewritten pack (new mtime) is scanned again
     os.utime(pack / "train.rec", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert not load_index(pack / "train.rec").from_cache and recordio.label_scans == before + 2
+
+
+def _garbage(data: bytes) -> bytes:
+    return b"not a zip file"
+
+
+def _truncated(data: bytes) -> bytes:
+    return data[:len(data) // 2]
+
+
+def _flipped_offset(data: bytes) -> bytes:   # the zip's CRC catches it
+    at = data.index(np.load(io.BytesIO(data))["offsets"].tobytes()) + 8
+    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1:]
+
+
+def _emptied(data: bytes) -> bytes:
+    return b""
+
+
+def _other_arrays(data: bytes) -> bytes:   # a readable .npz without the index's arrays
+    out = io.BytesIO()
+    np.savez(out, version=np.int64(recordio._INDEX_VERSION), keys=np.arange(3))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("damage", [_garbage, _truncated, _flipped_offset, _emptied, _other_arrays])
+def test_a_damaged_label_index_cache_is_rescanned_and_rewritten(pack, damage):
+    expected = load_index(pack / "train.rec")
+    cache = recordio._cache_path(pack / "train.rec", pack / "train.idx")
+    cache.write_bytes(damage(cache.read_bytes()))
+    before = recordio.label_scans
+    rebuilt = load_index(pack / "train.rec")
+    assert not rebuilt.from_cache and recordio.label_scans == before + 1
+    assert not list(cache.parent.glob(f".{cache.name}.*"))   # no temporary file left beside it
+    again = load_index(pack / "train.rec")
+    assert again.from_cache and recordio.label_scans == before + 1
+    for name in ("keys", "offsets", "ends", "labels", "header"):
+        assert np.array_equal(getattr(rebuilt, name), getattr(expected, name))
+        assert np.array_equal(getattr(again, name), getattr(expected, name))
 
 
 def test_identity_disjoint_validation_and_verification_packs(pack, tmp_path):

@@ -42,7 +42,6 @@ import contextlib
 import hashlib
 import os
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ import faceauth
 from faceauth.components import Dataset
 from faceauth.data import IMAGE_SUFFIXES, Splits, Verification, read_image
 from faceauth.errors import DataError
-from faceauth.paths import cache_dir
+from faceauth.paths import cache_dir, read_npz, write_npz
 from faceauth.plugins.datasets.pairs import generate_pairs, read_bin, read_lfw_pairs
 
 __all__ = ["IdentityIndex", "IdentityImages", "index_identity_folder", "hold_out_identities", "read_landmarks",
@@ -264,39 +263,29 @@ def _unchanged(root: Path, names: np.ndarray, stamps: np.ndarray, subdirs: np.nd
 
 
 def _load_cached(path: Path, root: Path) -> _Scan | None:
+    stored = read_npz(path)  # None when missing or damaged (the zip's CRC catches flipped bytes)
     try:
-        with open(path, "rb") as f:  # opened here: np.load leaks its own file when the zip is damaged
-            z = np.load(f, allow_pickle=False)
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                return None
-            with z:
-                if z["version"].item() != _INDEX_VERSION:
-                    return None
-                names, stamps, subdirs, sub_stamps = z["names"], z["stamps"], z["subdirs"], z["sub_stamps"]
-                if (stamps.shape != (len(names) + 1, 2) or sub_stamps.shape != (len(subdirs), 2)
-                        or not _unchanged(root, names, stamps, subdirs, sub_stamps)):
-                    return None
-                counts, files, loose = z["counts"], z["files"], int(z["loose"].item())
-    except (OSError, ValueError, EOFError, KeyError, NotImplementedError, MemoryError, zipfile.BadZipFile):
-        return None  # missing, damaged (the zip's CRC catches flipped bytes) or from another version
-    if (counts.shape != names.shape or files.ndim != 1 or files.dtype.kind != "S" or names.dtype.kind != "S"
-            or (counts < 0).any() or int(counts.sum()) != len(files)):
+        if stored is None or stored["version"].item() != _INDEX_VERSION:
+            return None
+        names, counts, files = stored["names"], stored["counts"], stored["files"]
+        stamps, subdirs, sub_stamps = stored["stamps"], stored["subdirs"], stored["sub_stamps"]
+        loose = int(stored["loose"].item())
+    except (KeyError, ValueError, TypeError):  # from another version
+        return None
+    if (names.ndim != 1 or names.dtype.kind != "S" or counts.shape != names.shape or counts.dtype.kind != "i"
+            or files.ndim != 1 or files.dtype.kind != "S" or (counts < 0).any() or int(counts.sum()) != len(files)
+            or stamps.shape != (len(names) + 1, 2) or subdirs.ndim != 1 or sub_stamps.shape != (len(subdirs), 2)
+            or not _unchanged(root, names, stamps, subdirs, sub_stamps)):
         return None
     return _Scan(names=names, counts=counts, files=files, stamps=stamps, subdirs=subdirs, sub_stamps=sub_stamps,
                  loose=loose, from_cache=True)
 
 
 def _store_cached(path: Path, scan: _Scan) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            np.savez(f, version=np.int64(_INDEX_VERSION), names=scan.names, counts=scan.counts, files=scan.files,
-                     stamps=scan.stamps, subdirs=scan.subdirs, sub_stamps=scan.sub_stamps, loose=np.int64(scan.loose))
-        os.replace(tmp, path)
-    except OSError:  # a read-only or full cache only costs the next build a rescan
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    with contextlib.suppress(OSError):  # a read-only or full cache only costs the next build a rescan
+        write_npz(path, {"version": np.int64(_INDEX_VERSION), "names": scan.names, "counts": scan.counts,
+                         "files": scan.files, "stamps": scan.stamps, "subdirs": scan.subdirs,
+                         "sub_stamps": scan.sub_stamps, "loose": np.int64(scan.loose)})
 
 
 def index_identity_folder(root: str | Path, min_images: int = 1, key: str = "data.root", *,

@@ -18,8 +18,9 @@ insightface packs start with a header record (key 0, flag > 0) whose labels (a, 
 
 Indexing reads ``train.idx`` and the 36 header bytes of each image record for its label (a
 vectorised pass over a memory map; several minutes for MS1M's 5.8 M records on a cold disk) and
-caches the resulting numpy arrays under ``cache_dir("index")``, keyed by the files' path, size and
-modification time, so later opens load them in a fraction of a second. Samples are sliced out of a
+caches the resulting numpy arrays in one ``.npz`` file under ``cache_dir("index")``, keyed by the
+files' path, size and modification time, so later opens load them in a fraction of a second; a
+cache that cannot be read, fails its CRC or does not match is ignored and rewritten. Samples are sliced out of a
 read-only memory map of the .rec, opened lazily in each process (DataLoader workers included, so
 forked workers never share a descriptor); chunked records and damaged frames are read with
 ``os.pread``, which names the byte offset at fault. The .rec must not be truncated while it is
@@ -28,12 +29,11 @@ read (a map reading past the new end of a file gets SIGBUS).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
-import json
 import mmap
 import os
-import shutil
 import struct
 import warnings
 from collections.abc import Iterable, Sequence
@@ -47,7 +47,7 @@ import faceauth
 from faceauth.components import Dataset
 from faceauth.data import Splits, Verification
 from faceauth.errors import DataError
-from faceauth.paths import cache_dir
+from faceauth.paths import cache_dir, read_npz, write_npz
 from faceauth.plugins.datasets.identity import external_verification, hold_out_identities
 from faceauth.plugins.datasets.pairs import decode_image, generate_pairs
 
@@ -340,43 +340,38 @@ def _scan_labels(rec: Path, offsets: np.ndarray, ends: np.ndarray, size: int) ->
     return labels
 
 
-def _cache_folder(rec: Path, idx: Path) -> Path:
+def _cache_path(rec: Path, idx: Path) -> Path:
     facts = []
     for path in (rec, idx):
         st = path.stat()
         facts.append(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}")
     digest = hashlib.sha256(("\n".join(facts) + f"\nv{_INDEX_VERSION}").encode()).hexdigest()[:32]
-    return cache_dir("index", f"recordio-{digest}")
+    return cache_dir("index", f"recordio-{digest}.npz")
 
 
 _ARRAYS = ("keys", "offsets", "ends", "labels")
 
 
-def _load_cached(folder: Path, rec: Path) -> RecordIndex | None:
+def _load_cached(path: Path, rec: Path) -> RecordIndex | None:
+    stored = read_npz(path)  # None when missing or damaged
     try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
-    except (OSError, ValueError, EOFError):
+        if stored is None or stored["version"].item() != _INDEX_VERSION:
+            return None
+        header, arrays = stored["header"], {name: stored[name] for name in _ARRAYS}
+    except (KeyError, ValueError):  # from another version
         return None
-    if meta.get("version") != _INDEX_VERSION or len({len(a) for a in arrays.values()}) != 1:
+    keys = arrays["keys"]
+    if (header.shape not in ((0,), (2,)) or keys.ndim != 1
+            or any(a.shape != keys.shape or a.dtype != np.int64 for a in arrays.values())):
         return None
-    header = tuple(meta["header"]) if meta.get("header") else None
-    return RecordIndex(rec=rec, header=header, from_cache=True, **arrays)  # type: ignore[arg-type]
+    pair = tuple(header.tolist()) or None
+    return RecordIndex(rec=rec, header=pair, from_cache=True, **arrays)  # type: ignore[arg-type]
 
 
-def _store_cached(folder: Path, index: RecordIndex) -> None:
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name in _ARRAYS:
-            np.save(tmp / f"{name}.npy", getattr(index, name), allow_pickle=False)
-        meta = {"version": _INDEX_VERSION, "rec": str(index.rec), "records": len(index.keys),
-                "header": list(index.header) if index.header else None}
-        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(tmp, folder)
-    except OSError:  # a read-only or racing cache only costs the next open a rescan
-        shutil.rmtree(tmp, ignore_errors=True)
+def _store_cached(path: Path, index: RecordIndex) -> None:
+    with contextlib.suppress(OSError):  # a read-only or full cache only costs the next open a rescan
+        write_npz(path, {"version": np.int64(_INDEX_VERSION), "header": np.array(index.header or (), np.int64),
+                         **{name: getattr(index, name) for name in _ARRAYS}})
 
 
 def load_index(rec: str | Path, idx: str | Path | None = None, *, use_cache: bool = True) -> RecordIndex:
@@ -386,9 +381,9 @@ def load_index(rec: str | Path, idx: str | Path | None = None, *, use_cache: boo
     for path in (rec, idx):
         if not path.is_file():
             raise DataError(f"{path}: no such file (a RecordIO pack needs train.rec and train.idx)")
-    folder = _cache_folder(rec, idx)
+    cache = _cache_path(rec, idx)
     if use_cache:
-        cached = _load_cached(folder, rec)
+        cached = _load_cached(cache, rec)
         if cached is not None:
             return cached
 
@@ -437,7 +432,7 @@ def load_index(rec: str | Path, idx: str | Path | None = None, *, use_cache: boo
                         "expected an identity number >= 0")
     index = RecordIndex(rec=rec, keys=keys, offsets=offsets, ends=ends, labels=raw.astype(np.int64), header=header)
     if use_cache:
-        _store_cached(folder, index)
+        _store_cached(cache, index)
     return index
 
 
