@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import faceauth.plugins.datasets as datasets_plugin
 from faceauth.data import LIVE, SPOOF
 from faceauth.errors import DataError
 from faceauth.faces import Box
-from faceauth.plugins.datasets import celeba_spoof
 from faceauth.plugins.datasets.celeba_spoof import ATTACK_TYPES, load_celeba_spoof, read_box
 from faceauth.plugins.datasets.demo_render import render_face, sample_identity
 from faceauth.plugins.datasets.frames import CropOptions
@@ -105,13 +103,6 @@ def tree(template, tmp_path: Path) -> tuple[Path, dict[str, dict[str, list[int]]
     root = tmp_path / "CelebA_Spoof"
     shutil.copytree(template[0], root)
     return root, json.loads(json.dumps(template[1]))
-
-
-@pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    """celeba_spoof in the built-in registry, whether or not plugins/datasets/__init__.py lists it yet."""
-    if celeba_spoof not in datasets_plugin._MODULES:
-        monkeypatch.setattr(datasets_plugin, "_MODULES", (*datasets_plugin._MODULES, celeba_spoof))
 
 
 def _subject(path: str) -> str:
@@ -339,7 +330,7 @@ def test_subject_in_train_and_test_is_named_in_a_warning(tmp_path, caplog):
 # --- through a recipe -----------------------------------------------------------------------------------------
 
 
-def test_recipe_builds_with_the_boxes_detector(tree, registered):
+def test_recipe_builds_with_the_boxes_detector(tree):
     root, _ = tree
     recipe = load_recipe(REPO / "recipes" / "liveness_celeba_spoof.yaml",
                          [f"data.root={root}", "data.crop_size=32", "data.limit=8"], registry=load_registry())

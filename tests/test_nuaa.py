@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import faceauth.plugins.datasets as datasets_plugin
 from faceauth.data import LIVE, SPOOF, read_image
 from faceauth.errors import DataError, RecipeError
-from faceauth.plugins.datasets import nuaa
 from faceauth.plugins.datasets.demo_render import render_face, sample_identity
 from faceauth.plugins.datasets.nuaa import VARIANTS, load_nuaa, parse_name
 from faceauth.plugins.detectors.haar import HaarDetector, HaarOptions
@@ -70,13 +68,6 @@ def tree(template: Path, tmp_path: Path) -> Path:
     base = tmp_path / "NUAA" / "Detectedface"
     shutil.copytree(template, base)
     return base
-
-
-@pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    """nuaa in the built-in registry, whether or not plugins/datasets/__init__.py lists it yet."""
-    if nuaa not in datasets_plugin._MODULES:
-        monkeypatch.setattr(datasets_plugin, "_MODULES", (*datasets_plugin._MODULES, nuaa))
 
 
 def _fields(dataset) -> list[dict[str, str]]:
@@ -252,7 +243,7 @@ def haar_frames(count: int) -> tuple[np.ndarray, ...]:
     raise AssertionError("the Haar cascade found too few rendered faces")
 
 
-def test_raw_frames_are_detected_cropped_and_faceless_frames_counted(tmp_path, registered, caplog):
+def test_raw_frames_are_detected_cropped_and_faceless_frames_counted(tmp_path, caplog):
     frames = haar_frames(3)
     base = tmp_path / "NUAA"
     write_tree(base, "raw", subjects=SUBJECTS[:3], image=lambda s: frames[s])
@@ -271,14 +262,14 @@ def test_raw_frames_are_detected_cropped_and_faceless_frames_counted(tmp_path, r
     assert "frames without a face skipped" in caplog.text
 
 
-def test_recipe_options_are_validated(registered, tmp_path):
+def test_recipe_options_are_validated():
     with pytest.raises(RecipeError, match=r"data\.val_subjects: expected a number between 0 and 1"):
         load_recipe(REPO / "recipes" / "liveness_nuaa.yaml", ["data.val_subjects=0"], registry=load_registry())
     with pytest.raises(RecipeError, match=r"data\.variant: expected one of 'raw', 'detected', 'normalized'"):
         load_recipe(REPO / "recipes" / "liveness_nuaa.yaml", ["data.variant=faces"], registry=load_registry())
 
 
-def test_detected_variant_through_the_recipe_ignores_the_detector(tree, registered, caplog):
+def test_detected_variant_through_the_recipe_ignores_the_detector(tree, caplog):
     recipe = load_recipe(REPO / "recipes" / "liveness_nuaa.yaml", [f"data.root={tree.parent}", "data.variant=detected"],
                          registry=load_registry())
     with caplog.at_level(logging.INFO, logger="faceauth"):
