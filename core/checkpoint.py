@@ -7,9 +7,7 @@ of the plugins used, which is all `faceauth-eval` and `faceauth-export` need.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import numpy as np
 import torch
 
 from faceauth.errors import CheckpointError
+from faceauth.paths import atomic_write
 
 __all__ = ["FORMAT", "save", "load", "rng_state", "set_rng_state"]
 
@@ -26,18 +25,8 @@ FORMAT = "faceauth-checkpoint-1"
 def save(path: Path, payload: dict[str, Any]) -> Path:
     """Write `payload` to `path` through a temporary file and a rename: never a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, durable=True) as handle:
+        torch.save({"format": FORMAT, **payload}, handle)
     return path
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from faceauth.errors import DataError
-from faceauth.paths import cache_dir
+from faceauth.paths import atomic_write, cache_dir
 
 __all__ = ["Box", "CropCache", "CropReport", "HaarCascade", "crop_face", "first_face"]
 
@@ -155,10 +153,8 @@ class CropCache:
             self._no_face_path(source_id).touch()
             return None
         crop = crop_face(image, box, self.margin, self.size)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_write(path) as handle:
             Image.fromarray(crop).save(handle, format="JPEG", quality=95)
-        os.replace(tmp, path)
         return crop
 
     def status(self, source_id: str) -> str:

@@ -9,10 +9,11 @@ import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["atomic_folder", "cache_dir", "read_npz", "write_npz"]
+__all__ = ["atomic_folder", "atomic_write", "cache_dir", "read_npz", "write_npz"]
 
 
 def cache_dir(*parts: str) -> Path:
@@ -45,6 +46,33 @@ def atomic_folder(root: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_write(path: str | Path, *, durable: bool = False) -> Iterator[BinaryIO]:
+    """A binary file open for writing that becomes `path` when the block ends without error.
+
+    It is written under a temporary name beside `path` (``handle.name``), then renamed over it:
+    readers see the old file or the new one, never part of one, and a damaged file is simply
+    replaced. A failed or interrupted block leaves nothing behind. `durable` also syncs the data
+    to disk before the rename (for checkpoints, which must survive a power cut).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as handle:
+            yield handle
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; a written result is as readable as any other file
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write `arrays` into one uncompressed .npz file at `path`, atomically.
 
@@ -52,17 +80,8 @@ def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
     old file or the new one, never part of one, and a damaged file is simply replaced. A failed
     write (a read-only or full disk: OSError) leaves nothing behind.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as handle:
+        np.savez(handle, **arrays)
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray] | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import os
 import shutil
 import signal
 import time
@@ -23,6 +22,7 @@ import attrs
 from faceauth import checkpoint, distributed
 from faceauth.data import Splits
 from faceauth.errors import FaceAuthError, PluginError, RecipeError
+from faceauth.paths import atomic_write
 from faceauth.recipe import COMPONENT_SECTIONS, Recipe, load_recipe
 from faceauth.registry import Registry, load_registry
 
@@ -314,6 +314,5 @@ def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resu
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:
+        handle.write((json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))

@@ -318,6 +318,13 @@ def test_scores_are_cached_and_rebuilt_when_a_model_changes(models: dict[str, Pa
     assert not np.allclose(changed[:, 0], first[:, 0])
     np.testing.assert_array_equal(changed[:, 1:], first[:, 1:])  # liveness and quality are the same models
     assert set((Path(os.environ["FACEAUTH_CACHE"]) / "scores").glob("val-*.npz")) == cached  # rebuilt in place
+    (cache_file,) = cached
+    cache_file.write_bytes(cache_file.read_bytes()[:-40])  # truncated, e.g. by a full disk
+    with caplog.at_level(logging.WARNING, logger="faceauth.plugins.trainers.fusion"):
+        np.testing.assert_array_equal(features(), changed)
+    assert len(calls) == 3 and "are damaged; rebuilding" in caplog.text
+    np.testing.assert_array_equal(features(), changed)
+    assert len(calls) == 3  # the rewritten cache is read
 
 
 def test_several_embedding_models_are_fused_as_an_ensemble(models: dict[str, Path]) -> None:

@@ -23,7 +23,7 @@ import faceauth
 from faceauth.components import Backbone, Preprocess
 from faceauth.errors import CheckpointError
 
-__all__ = ["FaceNetOptions", "InceptionResnetV1", "PUBLIC_CLASSES", "faceauth_backbones"]
+__all__ = ["FaceNetOptions", "InceptionResnetV1", "PUBLIC_CLASSES", "backbones"]
 
 INPUT_SIZE = 160
 # (x - 127.5) / 128 on 0-255 pixels, in Preprocess's 0-1 units.

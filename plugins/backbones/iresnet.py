@@ -18,7 +18,7 @@ from torch import nn
 import faceauth
 from faceauth.components import Backbone, Preprocess
 
-__all__ = ["IResNetOptions", "IBasicBlock", "IResNet", "DEPTHS", "faceauth_backbones"]
+__all__ = ["IResNetOptions", "IBasicBlock", "IResNet", "DEPTHS", "backbones"]
 
 # Blocks per stage for each depth, as in the public model definitions.
 DEPTHS: dict[int, tuple[int, int, int, int]] = {

@@ -18,7 +18,7 @@ from torch import nn
 import faceauth
 from faceauth.components import Backbone, Preprocess
 
-__all__ = ["MobileFaceNetOptions", "MobileFaceNet", "faceauth_backbones"]
+__all__ = ["MobileFaceNetOptions", "MobileFaceNet", "backbones"]
 
 INPUT_SIZE = 112
 PREPROCESS = Preprocess(input_size=(INPUT_SIZE, INPUT_SIZE), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,7 +24,7 @@ import faceauth
 from faceauth.data import LIVE, SPOOF, read_image
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache, CropReport
-from faceauth.paths import cache_dir
+from faceauth.paths import atomic_write, cache_dir
 from faceauth.video import frame_count, read_frames
 
 log = logging.getLogger(__name__)
@@ -184,11 +182,8 @@ class FrameCounts:
     def save(self) -> None:
         if not self.decoded:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"opencv": self.opencv, "videos": self.videos}, handle)
-        os.replace(tmp, self.path)
+        with atomic_write(self.path) as handle:
+            handle.write(json.dumps({"opencv": self.opencv, "videos": self.videos}).encode("utf-8"))
 
 
 # --- shared by the raw-frame dataset loaders --------------------------------------------------------

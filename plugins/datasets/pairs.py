@@ -33,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from faceauth.data import Verification, read_image
 from faceauth.errors import DataError
+from faceauth.paths import atomic_write
 
 __all__ = ["ImageFiles", "EncodedImages", "read_lfw_pairs", "read_bin", "write_bin", "generate_pairs",
            "pairs_verification", "decode_image"]
@@ -232,10 +233,8 @@ def write_bin(path: str | Path, jpeg_bytes_list: Iterable[bytes], issame: Iterab
     if len(blobs) != 2 * len(flags):
         raise ValueError(f"{len(blobs)} images for {len(flags)} pairs; expected two per pair")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        pickle.dump((blobs, flags), f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:
+        pickle.dump((blobs, flags), handle, protocol=pickle.HIGHEST_PROTOCOL)
     return path
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import faceauth
 from faceauth.components import Exporter
 from faceauth.errors import ExportError
 from faceauth.export import PARITY_TOLERANCE, Bundle, onnx_session, run_session
+from faceauth.paths import atomic_write
 
 
 @attrs.frozen
@@ -114,15 +113,10 @@ class OnnxExporter:
             onnx.checker.check_model(model, full_check=True)
         except onnx.checker.ValidationError as exc:
             raise ExportError(f"{path}: the exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            onnx.save(model, tmp)
-            check_parity(Path(tmp), bundle, self.options.tolerance)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_write(path) as handle:  # a model that fails the parity check is never written
+            onnx.save(model, handle)
+            handle.flush()
+            check_parity(Path(handle.name), bundle, self.options.tolerance)
         return path
 
 

@@ -41,7 +41,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -69,7 +68,7 @@ from faceauth.authenticator import (
 from faceauth.components import Trainer
 from faceauth.errors import CheckpointError, DataError, RecipeError
 from faceauth.export import Bundle
-from faceauth.paths import cache_dir
+from faceauth.paths import cache_dir, read_npz, write_npz
 from faceauth.runner import FitResult, Run, build_component
 
 log = logging.getLogger(__name__)
@@ -358,24 +357,18 @@ def image_outputs(dataset: Any, split: str, components: Sequence[Component], opt
     path = cache_dir("scores", f"{split}-{name}.npz")
     models = [{"role": c.role, "sha256": c.sha256} for c in components]
     if path.is_file():
+        stored = read_npz(path)
         try:
-            with np.load(path, allow_pickle=False) as stored:
-                recorded = json.loads(str(stored["models"]))
-                if recorded == models:
-                    log.debug("%s: scores read from %s", split, path)
-                    return {key: stored[key] for key in stored.files if key != "models"}
-                log.info("%s: the cached scores %s were made with other component models; rebuilding", split, path)
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            if stored is None:
+                raise ValueError
+            if json.loads(str(stored.pop("models"))) == models:
+                log.debug("%s: scores read from %s", split, path)
+                return stored
+            log.info("%s: the cached scores %s were made with other component models; rebuilding", split, path)
+        except (ValueError, KeyError):  # json.JSONDecodeError is a ValueError
             log.warning("%s: the cached scores %s are damaged; rebuilding", split, path)
     outputs = _compute_outputs(dataset, components, options.quality, options.score_batch_size, options.progress, split)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, models=np.array(json.dumps(models)), **outputs)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_npz(path, {"models": np.array(json.dumps(models)), **outputs})
     return outputs
 
 
