@@ -87,6 +87,15 @@ def logged_step_seconds(run_dir: Path, after_step: int = 0, tag: str = "train/lo
     return [(b.wall_time - a.wall_time) / (b.step - a.step) for a, b in zip(logged, logged[1:])]
 
 
+def logged_values(run_dir: Path, tag: str) -> list[float]:
+    """Every value of `tag` TensorBoard recorded for a faceauth run, in the order logged (e.g. one per epoch)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return [s.value for s in acc.Scalars(tag)]
+
+
 def run_recipe(recipe: dict[str, Any], workdir: Path, overrides: Iterable[str] = ()) -> Any:
     """Write `recipe` as YAML into `workdir` and run it with `faceauth.run`; returns its RunResult."""
     import yaml
