@@ -20,7 +20,7 @@ import torch.distributed as dist
 from faceauth.errors import RecipeError
 
 __all__ = ["setup", "rank", "world_size", "is_main", "barrier", "broadcast", "gather", "check_same", "device",
-           "agree_on_overflow"]
+           "agree_on_overflow", "any_rank"]
 
 
 def setup(device_setting: str = "auto") -> None:
@@ -79,6 +79,15 @@ def gather(value: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, value)
     return out
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on any rank (one small all-reduce; `device` as below)."""
+    if not active():
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def agree_on_overflow(found_inf: list[torch.Tensor], device: torch.device) -> None:

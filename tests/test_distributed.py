@@ -1,4 +1,4 @@
-"""Two CPU processes under torchrun (gloo) against one process, on a tiny recipe.
+"""Two CPU processes under torchrun (gloo) against one process, on a tiny recipe; agreement between ranks.
 
 The model uses group norm, which does not depend on how a batch is split, so two processes with
 half a batch each and averaged gradients must reach the weights one process reaches.
@@ -7,9 +7,11 @@ half a batch each and averaged gradients must reach the weights one process reac
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,7 +19,7 @@ import torch.multiprocessing as mp
 import yaml
 
 import faceauth
-from faceauth import checkpoint
+from faceauth import checkpoint, distributed
 
 pytestmark = pytest.mark.slow
 
@@ -81,34 +83,87 @@ def test_a_batch_the_processes_cannot_share_is_an_error_on_every_rank(recipe: Pa
     assert "core/" not in done.stderr and "plugins/" not in done.stderr
 
 
-def _disagree(rank: int, port: int, errors: "mp.Queue") -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    from faceauth import distributed
+def spawn_two(target: Any, *args: Any) -> dict[int, Any]:
+    """Run `target(rank, port, results, *args)` in two gloo processes; what each put in `results`, by rank."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=target, args=(rank, port, results, *args)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    found = dict(results.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(30)
+    assert [p.exitcode for p in processes] == [0, 0]
+    return found
 
-    distributed.setup()
+
+def _in_group(rank: int, port: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    distributed.setup("cpu")
+
+
+def _disagree(rank: int, port: int, results: "mp.Queue") -> None:
+    _in_group(rank, port)
     try:
         distributed.check_same("the resolved recipe", {"trainer": {"epochs": 3 + rank}})
     except faceauth.RecipeError as exc:
-        errors.put(str(exc))
+        results.put((rank, str(exc)))
     finally:
         torch.distributed.destroy_process_group()
 
 
 def test_inconsistent_recipes_are_an_error_on_every_rank() -> None:
-    import socket
+    messages = spawn_two(_disagree)
+    assert all("the resolved recipe differs between ranks (rank 0 vs. rank 1)" in m for m in messages.values())
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    context = mp.get_context("spawn")
-    errors = context.Queue()
-    processes = [context.Process(target=_disagree, args=(rank, port, errors)) for rank in range(2)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(120)
-    messages = [errors.get(timeout=5) for _ in range(2)]
-    assert all("the resolved recipe differs between ranks (rank 0 vs. rank 1)" in m for m in messages)
+
+def _overflow_on_rank_1(rank: int, port: int, results: "mp.Queue") -> None:
+    # A parameter DDP does not synchronise (as Partial FC's shard of the class centres is) and a real
+    # gradient scaler (the CPU one: the loop's CUDA scaler is disabled without a GPU; both run this code).
+    from faceauth.plugins.trainers.loop import unscale_gradients
+
+    _in_group(rank, port)
+    try:
+        shard = torch.nn.Parameter(torch.ones(4))
+        optimizer = torch.optim.SGD([shard], lr=0.5)
+        scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+        seen = []
+        for overflow_on_rank_1 in (True, False):
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(shard.sum()).backward()
+            if overflow_on_rank_1 and rank == 1:
+                shard.grad[0] = float("inf")
+            unscale_gradients(scaler, optimizer, torch.device("cpu"))
+            scaler.step(optimizer)
+            scaler.update()
+            seen.append((scaler.get_scale(), shard.detach().tolist()))
+        results.put((rank, seen))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_an_overflow_on_one_rank_skips_the_step_and_halves_the_scale_on_every_rank() -> None:
+    # Step 1 overflowed on rank 1 only: both skip it and halve the scale. Step 2 is finite: both take it.
+    expected = [(4.0, [1.0] * 4), (4.0, [0.5] * 4)]
+    assert spawn_two(_overflow_on_rank_1) == {0: expected, 1: expected}
+
+
+def _flags(rank: int, port: int, results: "mp.Queue") -> None:
+    _in_group(rank, port)
+    try:
+        device = torch.device("cpu")
+        results.put((rank, [distributed.any_rank(rank == 1, device), distributed.any_rank(False, device)]))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_a_flag_raised_on_one_rank_is_seen_on_every_rank() -> None:
+    # How a loss that is NaN on one process only stops every process with the same message.
+    assert spawn_two(_flags) == {0: [True, False], 1: [True, False]}
 
 
 def test_resuming_with_another_recipe_is_an_error(recipe: Path, tmp_path: Path) -> None:

@@ -271,9 +271,11 @@ class TrainingLoop:
         with torch.autocast(device_type=self.run.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             loss = self.forward(batch)
         value = float(loss.detach())
-        if not math.isfinite(value):
+        # Every process stops together, with the same message, when any one's loss is not finite.
+        if distributed.any_rank(not math.isfinite(value), self.run.device):
+            where = f"{value}" if not math.isfinite(value) else "NaN or infinite on another process"
             raise TrainingError(
-                f"the training loss became {value} at epoch {self.epoch + 1}, step {self.position + 1}; "
+                f"the training loss became {where} at epoch {self.epoch + 1}, step {self.position + 1}; "
                 f"the last good checkpoint is kept in {self.run.dir / 'checkpoints'} (try a lower optimizer.lr)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
