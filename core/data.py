@@ -24,7 +24,7 @@ from torch.utils.data import ConcatDataset, Dataset, Sampler
 from faceauth.errors import DataError, FaceAuthError
 
 __all__ = ["LIVE", "SPOOF", "Splits", "Verification", "read_image", "Transformed", "EpochSampler", "reraise_worker_errors",
-           "IMAGE_SUFFIXES"]
+           "IMAGE_SUFFIXES", "check_classes"]
 
 LIVE, SPOOF = 0, 1
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff")
@@ -32,13 +32,19 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".ti
 
 @attrs.frozen
 class Splits:
-    """What a dataset component returns. `classes[i]` names label i; `info` carries any extra facts."""
+    """What a dataset component returns.
+
+    `classes[i]` names label i. `more_tests` holds further named test sets measured like `test`
+    (e.g. the cfp_fp and agedb_30 packs beside lfw), reported as ``test_<name>``. `info` describes
+    the build in plain data (counts, skipped files; it is written to ``metrics.json``).
+    """
 
     train: Dataset | None
     val: Dataset | None
     test: Dataset | None
     classes: tuple[str, ...] = ("live", "spoof")
     info: dict[str, Any] = attrs.field(factory=dict)
+    more_tests: dict[str, Dataset] = attrs.field(factory=dict)
 
     @classmethod
     def concat(cls, parts: Sequence[Splits]) -> Splits:
@@ -57,6 +63,9 @@ class Splits:
                 return None
             return present[0] if len(present) == 1 else JoinedDataset(present)
 
+        more = [name for p in parts for name in p.more_tests]
+        if more:
+            raise DataError(f"data: further test sets ({', '.join(more)}) cannot be joined; list one dataset")
         return cls(train=join("train"), val=join("val"), test=join("test"), classes=first.classes,
                    info={"parts": [p.info for p in parts]})
 

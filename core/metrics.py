@@ -235,10 +235,11 @@ def kfold_accuracy(scores, is_same, folds: int = 10) -> tuple[float, float, floa
 def verification_metrics(scores, is_same, folds: int = 10) -> dict[str, float]:
     """Face-verification metrics for similarity ``scores`` of pairs (``is_same`` = genuine).
 
-    ``threshold`` is the mean of the per-fold thresholds from :func:`kfold_accuracy`.
+    ``threshold`` is the mean of the per-fold thresholds from :func:`kfold_accuracy`; a protocol
+    with fewer pairs than `folds` (a small custom pack) is split into one fold per pair.
     """
     s, same = _check_inputs(scores, is_same, "is_same")
-    accuracy, accuracy_std, threshold = kfold_accuracy(s, same, folds)
+    accuracy, accuracy_std, threshold = kfold_accuracy(s, same, min(folds, len(s)))
     fpr, tpr, thresholds = _roc(s, same)
     num_impostor = int((~same).sum())
     return {

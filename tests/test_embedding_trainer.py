@@ -75,3 +75,23 @@ def test_loss_and_trainer_must_agree(tmp_path: Path) -> None:
     with pytest.raises(faceauth.RecipeError, match="the classifier trainer needs a loss on logits"):
         faceauth.run(write(tmp_path, liveness))
     assert not (tmp_path / "runs").exists()
+
+
+def test_every_verification_pack_is_measured(tmp_path: Path) -> None:
+    from faceauth.plugins.datasets.identity_demo import DemoIdentitiesOptions, demo_identities_root
+    from faceauth.plugins.datasets.pairs import write_bin
+
+    root = demo_identities_root(DemoIdentitiesOptions(identities=6, images_per_identity=4, size=48))
+    jpegs = [p.read_bytes() for p in sorted(root.rglob("*.jpg"))]
+    packs = [write_bin(tmp_path / "lfw.bin", jpegs[:24], [True, False] * 6),
+             write_bin(tmp_path / "cfp_fp.bin", jpegs[4:24], [False, True] * 5)]
+    recipe = {**RECIPE, "data": {"name": "identity_folder", "root": str(root), "val_identities": 0,
+                                 "verification": [str(p) for p in packs]},
+              "trainer": {**RECIPE["trainer"], "epochs": 1}, "export": None}
+    result = faceauth.run(write(tmp_path, recipe))
+    metrics = json.loads((result.dir / "metrics.json").read_text())
+    assert {"test", "test_cfp_fp"} <= set(metrics) and "accuracy" in metrics["test_cfp_fp"]
+    assert metrics["datasets"]["data"]["verification"] == {"lfw": 12, "cfp_fp": 10}
+    events = EventAccumulator(str(result.dir))
+    events.Reload()
+    assert {"test/accuracy", "test_cfp_fp/accuracy"} <= set(events.Tags()["scalars"])

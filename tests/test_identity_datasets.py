@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -291,12 +292,17 @@ def test_lfw_pairs_and_verification_packs_become_the_test_protocols(tree, tmp_pa
     pairs_txt = tmp_path / "pairs.txt"
     pairs_txt.write_text("1 2\np00 1 2\np04 2 3\np00 3 p01 1\np02 1 p03 2\n")
     blobs = [(tree / "p00" / f"p00_{k:04d}.jpg").read_bytes() for k in (1, 2)]
-    pack = write_bin(tmp_path / "cfp_fp.bin", blobs, [True])
+    with pytest.raises(DataError, match=r"cfp_fp\.bin: 1 pair\(s\); a verification protocol needs at least 2"):
+        build_identity_folder(structure(IdentityFolderOptions, {
+            "root": str(tree), "val_identities": 0,
+            "verification": [str(write_bin(tmp_path / "cfp_fp.bin", blobs, [True]))]}, "data"))
+    pack = write_bin(tmp_path / "cfp_fp.bin", blobs * 2, [True, True])
     splits = build_identity_folder(structure(IdentityFolderOptions, {
         "root": str(tree), "val_identities": 0, "lfw_pairs": str(pairs_txt), "verification": [str(pack)]}, "data"))
     assert splits.test.name == "pairs" and splits.test.is_same.tolist() == [True, True, False, False]
-    assert list(splits.info["verification"]) == ["pairs", "cfp_fp"]
-    assert splits.info["verification"]["cfp_fp"].images[1]["image"].size == (8, 8)
+    assert splits.info["verification"] == {"pairs": 4, "cfp_fp": 2}
+    assert list(splits.more_tests) == ["cfp_fp"] and splits.more_tests["cfp_fp"].images[1]["image"].size == (8, 8)
+    json.dumps(splits.info)  # plain data: it goes into metrics.json
 
 
 def test_landmarks_csv_aligns_images_when_read(tree, tmp_path):

@@ -293,3 +293,9 @@ def test_kfold_accuracy_is_a_fraction(case, folds):
     folds = min(folds, len(scores))
     accuracy, std, _ = metrics.kfold_accuracy(scores, same, folds)
     assert 0.0 <= accuracy <= 1.0 and 0.0 <= std <= 0.5
+
+
+def test_verification_metrics_of_fewer_pairs_than_folds_use_one_fold_per_pair():
+    scores, same = [0.9, 0.1, 0.8, 0.2], [True, False, True, False]
+    small = metrics.verification_metrics(scores, same)
+    assert small["accuracy"] == metrics.kfold_accuracy(scores, same, folds=4)[0] == 1.0

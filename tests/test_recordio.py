@@ -204,10 +204,10 @@ def test_a_damaged_label_index_cache_is_rescanned_and_rewritten(pack, damage):
 
 def test_identity_disjoint_validation_and_verification_packs(pack, tmp_path):
     lfw = write_bin(tmp_path / "lfw.bin", [_jpeg(1), _jpeg(2), _jpeg(3), _jpeg(4)], [True, False])
-    cfp = write_bin(tmp_path / "cfp_fp.bin", [_jpeg(5), _jpeg(6)], [True])
+    cfp = write_bin(tmp_path / "cfp_fp.bin", [_jpeg(5), _jpeg(6), _jpeg(7), _jpeg(8)], [True, False])
     splits = recordio.load_recordio(pack, verification=[str(lfw), str(cfp)])
-    assert splits.val.name == "lfw" and splits.test.name == "lfw" and list(splits.info["verification"]) == [
-        "lfw", "cfp_fp"]
+    assert splits.val.name == "lfw" and splits.test.name == "lfw" and list(splits.more_tests) == ["cfp_fp"]
+    assert splits.info["verification"] == {"lfw": 2, "cfp_fp": 2}
     held = recordio.load_recordio(pack, val_identities=0.5, pairs_per_identity=2, verification=[str(lfw)])
     assert held.val.name == "val" and held.test.name == "lfw" and len(held.classes) == 2
     train_ids = {int(c) for c in held.classes}

@@ -346,13 +346,16 @@ def external_verification(lfw_pairs: str | None, lfw_root: str | None, packs: li
                           ) -> dict[str, Verification]:
     """The named test protocols of a recipe: an LFW pairs list and/or insightface .bin packs, in that order."""
     sets: dict[str, Verification] = {}
+    read: list[tuple[str, Verification]] = []
     if lfw_pairs is not None:
         if lfw_root is None:
             raise DataError("data.lfw_pairs: needs the folder of the listed images (data.lfw_root)")
-        found = read_lfw_pairs(lfw_pairs, lfw_root)
-        sets[found.name] = found
-    for pack in packs:
-        found = read_bin(pack)
+        read.append((lfw_pairs, read_lfw_pairs(lfw_pairs, lfw_root)))
+    read += [(pack, read_bin(pack)) for pack in packs]
+    for source, found in read:
+        if len(found.pairs) < 2:
+            raise DataError(f"{source}: {len(found.pairs)} pair(s); a verification protocol needs at least 2 "
+                            f"(its accuracy is measured over folds of the pairs)")
         name = found.name if found.name not in sets else f"{found.name}-{len(sets)}"
         sets[name] = attrs.evolve(found, name=name)
     return sets
@@ -393,12 +396,12 @@ def load_identity_folder(root: str | Path, *, val_identities: float = 0.1, pairs
 
     external = external_verification(lfw_pairs, lfw_root if lfw_root is not None else os.fspath(index.root),
                                      verification)
-    test = next(iter(external.values()), None)
+    test, *more = external.values() or [None]
     classes = tuple(index.names[i] for i in train_ids)
     info = {"task": "identity", "num_identities": len(classes), "num_images": len(train),
             "root": str(index.root), "val_identities": len(held), "val_pairs": 0 if val is None else len(val.pairs),
-            "verification": external, "index_from_cache": index.from_cache}
-    return Splits(train=train, val=val, test=test, classes=classes, info=info)
+            "verification": {name: len(v.pairs) for name, v in external.items()}, "index_from_cache": index.from_cache}
+    return Splits(train=train, val=val, test=test, classes=classes, info=info, more_tests={v.name: v for v in more})
 
 
 @attrs.frozen

@@ -481,7 +481,7 @@ def load_recordio(root: str | Path, *, val_identities: float = 0.0, pairs_per_id
     train = subset(~is_held[index.labels]) if len(held) else RecordImages(
         file, index.keys, index.offsets, index.ends, index.labels)
     external = external_verification(None, None, list(verification))
-    first = next(iter(external.values()), None)
+    first, *more = external.values() or [None]
     val: Verification | None = first
     if len(held):
         images = subset(is_held[index.labels])
@@ -493,8 +493,9 @@ def load_recordio(root: str | Path, *, val_identities: float = 0.0, pairs_per_id
         val = Verification(name="val", images=images, pairs=pairs, is_same=is_same)
     classes = tuple(str(i) for i in train_ids)
     info = {"task": "identity", "num_identities": len(classes), "num_images": len(train), "root": str(root),
-            "val_identities": len(held), "verification": external, "index_from_cache": index.from_cache}
-    return Splits(train=train, val=val, test=first, classes=classes, info=info)
+            "val_identities": len(held), "verification": {name: len(v.pairs) for name, v in external.items()},
+            "index_from_cache": index.from_cache}
+    return Splits(train=train, val=val, test=first, classes=classes, info=info, more_tests={v.name: v for v in more})
 
 
 @attrs.frozen

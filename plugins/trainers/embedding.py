@@ -139,9 +139,10 @@ class EmbeddingTask:
         return self._measure(self.splits.val, step, "val")
 
     def test(self, step: int, threshold: float | None) -> dict[str, dict[str, float]]:
-        if self.splits.test is None:
-            return {}
-        return {"test": self._measure(self.splits.test, step, "test", threshold)}
+        """The test protocol as ``test``, and each further one (cfp_fp, agedb_30, ...) as ``test_<name>``."""
+        protocols = {"test": self.splits.test} if self.splits.test is not None else {}
+        protocols.update({f"test_{name}": protocol for name, protocol in self.splits.more_tests.items()})
+        return {label: self._measure(protocol, step, label, threshold) for label, protocol in protocols.items()}
 
     def log_samples(self, count: int = 16) -> None:
         dataset = self.train_loader.dataset
