@@ -19,8 +19,8 @@ import torch.distributed as dist
 
 from faceauth.errors import RecipeError
 
-__all__ = ["setup", "rank", "world_size", "is_main", "barrier", "broadcast", "gather", "check_same", "device",
-           "agree_on_overflow", "any_rank"]
+__all__ = ["setup", "active", "rank", "world_size", "is_main", "barrier", "broadcast", "gather", "check_same",
+           "device", "split_batch", "agree_on_overflow", "any_rank"]
 
 
 def setup(device_setting: str = "auto") -> None:

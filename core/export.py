@@ -15,7 +15,8 @@ import numpy as np
 
 from faceauth.errors import ExportError
 
-__all__ = ["Bundle", "model_metadata", "onnx_session", "read_metadata", "PARITY_TOLERANCE"]
+__all__ = ["Bundle", "model_metadata", "onnx_session", "read_metadata", "recipe_from_metadata", "run_session",
+           "PARITY_TOLERANCE"]
 
 PARITY_TOLERANCE = 1e-4
 

@@ -16,6 +16,15 @@ import numpy as np
 __all__ = ["atomic_folder", "atomic_write", "cache_dir", "read_npz", "write_npz"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def cache_dir(*parts: str) -> Path:
     root = Path(os.environ.get("FACEAUTH_CACHE") or Path.home() / ".cache" / "faceauth")
     return root.joinpath(*parts)
@@ -65,12 +74,18 @@ def atomic_write(path: str | Path, *, durable: bool = False) -> Iterator[BinaryI
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; a written result is as readable as any other file
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; give the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if durable:  # the rename itself reaches the disk only with its folder
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:

@@ -79,8 +79,11 @@ def _to_onnx(bundle: Bundle, opset: int) -> onnx.ModelProto:
     return model
 
 
-def check_parity(path: Path, bundle: Bundle, tolerance: float) -> float:
-    """Largest |onnxruntime - PyTorch| over all outputs and input sets; above `tolerance` is an error."""
+def check_parity(path: Path, bundle: Bundle, tolerance: float, destination: Path) -> float:
+    """Largest |onnxruntime - PyTorch| over all outputs and input sets of the model file at `path`.
+
+    Above `tolerance` is an ExportError naming `destination`, the file that is then not written.
+    """
     session = onnx_session(path)
     worst = 0.0
     for inputs in (tuple(bundle.example_inputs), *bundle.check_inputs):
@@ -93,8 +96,8 @@ def check_parity(path: Path, bundle: Bundle, tolerance: float) -> float:
             worst = max(worst, difference)
             if not difference <= tolerance:
                 shape = tuple(inputs[0].shape)
-                raise ExportError(f"{path}: onnxruntime differs from PyTorch on output '{name}' by {difference:.3g} "
-                                  f"(input shape {shape}; tolerance {tolerance:g})")
+                raise ExportError(f"{destination}: not written: onnxruntime differs from PyTorch on output '{name}' "
+                                  f"by {difference:.3g} (input shape {shape}; tolerance {tolerance:g})")
     return worst
 
 
@@ -116,7 +119,7 @@ class OnnxExporter:
         with atomic_write(path) as handle:  # a model that fails the parity check is never written
             onnx.save(model, handle)
             handle.flush()
-            check_parity(Path(handle.name), bundle, self.options.tolerance)
+            check_parity(Path(handle.name), bundle, self.options.tolerance, path)
         return path
 
 
