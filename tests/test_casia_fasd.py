@@ -279,10 +279,13 @@ def test_faceless_clip_frames_are_held_from_a_neighbour(tmp_path: Path) -> None:
     assert len(splits.test) == 3
 
 
-def test_clip_settings_need_a_clip_length() -> None:
+def test_clip_and_frame_settings_are_not_mixed() -> None:
     for key, value in (("clips_per_video", 2), ("clip_stride", 2), ("short_video", "skip")):
         with pytest.raises(RecipeError, match=rf"data\.{key}: is a clip setting, but clip_length is null"):
             structure(CasiaFasdOptions, {"root": "/x", key: value}, "data")
+    for key, value in (("frames_per_video", 4), ("frame_stride", 2)):
+        with pytest.raises(RecipeError, match=rf"data\.{key}: is a frame setting, but clip_length is 8"):
+            structure(CasiaFasdOptions, {"root": "/x", "clip_length": 8, key: value}, "data")
     assert structure(CasiaFasdOptions, {"root": "/x", "clip_length": 8, "clips_per_video": 2}, "data").clip_sampling()
 
 

@@ -201,3 +201,18 @@ def test_temporal_recipe_on_replay_attack_clips_scores_each_video(tree: Path, tm
     assert {"apcer_print", "apcer_mobile", "apcer_highdef", "acer", "auc"} <= set(test)
     written = json.loads((result.dir / "metrics.json").read_text())["datasets"]["data"]
     assert written["clip_length"] == 4 and written["clips"]["test"]["clips"] == 12 and written["root"] == str(tree)
+
+
+def test_clips_and_backbones_must_agree(tree: Path, tmp_path: Path) -> None:
+    import faceauth
+    from tests.conftest import REPO
+
+    common = [f"output_dir={tmp_path / 'runs'}", "data.name=replay_attack", f"data.root={tree}", "data.crop_size=32",
+              "detector.name=boxes", "trainer.epochs=1", "trainer.num_workers=0", "export=null"]
+    with pytest.raises(faceauth.RecipeError, match=r"data\.clip_length: data gives clips of frames, but backbone "
+                                                   r"'resnet18' takes single images"):
+        faceauth.run(REPO / "recipes" / "liveness_resnet18.yaml", [*common, "data.clip_length=4"])
+    with pytest.raises(faceauth.RecipeError, match=r"data\.name: backbone 'lstm' takes clips of frames, but data "
+                                                   r"gives single images; set data\.clip_length"):
+        faceauth.run(REPO / "recipes" / "temporal_lstm.yaml", [*common, "data.clip_length=null"])
+    assert not (tmp_path / "runs").exists()  # nothing was trained, no run directory left

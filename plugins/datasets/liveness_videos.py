@@ -57,12 +57,17 @@ class VideoOptions(CropOptions):
 
     def __attrs_post_init__(self) -> None:
         if self.clip_length is None:
-            clip_only = {"clip_stride": self.clip_stride is not None, "clips_per_video": self.clips_per_video != 1,
-                         "short_video": self.short_video != "pad"}
-            for key, is_set in clip_only.items():
-                if is_set:
-                    raise ValueError(f"{key}: is a clip setting, but clip_length is null (frames are sampled); "
-                                     f"set clip_length to cut clips of that many frames")
+            unused = {"clip_stride": self.clip_stride is not None, "clips_per_video": self.clips_per_video != 1,
+                      "short_video": self.short_video != "pad"}
+            why = "is a clip setting, but clip_length is null (single frames are sampled); set clip_length to cut clips"
+        else:
+            default = attrs.fields(type(self)).frames_per_video.default
+            unused = {"frames_per_video": self.frames_per_video != default, "frame_stride": self.frame_stride is not None}
+            why = (f"is a frame setting, but clip_length is {self.clip_length} (clips are cut); use clip_stride and "
+                   f"clips_per_video instead")
+        for key, is_set in unused.items():
+            if is_set:
+                raise ValueError(f"{key}: {why}")
 
     def clip_sampling(self) -> ClipSampling | None:
         """How clips are cut, or None when single frames are sampled."""

@@ -63,6 +63,21 @@ def inputs_of(batch: dict[str, Any]) -> torch.Tensor:
     return batch["frames"] if "frames" in batch else batch["image"]
 
 
+def check_input_kind(backbone: torch.nn.Module, dataset: Any, run: Run, section: str) -> None:
+    """A RecipeError when the samples are clips and the backbone takes images, or the other way round."""
+    if dataset is None or len(dataset) == 0:
+        return
+    clips, temporal = "frames" in dataset[0], bool(getattr(backbone, "temporal", False))
+    name = run.recipe.backbone.name
+    if temporal and not clips:
+        raise RecipeError(f"{section}.name: backbone '{name}' takes clips of frames, but {section} gives single "
+                          f"images; set {section}.clip_length (casia_fasd, replay_attack) or use a clip dataset "
+                          f"(video_folder, demo_clips)")
+    if clips and not temporal:
+        raise RecipeError(f"{section}.clip_length: {section} gives clips of frames, but backbone '{name}' takes "
+                          f"single images; remove {section}.clip_length or use a temporal backbone (e.g. lstm)")
+
+
 def build_backbone(run: Run) -> torch.nn.Module:
     backbone = run.build("backbone")
     for attribute in ("num_features", "preprocess"):
@@ -109,6 +124,7 @@ class LivenessTask:
         self.criterion = run.build("loss", num_classes=len(self.classes),
                                    num_features=self.model.backbone.num_features).to(run.device)
         self.preprocess = self.model.backbone.preprocess
+        check_input_kind(self.model.backbone, self.splits.train, run, "data")
         seed = run.recipe.seed
         self.train_loader = image_loader(self.splits.train, train_transform(self.preprocess, options.augment),
                                          batch_size=options.batch_size, num_workers=options.num_workers,
@@ -165,6 +181,7 @@ class LivenessTask:
             cross = self.run.build("test_data")
             if cross.test is None:
                 raise DataError("test_data: the dataset has no test split")
+            check_input_kind(self.model.backbone, cross.test, self.run, "test_data")
             sets["cross_test"] = cross.test
         results = {}
         for label, dataset in sets.items():
