@@ -229,6 +229,14 @@ def test_options_are_validated() -> None:
             structure(CasiaFasdOptions, bad, "data")
 
 
+@pytest.mark.parametrize("clip_length", [None, 4])
+def test_a_split_without_videos_is_named(tmp_path: Path, clip_length: int | None) -> None:
+    root = make_casia(tmp_path / "casia", test=(), stems=("1", "3"))
+    (root / "test_release").mkdir()
+    with pytest.raises(DataError, match=r"casia_fasd test: no videos for this split in .*casia"):
+        build(options(root, clip_length=clip_length))
+
+
 def test_missing_release_folder(tmp_path: Path) -> None:
     (tmp_path / "casia" / "train_release").mkdir(parents=True)
     with pytest.raises(DataError, match=r"has no 'test_release/' folder"):

@@ -321,8 +321,6 @@ def build_clip_splits(name: str, videos: Mapping[str, Sequence[Any]], sampling: 
             reports[split] = report.as_info()
     finally:
         counts.save()
-    if counts.decoded:
-        log.info("%s: counted the frames of %d videos (cached for later runs)", name, counts.decoded)
     info = {**(info or {}), "task": "liveness", "dataset": name, "clip_length": sampling.clip_length,
             "clips": reports, "crop_cache": str(cache.folder)}
     return Splits(train=built.get("train"), val=built.get("val"), test=built.get("test"), classes=CLASSES, info=info)

@@ -149,6 +149,7 @@ class FrameCounts:
         import cv2
 
         key = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+        self.dataset = dataset
         self.path = cache_dir("crops", f"{dataset}-frame-counts-{key}.json")
         self.opencv = cv2.__version__
         self.videos: dict[str, Any] = {}
@@ -180,10 +181,12 @@ class FrameCounts:
         return int(entry["frames"])
 
     def save(self) -> None:
+        """Remember the new counts (when a video was decoded) and log how many there were."""
         if not self.decoded:
             return
         with atomic_write(self.path) as handle:
             handle.write(json.dumps({"opencv": self.opencv, "videos": self.videos}).encode("utf-8"))
+        log.info("%s: counted the frames of %d videos (cached for later runs)", self.dataset, self.decoded)
 
 
 # --- shared by the raw-frame dataset loaders --------------------------------------------------------

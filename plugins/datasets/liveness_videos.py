@@ -150,14 +150,12 @@ def _frame_splits(name: str, root: Path, videos: Mapping[str, list[VideoFile]], 
         counts.save()
     if skipped:
         log.warning("%s: %d videos could not be decoded and were skipped (e.g. %s)", name, len(skipped), skipped[0])
-    if counts.decoded:
-        log.info("%s: counted the frames of %d videos (cached for later runs)", name, counts.decoded)
     built: dict[str, Any] = {}
     no_face: dict[str, int] = {}
     for split, split_sources in sources.items():
         where = f"{name} {split}"
         if not split_sources:
-            raise DataError(f"{where}: no videos for this split in {root}, or none that can be decoded")
+            raise DataError(f"{where}: none of its videos in {root} can be decoded")
         built[split], report = crop_all(split_sources, cache, where, options.on_bad_video)
         check_classes(split, built[split].labels, CLASSES, where)
         no_face[split] = len(report.no_face)
@@ -187,11 +185,11 @@ def build_video_splits(name: str, root: Path, videos: dict[str, list[VideoFile]]
     counts = FrameCounts(name, root)
     info = {**info, "root": str(root), "task": "liveness", "dataset": name,
             "videos": {split: len(vs) for split, vs in videos.items()}, "crop_cache": str(cache.folder)}
+    for split, split_videos in videos.items():
+        if not split_videos:
+            raise DataError(f"{name} {split}: no videos for this split in {root}")
     sampling = options.clip_sampling()
     if sampling is not None:
-        for split, split_videos in videos.items():
-            if not split_videos:
-                raise DataError(f"{name} {split}: no videos for this split in {root}")
         splits = build_clip_splits(name, videos, sampling, cache=cache, counts=counts,
                                    on_bad_video=options.on_bad_video, hints=_face_boxes, info=info)
     else:
