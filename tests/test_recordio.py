@@ -163,6 +163,14 @@ def test_label_index_is_cached_and_reused(pack, isolated_cache):
     assert not load_index(pack / "train.rec").from_cache and recordio.label_scans == before + 2
 
 
+def test_the_cache_folder_of_earlier_builds_is_removed(pack, isolated_cache):
+    legacy = recordio._cache_path(pack / "train.rec", pack / "train.idx").with_suffix("")
+    legacy.mkdir(parents=True)
+    (legacy / "keys.npy").write_bytes(b"an index cached as a folder of arrays")
+    load_index(pack / "train.rec")
+    assert not legacy.exists() and legacy.with_suffix(".npz").is_file()
+
+
 def _garbage(data: bytes) -> bytes:
     return b"not a zip file"
 

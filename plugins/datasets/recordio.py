@@ -34,6 +34,7 @@ import hashlib
 import io
 import mmap
 import os
+import shutil
 import struct
 import warnings
 from collections.abc import Iterable, Sequence
@@ -372,6 +373,7 @@ def _store_cached(path: Path, index: RecordIndex) -> None:
     with contextlib.suppress(OSError):  # a read-only or full cache only costs the next open a rescan
         write_npz(path, {"version": np.int64(_INDEX_VERSION), "header": np.array(index.header or (), np.int64),
                          **{name: getattr(index, name) for name in _ARRAYS}})
+    shutil.rmtree(path.with_suffix(""), ignore_errors=True)  # where the cache of earlier faceauth builds kept it
 
 
 def load_index(rec: str | Path, idx: str | Path | None = None, *, use_cache: bool = True) -> RecordIndex:
