@@ -21,8 +21,8 @@ from faceauth.registry import load_registry
 from faceauth.schema import structure
 from faceauth.video import read_frames
 from tests.conftest import REPO
-from tests.videos import (HAAR_FACE, HAAR_FRAME, corrupt, face_frames, haar_face, rendered_face, write_face_file,
-                          write_video)
+from tests.videos import (HAAR_FACE, HAAR_FRAME, corrupt, face_frames, haar_face, record_opened_videos, rendered_face,
+                          write_face_file, write_video)
 
 FRAMES = 8
 
@@ -176,12 +176,8 @@ def test_frames_without_a_face_are_counted(tmp_path: Path, caplog: pytest.LogCap
 
 def test_cached_second_build_decodes_no_video(tree: Path, monkeypatch: pytest.MonkeyPatch,
                                               caplog: pytest.LogCaptureFixture) -> None:
-    import cv2
-
     first = build(options(tree, frames_per_video=3))
-    opened: list[str] = []
-    real_capture = cv2.VideoCapture
-    monkeypatch.setattr(cv2, "VideoCapture", lambda *args: opened.append(args[0]) or real_capture(*args))
+    opened = record_opened_videos(monkeypatch)
     second = build(options(tree, frames_per_video=3))
     assert opened == []
     assert [s.source_id for s in second.train.sources] == [s.source_id for s in first.train.sources]
@@ -246,12 +242,8 @@ def test_missing_release_folder(tmp_path: Path) -> None:
 # ---- clips for temporal models -----------------------------------------------------------------
 
 def test_clips_share_boxes_and_crops_with_frames(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cv2
-
     frames = build(options(tree, frames_per_video=4))
-    opened: list[str] = []
-    real_capture = cv2.VideoCapture
-    monkeypatch.setattr(cv2, "VideoCapture", lambda *args: opened.append(args[0]) or real_capture(*args))
+    opened = record_opened_videos(monkeypatch)
     clips = build(options(tree, clip_length=4))
     assert opened == []                          # the same 4 frames per video: counted and cropped by the frame build
     assert clips.info["clip_length"] == 4 and clips.info["videos"] == {"train": 24, "val": 12, "test": 24}

@@ -12,7 +12,7 @@ from faceauth.data import LIVE, SPOOF
 from faceauth.errors import DataError
 from faceauth.plugins.datasets.replay_attack import ReplayAttackOptions, build, parse_name
 from faceauth.plugins.detectors.haar import ShippedBoxes
-from tests.videos import corrupt, face_frames, rendered_face, write_face_file, write_video
+from tests.videos import corrupt, face_frames, record_opened_videos, rendered_face, write_face_file, write_video
 
 FRAMES = 8
 CLIENTS = {"train": (1, 2), "devel": (3,), "test": (4, 5)}
@@ -152,12 +152,8 @@ def test_corrupt_video_is_skipped_and_named(tree: Path, caplog: pytest.LogCaptur
 
 
 def test_cached_second_build_decodes_no_video(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cv2
-
     first = build(options(tree, frames_per_video=3))
-    opened: list[str] = []
-    real_capture = cv2.VideoCapture
-    monkeypatch.setattr(cv2, "VideoCapture", lambda *args: opened.append(args[0]) or real_capture(*args))
+    opened = record_opened_videos(monkeypatch)
     second = build(options(tree, frames_per_video=3))
     assert opened == [] and len(second.test) == len(first.test) == 36
     assert second.test[7]["image"].size == (32, 32) and opened == []

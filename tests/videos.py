@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,3 +84,13 @@ def corrupt(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"not a video " * 64)
     return path
+
+
+def record_opened_videos(monkeypatch: Any) -> list[str]:
+    """The paths of the videos OpenCV opens from now on (for tests that a cached build decodes none)."""
+    import cv2
+
+    opened: list[str] = []
+    real_capture = cv2.VideoCapture
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *args: opened.append(args[0]) or real_capture(*args))
+    return opened
