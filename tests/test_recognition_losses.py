@@ -26,7 +26,7 @@ from faceauth.plugins.losses.margin import (
     margin_logits,
 )
 from faceauth.plugins.losses.triplet import BatchHardTripletLoss, TripletOptions, build_triplet
-from faceauth.plugins.samplers import PKSampler
+from faceauth.plugins.trainers.samplers import PKSampler
 from faceauth.registry import load_registry
 from faceauth.schema import structure
 

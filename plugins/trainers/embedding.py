@@ -24,7 +24,7 @@ from faceauth.components import Trainer
 from faceauth.data import Splits, Verification, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
 from faceauth.export import Bundle, model_metadata
-from faceauth.plugins.samplers import PKSampler
+from faceauth.plugins.trainers.samplers import PKSampler
 from faceauth.plugins.trainers.classifier import build_backbone
 from faceauth.plugins.trainers.loop import (LoopOptions, TrainingLoop, higher_is_better, image_loader,
                                             lower_is_better, to_device)
