@@ -121,7 +121,11 @@ def test_faces_are_found_in_raw_photos(models_dir: Path, tmp_path: Path) -> None
     face = haar_face()
     frame[20:20 + face.shape[0], 40:40 + face.shape[1]] = face
     Image.fromarray(frame).save(tmp_path / "photo.png")
-    assert FaceFinder().cascade.detect(frame) == HaarDetector(HaarOptions()).detect(frame)  # the built-in detector's boxes
+    boxes = FaceFinder().cascade.detect(frame)
+    assert boxes == HaarDetector(HaarOptions()).detect(frame)  # the built-in detector's boxes
+    box = boxes[0]  # the largest: the pasted face (its centre within a quarter of its size)
+    assert abs(box.x + box.w / 2 - (40 + face.shape[1] / 2)) < face.shape[1] / 4
+    assert abs(box.y + box.h / 2 - (20 + face.shape[0] / 2)) < face.shape[0] / 4
     decision = Authenticator.from_dir(models_dir).verify([tmp_path / "photo.png"], frame)
     assert isinstance(decision.accept, bool)
     Image.fromarray(np.full((height, width, 3), 96, np.uint8)).save(tmp_path / "wall.png")
