@@ -127,6 +127,7 @@ def test_undecodable_video_is_skipped_with_its_name_or_stops(tree: Path, caplog:
     with caplog.at_level(logging.WARNING):
         splits = load(tree, clip_length=4)
     assert str(bad) in caplog.text and splits.info["clips"]["train"]["bad_videos"] == [str(bad)]
+    assert splits.info["skipped_videos"] == [str(bad)]  # named at the top, as the frame loaders do
     assert len(splits.train) == 4
     with pytest.raises(DataError, match=r"broken\.avi: cannot open video|broken\.avi: the video has no decodable"):
         load(tree, clip_length=4, on_bad_video="error")

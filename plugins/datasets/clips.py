@@ -322,7 +322,8 @@ def build_clip_splits(name: str, videos: Mapping[str, Sequence[Any]], sampling: 
     finally:
         counts.save()
     info = {**(info or {}), "task": "liveness", "dataset": name, "clip_length": sampling.clip_length,
-            "clips": reports, "crop_cache": str(cache.folder)}
+            "clips": reports, "crop_cache": str(cache.folder),
+            "skipped_videos": sorted({path for report in reports.values() for path in report["bad_videos"]})}
     return Splits(train=built.get("train"), val=built.get("val"), test=built.get("test"), classes=CLASSES, info=info)
 
 
