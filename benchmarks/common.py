@@ -125,5 +125,4 @@ def eager_and_onnx_seconds(model: Any, onnx_path: Path, x: Any, repeats: int, wa
     session = onnx_session(onnx_path, threads)
     feed = {session.get_inputs()[0].name: x.numpy()}
     ort_time = median_seconds(lambda: session.run(None, feed), repeats, warmup)
-    del session
     return eager, ort_time

@@ -1,7 +1,7 @@
-"""Reading frames from video files with OpenCV (which decodes through FFmpeg), never by hand.
+"""Reading (and, for generated sets, writing) video files with OpenCV, which uses FFmpeg; never by hand.
 
-Frames are returned as HxWx3 uint8 RGB arrays. A file that cannot be opened or decoded raises a
-`DataError` naming it.
+Frames are HxWx3 uint8 RGB arrays. A file that cannot be opened or decoded raises a `DataError`
+naming it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,33 @@ import numpy as np
 
 from faceauth.errors import DataError
 
-__all__ = ["VIDEO_SUFFIXES", "frame_count", "read_frames", "sample_indices", "videos_under"]
+__all__ = ["VIDEO_SUFFIXES", "frame_count", "read_frames", "sample_indices", "videos_under", "write_video"]
 
 VIDEO_SUFFIXES = (".avi", ".mov", ".mp4", ".webm", ".mkv")
+
+
+# Codecs the FFmpeg inside the opencv-python wheel both writes and reads back.
+_FOURCC = {".avi": "MJPG", ".mov": "mp4v", ".mp4": "mp4v"}
+
+
+def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> Path:
+    """Write RGB frames (all of one size) to `path`: Motion-JPEG for .avi, MPEG-4 part 2 for .mov/.mp4."""
+    import cv2
+
+    fourcc = _FOURCC.get(path.suffix.lower())
+    if fourcc is None:
+        raise ValueError(f"{path}: cannot write {path.suffix!r} videos (writable: {', '.join(_FOURCC)})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    if not writer.isOpened():
+        raise OSError(f"{path}: OpenCV cannot write {fourcc} video")
+    try:
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    return path
 
 
 def videos_under(folder: Path) -> list[Path]:

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from faceauth.faces import Box
+from faceauth.video import write_video as write_video  # the tests write their videos with it
 from faceauth.plugins.datasets.demo_render import render_face, sample_identity
 
-FOURCC = {".avi": "MJPG", ".mov": "mp4v", ".mp4": "mp4v"}
 # A rendered face the default Haar settings find (checked after an MJPG/mp4v round trip) when pasted at
 # (40, 20) into a grey HAAR_FRAME (width, height); about a quarter of the rendered faces are found.
 HAAR_SEED, HAAR_FACE, HAAR_FRAME = 0, 80, (160, 120)
@@ -26,23 +26,6 @@ HAAR_SEED, HAAR_FACE, HAAR_FRAME = 0, 80, (160, 120)
 def rendered_face(seed: int, size: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return render_face(sample_identity(rng), rng, size=size)
-
-
-def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> Path:
-    """Write RGB frames (all of one size) to `path`, the codec chosen by its suffix."""
-    import cv2
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC[path.suffix.lower()]), fps, (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {path}")
-    try:
-        for frame in frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    finally:
-        writer.release()
-    return path
 
 
 def face_frames(face: np.ndarray, count: int, *, size: tuple[int, int] = (96, 72), move: int = 2,

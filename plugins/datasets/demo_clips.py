@@ -30,6 +30,7 @@ import numpy as np
 from faceauth.components import Dataset
 from faceauth.data import Splits
 from faceauth.paths import atomic_folder, cache_dir
+from faceauth.video import write_video
 from faceauth.plugins.datasets.clips import ClipOptions, ClipSampling, load_video_folder
 from faceauth.plugins.datasets.demo_render import (
     FaceIdentity,
@@ -154,19 +155,6 @@ def render_video(kind: str, person: FaceIdentity, rng: np.random.Generator, fram
 
 # ---- files -----------------------------------------------------------------------------------------
 
-def _write_avi(path: Path, frames: list[np.ndarray]) -> None:
-    import cv2
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (frames[0].shape[1], frames[0].shape[0]))
-    if not writer.isOpened():
-        raise OSError(f"{path}: OpenCV cannot write Motion-JPEG .avi files")
-    try:
-        for frame in frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    finally:
-        writer.release()
-
-
 def _write_split(out: Path, split: str, count: int, ids: range, frames: int, size: int, seed: int) -> None:
     split_id = zlib.crc32(split.encode())  # stable across runs, unlike hash()
     people = [sample_identity(np.random.default_rng([seed, 11, k])) for k in ids]
@@ -174,8 +162,7 @@ def _write_split(out: Path, split: str, count: int, ids: range, frames: int, siz
         rng = np.random.default_rng([seed, 12, split_id, i])  # per video, so order does not matter
         kind, who = KINDS[i % 3], (i // 3) % len(ids)
         folder = out / ("live" if kind == "live" else f"spoof/{kind}") / f"s{ids[who]:04d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_avi(folder / f"v{i:04d}.avi", render_video(kind, people[who], rng, frames, size))
+        write_video(folder / f"v{i:04d}.avi", render_video(kind, people[who], rng, frames, size), FPS)
 
 
 def write_clip_demo(root: Path, *, counts: dict[str, int], frames: int, size: int, seed: int) -> None:

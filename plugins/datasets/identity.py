@@ -342,6 +342,17 @@ def hold_out_identities(counts: np.ndarray, fraction: float, seed: int, where: s
     return np.sort(rng.choice(eligible, size=wanted, replace=False))
 
 
+def held_out_verification(images: Any, identities: int, pairs_per_identity: int, seed: int,
+                          where: str) -> Verification:
+    """Validation pairs (half genuine, half impostor) among the images of the held-out identities."""
+    try:
+        pairs, is_same = generate_pairs(images.labels, pairs_per_identity * identities, seed)
+    except DataError as exc:
+        raise DataError(f"{where}: held-out identities: {str(exc).split(': ', 1)[-1]} "
+                        "(lower pairs_per_identity or raise val_identities)") from None
+    return Verification(name="val", images=images, pairs=pairs, is_same=is_same)
+
+
 def external_verification(lfw_pairs: str | None, lfw_root: str | None, packs: list[str] | tuple[str, ...]
                           ) -> dict[str, Verification]:
     """The named test protocols of a recipe: an LFW pairs list and/or insightface .bin packs, in that order."""
@@ -387,12 +398,7 @@ def load_identity_folder(root: str | Path, *, val_identities: float = 0.1, pairs
     if len(held):
         val_pos = np.flatnonzero(is_held[index.owner])
         images = IdentityImages(index, val_pos, relabel[index.owner[val_pos]], points, align_size)
-        try:
-            pairs, is_same = generate_pairs(images.labels, pairs_per_identity * len(held), seed)
-        except DataError as exc:
-            raise DataError(f"{where}: held-out identities: {str(exc).split(': ', 1)[-1]} "
-                            "(lower pairs_per_identity or raise val_identities)") from None
-        val = Verification(name="val", images=images, pairs=pairs, is_same=is_same)
+        val = held_out_verification(images, len(held), pairs_per_identity, seed, where)
 
     external = external_verification(lfw_pairs, lfw_root if lfw_root is not None else os.fspath(index.root),
                                      verification)

@@ -49,8 +49,8 @@ from faceauth.components import Dataset
 from faceauth.data import Splits, Verification
 from faceauth.errors import DataError
 from faceauth.paths import cache_dir, read_npz, write_npz
-from faceauth.plugins.datasets.identity import external_verification, hold_out_identities
-from faceauth.plugins.datasets.pairs import decode_image, generate_pairs
+from faceauth.plugins.datasets.identity import external_verification, held_out_verification, hold_out_identities
+from faceauth.plugins.datasets.pairs import decode_image
 
 __all__ = ["MAGIC", "RecordIndex", "RecordFile", "RecordImages", "load_index", "load_recordio",
            "write_recordio", "RecordIOOptions", "datasets"]
@@ -486,13 +486,8 @@ def load_recordio(root: str | Path, *, val_identities: float = 0.0, pairs_per_id
     first, *more = external.values() or [None]
     val: Verification | None = first
     if len(held):
-        images = subset(is_held[index.labels])
-        try:
-            pairs, is_same = generate_pairs(images.labels, pairs_per_identity * len(held), seed)
-        except DataError as exc:
-            raise DataError(f"{key}: {root}: held-out identities: {str(exc).split(': ', 1)[-1]} "
-                            "(lower pairs_per_identity or raise val_identities)") from None
-        val = Verification(name="val", images=images, pairs=pairs, is_same=is_same)
+        val = held_out_verification(subset(is_held[index.labels]), len(held), pairs_per_identity, seed,
+                                    f"{key}: {root}")
     classes = tuple(str(i) for i in train_ids)
     info = {"task": "identity", "num_identities": len(classes), "num_images": len(train), "root": str(root),
             "val_identities": len(held), "verification": {name: len(v.pairs) for name, v in external.items()},
