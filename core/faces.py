@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,21 +52,27 @@ class HaarCascade:
     Frames wider than `max_width` are downscaled first; faces smaller than `min_size` of the shorter
     side (and 16 pixels) are ignored. The built-in `haar` detector and `faceauth.authenticator` both
     detect with it, so a face is framed at deployment as the training datasets' crop caches frame it.
+
+    One object may be used from any number of threads: OpenCV's cascade keeps scratch state of its
+    own while it detects, so each thread loads its own copy on first use (about 10 ms), and the
+    threads then detect in parallel (`benchmarks/bench_haar_threads.py` compares this with a lock).
     """
 
     FILE = "haarcascade_frontalface_default.xml"
 
     def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: float = 0.1,
                  max_width: int = 640):
-        import cv2
-
-        path = Path(cv2.data.haarcascades) / self.FILE
-        self.cascade = cv2.CascadeClassifier(str(path))
-        if self.cascade.empty():
-            raise DataError(f"cannot load OpenCV's face detector {path} (an opencv-python 4.x wheel ships it; "
-                            f"5.x does not)")
         self.scale_factor, self.min_neighbors, self.min_size, self.max_width = (scale_factor, min_neighbors, min_size,
                                                                                 max_width)
+        self._local = threading.local()
+        self._cascade()  # fail here, not in the first detection, when OpenCV has no cascade
+
+    def _cascade(self) -> Any:
+        """This thread's own cascade, loaded on its first use."""
+        cascade = getattr(self._local, "cascade", None)
+        if cascade is None:
+            cascade = self._local.cascade = _load_cascade(self.FILE)
+        return cascade
 
     def detect(self, image: np.ndarray, hint: Box | None = None) -> list[Box]:
         """The faces in an HxWx3 uint8 RGB image, largest first; `hint` is ignored."""
@@ -76,10 +83,26 @@ class HaarCascade:
         if scale < 1.0:
             grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         side = max(16, int(min(grey.shape) * self.min_size))
-        found = self.cascade.detectMultiScale(grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                              minSize=(side, side))
+        found = self._cascade().detectMultiScale(grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+                                                 minSize=(side, side))
         boxes = [Box(x / scale, y / scale, w / scale, h / scale) for x, y, w, h in np.asarray(found).reshape(-1, 4)]
         return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)
+
+
+def _load_cascade(name: str) -> Any:
+    """OpenCV's cascade `name`, or a DataError saying which OpenCV lacks it and what to install."""
+    import cv2
+
+    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    if not hasattr(cv2, "CascadeClassifier") or folder is None:
+        raise DataError(f"OpenCV {cv2.__version__} has no Haar cascades (cv2.CascadeClassifier and cv2.data are "
+                        f"gone in 5.x); install opencv-python-headless 4.x: pip install 'opencv-python-headless<5'")
+    path = Path(folder) / name
+    cascade = cv2.CascadeClassifier(str(path))
+    if cascade.empty():
+        raise DataError(f"cannot load OpenCV's face detector {path} (the opencv-python-headless 4.x wheel ships "
+                        f"it: pip install 'opencv-python-headless<5')")
+    return cascade
 
 
 def first_face(boxes: list[Box], width: int, height: int) -> Box | None:
