@@ -101,7 +101,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
             if resume:
                 from faceauth import checkpoint
 
-                base = checkpoint.load(resume)["recipe"]
+                base = checkpoint.recipe_of(checkpoint.load(resume))
                 print(load_recipe(None, overrides, registry=registry, base=base).to_yaml(), end="")
             else:
                 if recipe is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import logging
 import shutil
 import signal
 import time
@@ -21,8 +22,8 @@ import attrs
 
 from faceauth import checkpoint, distributed
 from faceauth.data import Splits
-from faceauth.errors import FaceAuthError, PluginError, RecipeError
-from faceauth.paths import atomic_write
+from faceauth.errors import FaceAuthError, PluginError, RecipeError, TrainingError, quote
+from faceauth.paths import atomic_write, folder_lock, sweep_temporaries, write_fault
 from faceauth.recipe import COMPONENT_SECTIONS, Recipe, load_recipe
 from faceauth.registry import Registry, load_registry
 
@@ -114,6 +115,7 @@ class Run:
         self.device = distributed.device(recipe.device)
         self.datasets: dict[str, Any] = {}  # what each data section's build found (counts, skips), for metrics.json
         self._writer: Any = None
+        self._recipe_written = resume is None  # a resumed run's recipe.yaml is rewritten only once restored
 
     # components -------------------------------------------------------------------------------
     def build(self, section_key: str, **kwargs: Any) -> Any:
@@ -179,10 +181,17 @@ class Run:
         """Written by rank 0; every rank waits until it is on disk."""
         path = self.dir / "checkpoints" / f"{tag}.pt"
         if distributed.is_main():
+            self.write_recipe()  # a resumed run's first checkpoint comes after its restore
             checkpoint.save(path, {**payload, "recipe": self.recipe.to_dict(), "versions": self.versions(), "tag": tag})
             self.emit("checkpoint_saved", path=path, epoch=self.epoch, tag=tag)
         distributed.barrier()
         return path
+
+    def write_recipe(self) -> None:
+        """Write ``recipe.yaml`` (once; on resume only after the checkpoint was restored, i.e. with the first save)."""
+        if not self._recipe_written and distributed.is_main():
+            _write_text(self.dir / "recipe.yaml", self.recipe.to_yaml())
+            self._recipe_written = True
 
     def close(self) -> None:
         if self._writer is not None:
@@ -212,7 +221,7 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
             if found:
                 return found
         return None
-    return None if a == b else f"{path}: {a!r} in the checkpoint, {b!r} in the recipe"
+    return None if a == b else f"{path}: {quote(a)} in the checkpoint, {quote(b)} given"
 
 
 @attrs.frozen
@@ -267,10 +276,12 @@ def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resu
     state = None
     if resume is not None:
         state = checkpoint.load(Path(resume))
-        recipe_obj = load_recipe(None, overrides, registry=registry, base=state["recipe"])
+        stored = checkpoint.recipe_of(state)
+        recipe_obj = load_recipe(None, overrides, registry=registry, base=stored)
+        _check_resume_overrides(load_recipe(None, (), registry=registry, base=stored), recipe_obj, overrides, resume)
         if recipe is not None:
             given = load_recipe(recipe, overrides, registry=registry)
-            difference = _first_difference(state["recipe"], given.to_dict())
+            difference = _first_difference(stored, given.to_dict())
             if difference:
                 raise RecipeError(f"{recipe}: the run in {resume} was made with another recipe ({difference}); "
                                   f"resume with --resume alone, or start a new run")
@@ -284,33 +295,80 @@ def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resu
     exporter = build_component(registry, recipe_obj, "export") if recipe_obj.export is not None else None
     distributed.check_same("the resolved recipe", recipe_obj.to_dict())
     created = None
-    if distributed.is_main():
-        created = _first_missing(Path(recipe_obj.output_dir).absolute()) if directory is None else None
-        directory = directory or _run_dir(recipe_obj)
-        created = created or (directory.absolute() if state is None else None)
-        (directory / "recipe.yaml").write_text(recipe_obj.to_yaml(), encoding="utf-8")
-    directory = distributed.broadcast(directory)
-    current = Run(recipe_obj, registry, directory, resume=state)
-    try:
-        with current.interruptible():
-            try:
-                fit = trainer.fit(current)
-            except FaceAuthError:
-                # Bad input found before anything was trained: leave no empty run directory behind.
-                if created is not None and not (directory / "checkpoints").exists():
-                    current.close()
-                    shutil.rmtree(created, ignore_errors=True)
-                raise
-        onnx_path = None
-        metrics = {**fit.metrics, "stopped": current.stop_reason, "datasets": current.datasets}
+    with contextlib.ExitStack() as held:
         if distributed.is_main():
-            if exporter is not None and current.stop_reason is None:
-                onnx_path = exporter.export(trainer.export_bundle(current, fit.model), directory / "model.onnx")
-            _write_json(directory / "metrics.json", metrics)
-        distributed.barrier()
-    finally:
-        current.close()
+            created = _first_missing(Path(recipe_obj.output_dir).absolute()) if directory is None else None
+            directory = directory or _run_dir(recipe_obj)
+            created = created or (directory.absolute() if state is None else None)
+            held.enter_context(_writing(directory))
+            held.enter_context(folder_lock(directory))
+            swept = sweep_temporaries(directory)
+            if swept:
+                logging.getLogger("faceauth").info("removed %d temporary file(s) of an interrupted write (%s)",
+                                                   len(swept), ", ".join(p.name for p in swept[:3]))
+            if state is None:  # a resumed run rewrites it once its checkpoint is restored (see Run)
+                _write_text(directory / "recipe.yaml", recipe_obj.to_yaml())
+        directory = distributed.broadcast(directory)
+        current = Run(recipe_obj, registry, directory, resume=state)
+        try:
+            with current.interruptible():
+                try:
+                    fit = trainer.fit(current)
+                except FaceAuthError:
+                    # Bad input found before anything was trained: leave no empty run directory behind.
+                    if created is not None and not (directory / "checkpoints").exists():
+                        current.close()
+                        held.close()
+                        shutil.rmtree(created, ignore_errors=True)
+                    raise
+            onnx_path = None
+            metrics = {**fit.metrics, "stopped": current.stop_reason, "datasets": current.datasets}
+            if distributed.is_main():
+                current.write_recipe()
+                _write_json(directory / "metrics.json", metrics)  # before the export: a failed export keeps the figures
+                if exporter is not None and current.stop_reason is None:
+                    onnx_path = _export(exporter, trainer.export_bundle(current, fit.model), directory)
+            distributed.barrier()
+        finally:
+            current.close()
     return RunResult(directory, metrics, current.stop_reason == "interrupted", onnx_path)
+
+
+def _check_resume_overrides(stored: Recipe, resumed: Recipe, overrides: list[str], resume: str | Path) -> None:
+    """Overrides given with --resume may change only `RESUMABLE_KEYS`, as a recipe file given with it."""
+    difference = _first_difference(stored.to_dict(), resumed.to_dict())
+    if difference is None:
+        return
+    key = difference.partition(":")[0]
+    named = [item for item in overrides if key.startswith(item.partition("=")[0].strip())]
+    where = f"override {quote(named[-1])}" if named else "overrides"
+    raise RecipeError(f"{where}: the run in {resume} was made with another recipe ({difference}); a resumed run may "
+                      f"change only {', '.join(RESUMABLE_KEYS)}; start a new run for anything else")
+
+
+def _export(exporter: Any, bundle: Any, directory: Path) -> Path:
+    try:
+        return exporter.export(bundle, directory / "model.onnx")
+    except FaceAuthError as exc:
+        raise type(exc)(f"{exc} (the run's figures are kept in {directory / 'metrics.json'})") from None
+
+
+@contextlib.contextmanager
+def _writing(directory: Path) -> Iterator[None]:
+    """A failed write in the run (a full disk, a read-only folder) as one line naming the file and the cause."""
+    try:
+        yield
+    except OSError as exc:
+        fault = write_fault(exc)
+        if fault is None or fault.filename is None:
+            raise
+        raise TrainingError(f"{fault.filename}: cannot write ({fault.strerror or fault}); what the run wrote "
+                            f"before stays in {directory}") from exc
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_write(path) as handle:
+        handle.write(text.encode("utf-8"))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -53,8 +53,9 @@ def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: s
         threshold = float(metadata["faceauth.threshold"]) if metadata.get("faceauth.threshold") else None
     else:
         payload = checkpoint.load(model_path)
-        run, trainer = _run_for(payload["recipe"], overrides, extra_plugins)
-        model = trainer.load_model(run, payload)
+        run, trainer = _run_for(checkpoint.recipe_of(payload), overrides, extra_plugins)
+        with checkpoint.fitting(payload):
+            model = trainer.load_model(run, payload)
         score = trainer.torch_scorer(model)
         threshold = payload.get("threshold")
     return trainer.evaluate(run, score, split, threshold)
@@ -64,10 +65,11 @@ def export_checkpoint(model_path: str | Path, output: str | Path, *, overrides: 
                       extra_plugins: Iterable[Any] = ()) -> Path:
     """Export a checkpoint with the exporter its recipe names (``onnx`` when it names none)."""
     payload = checkpoint.load(model_path)
-    stored = dict(payload["recipe"])
+    stored = dict(checkpoint.recipe_of(payload))
     stored["export"] = stored.get("export") or {"name": "onnx"}
     run, trainer = _run_for(stored, overrides, extra_plugins)
-    model = trainer.load_model(run, payload)
+    with checkpoint.fitting(payload):
+        model = trainer.load_model(run, payload)
     model.threshold = payload.get("threshold")
     model.classes = tuple(payload.get("classes", ()))
     exporter = build_component(run.registry, run.recipe, "export")

@@ -183,16 +183,17 @@ class TrainingLoop:
         if payload.get("task") != self.task.name:
             raise faceauth.CheckpointError(
                 f"{payload.get('path')}: a {payload.get('task')} checkpoint cannot resume a {self.task.name} run")
-        self.task.model.load_state_dict(payload["model"])
-        if self.task.head is not None:
-            self.task.head.load_state_dict(payload["head"])
-        self.optimizer.load_state_dict(self._sharded_state(payload["optimizer"], "take_shard"))
-        self.scheduler.load_state_dict(payload["scheduler"])
-        self.scaler.load_state_dict(payload["scaler"])
-        self.epoch, self.position, self.global_step = payload["epoch"], payload["position"], payload["global_step"]
-        self.loss_sum, self.loss_count = payload["loss_sum"], payload["loss_count"]
-        self.best = payload["best"]
-        checkpoint.set_rng_state(payload["rng"])
+        with checkpoint.fitting(payload, "the model and training state"):
+            self.task.model.load_state_dict(payload["model"])
+            if self.task.head is not None:
+                self.task.head.load_state_dict(payload["head"])
+            self.optimizer.load_state_dict(self._sharded_state(payload["optimizer"], "take_shard"))
+            self.scheduler.load_state_dict(payload["scheduler"])
+            self.scaler.load_state_dict(payload["scaler"])
+            self.epoch, self.position, self.global_step = payload["epoch"], payload["position"], payload["global_step"]
+            self.loss_sum, self.loss_count = payload["loss_sum"], payload["loss_count"]
+            self.best = payload["best"]
+            checkpoint.set_rng_state(payload["rng"])
 
     def _sharded_state(self, state: dict[str, Any], convert: str) -> dict[str, Any]:
         """`state` (an optimizer's) with the per-class tensors of sharded parameters gathered whole or sliced."""
