@@ -7,16 +7,17 @@ The exporter component turns a `Bundle` into a file; this module stays on the re
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
 
-from faceauth.errors import ExportError
+from faceauth.errors import ExportError, quote
 
 __all__ = ["Bundle", "model_metadata", "onnx_session", "read_metadata", "recipe_from_metadata", "run_session",
-           "PARITY_TOLERANCE"]
+           "PARITY_TOLERANCE", "metadata_json", "metadata_threshold"]
 
 PARITY_TOLERANCE = 1e-4
 
@@ -77,11 +78,40 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def recipe_from_metadata(metadata: dict[str, str], path: str | Path) -> dict[str, Any]:
+def metadata_json(metadata: dict[str, str], key: str, path: str | Path, expected: type) -> Any:
+    """The JSON value of metadata `key`, which must be a `expected` (dict or list); anything else
+    (missing, not JSON, nested past Python's recursion limit, another type) is an ExportError naming the key."""
+    what = "a mapping" if expected is dict else "a list"
     try:
-        return json.loads(metadata["faceauth.recipe"])
-    except (KeyError, json.JSONDecodeError):
-        raise ExportError(f"{path}: no faceauth recipe in the model's metadata (was it exported by faceauth?)") from None
+        value = json.loads(metadata[key])
+    except KeyError:
+        raise ExportError(f"{path}: no {key} in the model's metadata (was it exported by faceauth?)") from None
+    except (json.JSONDecodeError, RecursionError, ValueError):
+        raise ExportError(f"{path}: {key} in the model's metadata is not readable JSON "
+                          f"({quote(metadata[key], 80)}); expected {what}") from None
+    if not isinstance(value, expected):
+        raise ExportError(f"{path}: {key} in the model's metadata is {quote(value, 80)}; expected {what}")
+    return value
+
+
+def recipe_from_metadata(metadata: dict[str, str], path: str | Path) -> dict[str, Any]:
+    return metadata_json(metadata, "faceauth.recipe", path, dict)
+
+
+def metadata_threshold(metadata: dict[str, str], path: str | Path) -> float | None:
+    """The decision threshold `faceauth.threshold` (None when the model has none); a value that is not a
+    finite number is an ExportError: a NaN threshold would reject everything without a word."""
+    text = metadata.get("faceauth.threshold", "")
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ExportError(f"{path}: faceauth.threshold in the model's metadata is {quote(text, 80)}; "
+                          f"expected a finite number")
+    return value
 
 
 def run_session(session: Any, *inputs: np.ndarray) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from faceauth import checkpoint
 from faceauth.errors import CheckpointError, ExportError
-from faceauth.export import onnx_session, read_metadata, recipe_from_metadata, run_session
+from faceauth.export import metadata_threshold, onnx_session, read_metadata, recipe_from_metadata, run_session
 from faceauth.recipe import load_recipe
 from faceauth.registry import load_registry
 from faceauth.runner import Run, build_component
@@ -50,7 +50,7 @@ def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: s
         def score(x: Any) -> np.ndarray:
             return run_session(session, x.numpy())[0]
 
-        threshold = float(metadata["faceauth.threshold"]) if metadata.get("faceauth.threshold") else None
+        threshold = metadata_threshold(metadata, model_path)
     else:
         payload = checkpoint.load(model_path)
         run, trainer = _run_for(checkpoint.recipe_of(payload), overrides, extra_plugins)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,123 @@ def test_quote_is_bounded_for_any_value() -> None:
     for value in (nested, looped, "x" * 10**6, 10**10000, {str(i): i for i in range(10**5)}, b"\x00" * 10**6):
         text = quote(value)
         assert len(text) <= 200 and "\n" not in text
+
+
+# exported-model metadata --------------------------------------------------------------------------------
+from faceauth.errors import ExportError, FaceAuthError  # noqa: E402
+from tests.test_authenticator import models_dir  # noqa: E402,F401 - the fusion models directory fixture
+
+
+def with_metadata(source: Path, target: Path, changes: dict[str, str | None]) -> Path:
+    """A copy of the ONNX model `source` at `target` with metadata keys set (None: removed)."""
+    import onnx
+
+    model = onnx.load(source)
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(changes)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        if value is not None:
+            model.metadata_props.add(key=key, value=value)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, target)
+    return target
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+DAMAGED = [
+    ("liveness.onnx", "preprocess.input_size", "30000,30000", "preprocess.input_size"),
+    ("liveness.onnx", "preprocess.input_size", "0,0", "preprocess.input_size"),
+    ("liveness.onnx", "preprocess.input_size", "48,48", "input of shape"),
+    ("liveness.onnx", "preprocess.std", "0,0,0", "positive finite stds"),
+    ("liveness.onnx", "preprocess.mean", "nan,0,0", "finite means"),
+    ("liveness.onnx", "preprocess.mean", "abc", "preprocess.mean"),
+    ("liveness.onnx", "preprocess.std", None, "no preprocess.std"),
+    ("liveness.onnx", "faceauth.threshold", "nan", "faceauth.threshold"),
+    ("liveness.onnx", "faceauth.threshold", "abc", "faceauth.threshold"),
+    ("model.onnx", "faceauth.threshold", "inf", "faceauth.threshold"),
+    ("model.onnx", "faceauth.components", '[{"role": "embedding", "sha256": "00"}]', "faceauth.components[0]"),
+    ("model.onnx", "faceauth.components", '[{"role": "liveness", "file": "../../etc/passwd", "sha256": "' + "0" * 64 + '"}]',
+     "not a file name in the models directory"),
+    ("model.onnx", "faceauth.components", nested(50_000), "faceauth.components"),
+    ("model.onnx", "faceauth.features", '{"a": 1}', "faceauth.features"),
+    ("model.onnx", "faceauth.features", '["match/0"]', "feature order"),
+]
+
+
+@pytest.mark.parametrize("file, key, value, named", DAMAGED)
+def test_damaged_model_metadata_is_one_line_never_a_decision(models_dir: Path, tmp_path: Path,  # noqa: F811
+                                                             file: str, key: str, value: str | None,
+                                                             named: str) -> None:
+    from faceauth.authenticator import Authenticator
+
+    folder = Path(shutil.copytree(models_dir, tmp_path / "models"))
+    with_metadata(models_dir / file, folder / file, {key: value})
+    if file != "model.onnx":  # the fusion model records its components' hashes: record the edited one
+        _record_hash(folder, file)
+    with pytest.raises(FaceAuthError) as caught:
+        Authenticator.from_dir(folder, detect=False)
+    assert named in str(caught.value) and str(folder / file) in str(caught.value)
+    assert_one_line(str(caught.value))
+
+
+def _record_hash(folder: Path, file: str) -> None:
+    import json
+
+    import onnx
+
+    from faceauth.authenticator import file_sha256
+
+    model = onnx.load(folder / "model.onnx")
+    props = {p.key: p.value for p in model.metadata_props}
+    components = json.loads(props["faceauth.components"])
+    for record in components:
+        if record["file"] == file:
+            record["sha256"] = file_sha256(folder / file)
+    with_metadata(folder / "model.onnx", folder / "model.onnx", {"faceauth.components": json.dumps(components)})
+
+
+def test_faceauth_eval_of_a_model_with_a_damaged_recipe_is_one_line(models_dir: Path, tmp_path: Path,  # noqa: F811
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    from faceauth.cli import eval_main
+
+    for value, named in (("[1, 2]", "is [1, 2]; expected a mapping"), (nested(100_000), "not readable JSON"),
+                         (None, "no faceauth.recipe")):
+        model = with_metadata(models_dir / "liveness.onnx", tmp_path / "liveness.onnx", {"faceauth.recipe": value})
+        assert eval_main([str(model)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("faceauth-eval: error: ") and named in err and len(err) < ONE_LINE and "\n" not in err
+
+
+metadata_text = (st.text(max_size=30) | st.sampled_from(["nan", "inf", "-1", "0", "1e308", "30000,30000", "0,0",
+                                                         "64,64", "0.5,0.5,0.5", "0,0,0", "[1, 2]", "{}", "[]",
+                                                         nested(5000), "BGR", "RGB"]) | st.none())
+METADATA_KEYS = ["preprocess.input_size", "preprocess.mean", "preprocess.std", "preprocess.channel_order",
+                 "faceauth.threshold", "faceauth.task", "faceauth.recipe"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.dictionaries(st.sampled_from(METADATA_KEYS), metadata_text, min_size=1, max_size=3))
+def test_any_component_metadata_gives_a_model_or_one_line(models_dir: Path, tmp_path: Path,  # noqa: F811
+                                                          changes: dict[str, str | None]) -> None:
+    from faceauth.authenticator import open_component
+
+    model = with_metadata(models_dir / "liveness.onnx", tmp_path / "liveness.onnx", changes)
+    try:
+        component = open_component(model, "liveness")
+    except FaceAuthError as exc:
+        assert_one_line(str(exc))
+        return
+    scores = component([np.full((40, 40, 3), 128, np.uint8)])  # a usable model scores a crop
+    assert scores.shape == (1,) and np.isfinite(scores).all()
+    assert component.threshold is None or np.isfinite(component.threshold)
+
+
+def test_a_nan_threshold_given_by_hand_is_refused(models_dir: Path) -> None:  # noqa: F811
+    from faceauth.authenticator import Authenticator
+
+    with pytest.raises(ExportError, match=r"threshold: expected a finite number, got nan"):
+        Authenticator.from_dir(models_dir, detect=False, threshold=float("nan"))
