@@ -45,11 +45,12 @@ from typing import Any
 
 import attrs
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from faceauth.errors import DataError, ExportError, quote
 from faceauth.export import metadata_json, metadata_threshold, onnx_session
 from faceauth.faces import HaarCascade, crop_face, first_face
+from faceauth.images import decode_image
 
 __all__ = [
     "EMBEDDING",
@@ -97,11 +98,7 @@ def feature_names(num_embedding: int, num_liveness: int, quality: bool) -> list[
 def as_rgb(item: Input, where: str = "image") -> np.ndarray:
     """An HxWx3 uint8 RGB array from a path, a PIL image or an array; anything unreadable is a DataError."""
     if isinstance(item, (str, Path)):
-        try:
-            with Image.open(item) as img:
-                return np.asarray(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise DataError(f"{item}: cannot read image ({exc})") from None
+        return np.asarray(decode_image(item))
     if isinstance(item, Image.Image):
         return np.asarray(item.convert("RGB"))
     if isinstance(item, np.ndarray):

@@ -18,10 +18,11 @@ from typing import Any
 import attrs
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from faceauth.errors import DataError, FaceAuthError
+from faceauth.images import decode_image
 
 __all__ = ["LIVE", "SPOOF", "Splits", "Verification", "read_image", "Transformed", "EpochSampler", "reraise_worker_errors",
            "IMAGE_SUFFIXES", "check_classes"]
@@ -104,12 +105,8 @@ class JoinedDataset(ConcatDataset):
 
 
 def read_image(path: str | Path) -> Image.Image:
-    """Decode an image file to RGB; an unreadable or corrupt file raises DataError naming it."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from None
+    """Decode an image file to RGB; an unreadable, corrupt or oversized file raises DataError naming it."""
+    return decode_image(path)
 
 
 class Transformed(Dataset):

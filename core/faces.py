@@ -159,7 +159,7 @@ class CropCache:
         self.detector, self.margin, self.size = detector, margin, size
 
     def _path(self, source_id: str) -> Path:
-        digest = hashlib.sha256(source_id.encode()).hexdigest()
+        digest = hashlib.sha256(source_id.encode("utf-8", "surrogateescape")).hexdigest()  # names need not be UTF-8
         return self.folder / digest[:2] / f"{digest}.jpg"
 
     def _no_face_path(self, source_id: str) -> Path:

@@ -16,9 +16,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from faceauth.errors import FaceAuthError
+from faceauth.errors import DataError, FaceAuthError, quote
 
-__all__ = ["FolderLocked", "TEMPORARY_SUFFIX", "atomic_folder", "atomic_write", "cache_dir", "folder_lock", "read_npz",
+__all__ = ["FolderLocked", "TEMPORARY_SUFFIX", "atomic_folder", "atomic_write", "cache_dir", "folder_lock", "inside", "read_npz",
            "sweep_temporaries", "write_fault", "write_npz"]
 
 TEMPORARY_SUFFIX = ".tmp"  # atomic_write's temporary files: .<name>.<random>.tmp
@@ -153,6 +153,16 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
 
 class FolderLocked(FaceAuthError):
     """A folder that `folder_lock` finds held by another live process."""
+
+
+def inside(root: str | Path, relative: str, where: str) -> Path:
+    """`root / relative` for a path a dataset's own files name (a label key, a list entry); a DataError naming
+    `where` when it would leave `root`: an absolute path, a drive, or a `..` part. Nothing is resolved on disk."""
+    parts = str(relative).replace("\\", "/").split("/")
+    if str(relative).startswith(("/", "\\")) or ".." in parts or ":" in parts[0] or not relative:
+        raise DataError(f"{where}: {quote(relative, 120)} leaves the dataset root {root} (an absolute path or '..'); "
+                        f"expected a path inside it")
+    return Path(root) / relative
 
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:

@@ -22,6 +22,7 @@ import attrs
 
 from faceauth import checkpoint, distributed
 from faceauth.data import Splits
+from faceauth.images import utf8_text
 from faceauth.errors import FaceAuthError, PluginError, RecipeError, TrainingError, quote
 from faceauth.paths import atomic_write, folder_lock, sweep_temporaries, write_fault
 from faceauth.recipe import COMPONENT_SECTIONS, Recipe, load_recipe
@@ -146,7 +147,7 @@ class Run:
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         for key, value in scalars.items():
-            self.writer.add_scalar(key, value, step)
+            self.writer.add_scalar(utf8_text(key), value, step)  # keys may hold folder names (attack types)
 
     # events and stopping ----------------------------------------------------------------------
     def emit(self, event: str, **kwargs: Any) -> None:

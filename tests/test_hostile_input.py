@@ -263,3 +263,118 @@ def test_a_nan_threshold_given_by_hand_is_refused(models_dir: Path) -> None:  # 
 
     with pytest.raises(ExportError, match=r"threshold: expected a finite number, got nan"):
         Authenticator.from_dir(models_dir, detect=False, threshold=float("nan"))
+
+
+# data files ---------------------------------------------------------------------------------------------
+def png_bomb(path: Path, side: int = 30000) -> Path:
+    """A valid PNG header of side x side pixels (a few hundred bytes; decoding it would take gigabytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" + b"\0" * side
+    data = zlib.compress(row * 8, 9)  # the start of the image: enough for a header reader
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def liveness_folder(root: Path, names: dict[str, str] | None = None) -> Path:
+    """A tiny real `folder` dataset (JPEGs) of rendered faces; `names` maps a split-relative folder to another name."""
+    from tests.videos import rendered_face
+
+    for s, split in enumerate(("train", "val", "test")):
+        for kind, folder in (("live", "live"), ("spoof", "spoof/print")):
+            where = root / split / folder
+            where.mkdir(parents=True, exist_ok=True)
+            for i in range(4):
+                face = rendered_face(100 * s + 10 * (kind == "spoof") + i, 48)
+                if kind == "spoof":
+                    face = (face // 2 + 60).astype(np.uint8)
+                Image.fromarray(face).save(where / f"{kind}_{i}.jpg")
+    return root
+
+
+from PIL import Image  # noqa: E402
+
+
+def test_decompression_bombs_and_undecodable_images_name_the_file(tmp_path: Path) -> None:
+    from faceauth.authenticator import as_rgb
+    from faceauth.data import read_image
+
+    bomb = png_bomb(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 100_000
+    for read in (read_image, as_rgb):
+        with pytest.raises(DataError, match=rf"{bomb}: image refused: more than \d+ pixels"):
+            read(bomb)
+    warned = png_bomb(tmp_path / "large.png", side=10000)  # between 1x and 2x Pillow's limit: Pillow only warns
+    with pytest.raises(DataError, match=r"large\.png: image refused"):
+        read_image(warned)
+    truncated = tmp_path / "truncated.jpg"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(DataError, match=r"truncated\.jpg: cannot read image"):
+        read_image(truncated)
+
+
+def test_a_bomb_in_a_training_folder_stops_the_run_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    from faceauth.cli import run_main
+
+    root = liveness_folder(tmp_path / "data")
+    bomb = png_bomb(root / "train" / "live" / "zz_bomb.png")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY_RECIPE, "data": {"name": "folder", "root": str(root)},
+                                      "output_dir": str(tmp_path / "runs")}), encoding="utf-8")
+    assert run_main([str(recipe), "trainer.epochs=1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"faceauth-run: error: {bomb}: image refused") and "\n" not in err
+    assert not (tmp_path / "runs").exists()  # no empty run directory left behind
+
+
+def test_names_that_are_not_utf8_work_end_to_end(tmp_path: Path) -> None:
+    import json
+
+    import yaml
+
+    import faceauth
+
+    root = liveness_folder(tmp_path / "data")
+    odd = os.fsdecode(b"pr\xefnt-\xff")  # Latin-1 bytes: not UTF-8
+    for split in ("train", "val", "test"):
+        os.rename(root / split / "spoof" / "print", root / split / "spoof" / odd)
+        os.rename(root / split / "live" / "live_0.jpg", root / split / "live" / os.fsdecode(b"l\xe9ve_0.jpg"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY_RECIPE, "data": {"name": "folder", "root": str(root)},
+                                      "output_dir": str(tmp_path / "runs"), "export": None}), encoding="utf-8")
+    result = faceauth.run(recipe, ["trainer.epochs=1"])
+    metrics = json.loads((result.dir / "metrics.json").read_text(encoding="utf-8"))
+    assert any(key.startswith("apcer_") and "pr" in key for key in metrics["test"]), metrics["test"]
+    assert list(result.dir.glob("events.out.tfevents.*"))
+
+
+import os  # noqa: E402
+
+
+def test_dataset_paths_that_leave_the_root_are_refused(tmp_path: Path) -> None:
+    import json
+
+    from faceauth.plugins.datasets.celeba_spoof import read_labels
+    from faceauth.plugins.datasets.pairs import read_lfw_pairs
+
+    labels = tmp_path / "train_label.json"
+    for key in ("Data/../../spoof/x.jpg", "/etc/Data/train/1/live/x.jpg", "Data/train/../live/x.jpg"):
+        labels.write_text(json.dumps({key: [0] * 40 + [0, 0, 0, 0]}), encoding="utf-8")
+        with pytest.raises(DataError, match=r"leaves the dataset root|expected a path like"):
+            read_labels(labels)
+    lfw = tmp_path / "lfw"
+    (lfw / "Ann").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(lfw / "Ann" / "Ann_0001.jpg")
+    (tmp_path / ".._0001.jpg").write_bytes(b"outside the root")
+    for line in ("..\t1\t1", "Ann\t1\t..\t1", "../lfw/Ann\t1\t1"):
+        (tmp_path / "pairs.txt").write_text(line + "\n", encoding="utf-8")
+        with pytest.raises(DataError, match=r"pairs\.txt:1: .*(leaves the dataset root|not a folder name)"):
+            read_lfw_pairs(tmp_path / "pairs.txt", lfw)

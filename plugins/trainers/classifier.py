@@ -18,6 +18,7 @@ from torchvision.utils import make_grid
 import faceauth
 from faceauth import distributed
 from faceauth import metrics as fa_metrics
+from faceauth.images import utf8_text
 from faceauth.components import Trainer
 from faceauth.data import LIVE, Splits, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
@@ -207,7 +208,7 @@ class LivenessTask:
             images.append(image)
             labels.append(self.classes[sample["label"]] + (f":{sample['attack_type']}" if sample.get("attack_type") else ""))
         self.run.writer.add_image("train/samples", make_grid(torch.stack(images), nrow=8), 0)
-        self.run.writer.add_text("train/sample_labels", ", ".join(labels), 0)
+        self.run.writer.add_text("train/sample_labels", utf8_text(", ".join(labels)), 0)  # folder names need not be UTF-8
 
 
 class ClassifierTrainer:

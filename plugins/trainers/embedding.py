@@ -20,6 +20,7 @@ from torchvision.utils import make_grid
 import faceauth
 from faceauth import distributed
 from faceauth import metrics as fa_metrics
+from faceauth.images import utf8_text
 from faceauth.components import Trainer
 from faceauth.data import Splits, Verification, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
@@ -151,7 +152,7 @@ class EmbeddingTask:
         grid = make_grid(torch.stack([denormalise(s["image"][None], self.preprocess)[0] for s in samples]), nrow=8)
         self.run.writer.add_image("train/samples", grid, 0)
         names = [str(self.splits.classes[s["label"]]) for s in samples]
-        self.run.writer.add_text("train/sample_labels", ", ".join(names), 0)
+        self.run.writer.add_text("train/sample_labels", utf8_text(", ".join(names)), 0)  # folder names need not be UTF-8
 
 
 class EmbeddingTrainer:
