@@ -66,6 +66,8 @@ def build_component(registry: Registry, recipe: Recipe, section_key: str, **kwar
 def _build(registry: Registry, recipe: Recipe, section: Any, kind: str, **kwargs: Any) -> Any:
     entry = registry.entry(kind, section.name)
     args = (section.options,) if entry.component.options is not None else ()
+    if kind == "dataset" and "splits" in kwargs and not _accepts(entry.component.build, "splits"):
+        kwargs.pop("splits")  # a dataset that cannot build fewer splits builds them all
     if kind == "dataset" and _accepts(entry.component.build, "detector"):
         kwargs["detector"] = build_component(registry, recipe, "detector") if recipe.detector is not None else None
     if _accepts(entry.component.build, "components"):
@@ -109,8 +111,10 @@ class Run:
     `emit(event, **kwargs)`, `request_stop(reason)`.
     """
 
-    def __init__(self, recipe: Recipe, registry: Registry, directory: Path, resume: dict[str, Any] | None = None):
+    def __init__(self, recipe: Recipe, registry: Registry, directory: Path, resume: dict[str, Any] | None = None,
+                 splits: tuple[str, ...] | None = None):
         self.recipe, self.registry, self.dir, self.resume = recipe, registry, directory, resume
+        self.splits = splits  # the splits this run needs (None: all); a dataset whose build takes `splits` gets it
         self.epoch = 0
         self.stop_reason: str | None = None
         self.device = distributed.device(recipe.device)
@@ -120,6 +124,8 @@ class Run:
 
     # components -------------------------------------------------------------------------------
     def build(self, section_key: str, **kwargs: Any) -> Any:
+        if self.splits is not None and COMPONENT_SECTIONS.get(section_key) == "dataset":
+            kwargs.setdefault("splits", self.splits)
         built = build_component(self.registry, self.recipe, section_key, **kwargs)
         if isinstance(built, Splits):
             self.datasets[section_key] = built.info

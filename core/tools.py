@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from faceauth import checkpoint
+from faceauth import checkpoint, weights
 from faceauth.errors import CheckpointError, ExportError
 from faceauth.export import metadata_threshold, onnx_session, read_metadata, recipe_from_metadata, run_session
 from faceauth.recipe import load_recipe
@@ -22,10 +22,11 @@ from faceauth.runner import Run, build_component
 __all__ = ["evaluate", "export_checkpoint"]
 
 
-def _run_for(stored_recipe: dict[str, Any], overrides: Iterable[str], extra_plugins: Iterable[Any]) -> tuple[Run, Any]:
+def _run_for(stored_recipe: dict[str, Any], overrides: Iterable[str], extra_plugins: Iterable[Any],
+             splits: tuple[str, ...] | None = None) -> tuple[Run, Any]:
     registry = load_registry(extra_plugins)
     recipe = load_recipe(None, overrides, registry=registry, base=stored_recipe)
-    return Run(recipe, registry, directory=Path(".")), build_component(registry, recipe, "trainer")
+    return Run(recipe, registry, directory=Path("."), splits=splits), build_component(registry, recipe, "trainer")
 
 
 def _data_overrides(data: str | Path | None, overrides: Iterable[str]) -> list[str]:
@@ -38,13 +39,16 @@ def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: s
 
     The decision threshold stored with the model (chosen on validation during training) is applied.
     """
-    model_path = Path(model_path)
-    overrides = _data_overrides(data, overrides)
+    with weights.restoring():  # the model's own weights are used: no file it started from is needed
+        return _evaluate(Path(model_path), _data_overrides(data, overrides), split, extra_plugins)
+
+
+def _evaluate(model_path: Path, overrides: list[str], split: str, extra_plugins: Iterable[Any]) -> dict[str, float]:
     if model_path.suffix == ".onnx":
         if not model_path.is_file():
             raise ExportError(f"{model_path}: ONNX model not found")
         metadata = read_metadata(model_path)
-        run, trainer = _run_for(recipe_from_metadata(metadata, model_path), overrides, extra_plugins)
+        run, trainer = _run_for(recipe_from_metadata(metadata, model_path), overrides, extra_plugins, (split,))
         session = onnx_session(model_path)
 
         def score(x: Any) -> np.ndarray:
@@ -53,7 +57,7 @@ def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: s
         threshold = metadata_threshold(metadata, model_path)
     else:
         payload = checkpoint.load(model_path)
-        run, trainer = _run_for(checkpoint.recipe_of(payload), overrides, extra_plugins)
+        run, trainer = _run_for(checkpoint.recipe_of(payload), overrides, extra_plugins, (split,))
         with checkpoint.fitting(payload):
             model = trainer.load_model(run, payload)
         score = trainer.torch_scorer(model)
@@ -64,6 +68,12 @@ def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: s
 def export_checkpoint(model_path: str | Path, output: str | Path, *, overrides: Iterable[str] = (),
                       extra_plugins: Iterable[Any] = ()) -> Path:
     """Export a checkpoint with the exporter its recipe names (``onnx`` when it names none)."""
+    with weights.restoring():
+        return _export_checkpoint(model_path, output, overrides, extra_plugins)
+
+
+def _export_checkpoint(model_path: str | Path, output: str | Path, overrides: Iterable[str],
+                       extra_plugins: Iterable[Any]) -> Path:
     payload = checkpoint.load(model_path)
     stored = dict(checkpoint.recipe_of(payload))
     stored["export"] = stored.get("export") or {"name": "onnx"}
