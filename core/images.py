@@ -39,7 +39,8 @@ def decode_image(source: str | Path | BinaryIO, where: str | None = None) -> Ima
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types for a damaged file
-        raise DataError(f"{where}: cannot read image ({quote(str(exc) or type(exc).__name__, 200)[1:-1]})") from None
+        verb = "read" if isinstance(source, (str, Path)) else "decode"
+        raise DataError(f"{where}: cannot {verb} image ({quote(str(exc) or type(exc).__name__, 200)[1:-1]})") from None
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
