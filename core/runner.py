@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -249,6 +250,23 @@ class RunResult:
     onnx_path: Path | None
 
 
+def _naming_write_faults(function: Any) -> Any:
+    """A failed write in a run (a full disk, a read-only folder) as one line naming the file and the cause;
+    what the run wrote before it stays (every file is written atomically)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except OSError as exc:
+            fault = write_fault(exc)
+            if fault is None or fault.filename is None:
+                raise
+            raise TrainingError(f"{fault.filename}: cannot write ({fault.strerror or fault})") from exc
+
+    return wrapper
+
+
 def _first_missing(path: Path) -> Path | None:
     """The outermost folder of `path` that does not exist yet (what mkdir(parents=True) creates)."""
     missing = None
@@ -275,6 +293,7 @@ def _run_dir(recipe: Recipe) -> Path:
     return directory
 
 
+@_naming_write_faults
 def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resume: str | Path | None = None,
         extra_plugins: Iterable[Any] = ()) -> RunResult:
     """Run a recipe (or continue the run in directory `resume`) and return its results."""
@@ -302,43 +321,53 @@ def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resu
     exporter = build_component(registry, recipe_obj, "export") if recipe_obj.export is not None else None
     distributed.check_same("the resolved recipe", recipe_obj.to_dict())
     created = None
-    with contextlib.ExitStack() as held:
+    held = contextlib.ExitStack()  # the run directory's lock, held until the run ends
+    if distributed.is_main():
+        created = _first_missing(Path(recipe_obj.output_dir).absolute()) if directory is None else None
+        directory = directory or _run_dir(recipe_obj)
+        created = created or (directory.absolute() if state is None else None)
+        _take_run_dir(held, directory, write_recipe=recipe_obj.to_yaml() if state is None else None)
+    directory = distributed.broadcast(directory)
+    current = Run(recipe_obj, registry, directory, resume=state)
+    try:
+        with current.interruptible():
+            try:
+                fit = trainer.fit(current)
+            except FaceAuthError:
+                # Bad input found before anything was trained: leave no empty run directory behind.
+                if created is not None and not (directory / "checkpoints").exists():
+                    current.close()
+                    held.close()
+                    shutil.rmtree(created, ignore_errors=True)
+                raise
+        onnx_path = None
+        metrics = {**fit.metrics, "stopped": current.stop_reason, "datasets": current.datasets}
         if distributed.is_main():
-            created = _first_missing(Path(recipe_obj.output_dir).absolute()) if directory is None else None
-            directory = directory or _run_dir(recipe_obj)
-            created = created or (directory.absolute() if state is None else None)
-            held.enter_context(_writing(directory))
-            held.enter_context(folder_lock(directory))
-            swept = sweep_temporaries(directory)
-            if swept:
-                logging.getLogger("faceauth").info("removed %d temporary file(s) of an interrupted write (%s)",
-                                                   len(swept), ", ".join(p.name for p in swept[:3]))
-            if state is None:  # a resumed run rewrites it once its checkpoint is restored (see Run)
-                _write_text(directory / "recipe.yaml", recipe_obj.to_yaml())
-        directory = distributed.broadcast(directory)
-        current = Run(recipe_obj, registry, directory, resume=state)
-        try:
-            with current.interruptible():
-                try:
-                    fit = trainer.fit(current)
-                except FaceAuthError:
-                    # Bad input found before anything was trained: leave no empty run directory behind.
-                    if created is not None and not (directory / "checkpoints").exists():
-                        current.close()
-                        held.close()
-                        shutil.rmtree(created, ignore_errors=True)
-                    raise
-            onnx_path = None
-            metrics = {**fit.metrics, "stopped": current.stop_reason, "datasets": current.datasets}
-            if distributed.is_main():
-                current.write_recipe()
-                _write_json(directory / "metrics.json", metrics)  # before the export: a failed export keeps the figures
-                if exporter is not None and current.stop_reason is None:
-                    onnx_path = _export(exporter, trainer.export_bundle(current, fit.model), directory)
-            distributed.barrier()
-        finally:
-            current.close()
+            current.write_recipe()
+            _write_json(directory / "metrics.json", metrics)  # before the export: a failed export keeps the figures
+            if exporter is not None and current.stop_reason is None:
+                onnx_path = _export(exporter, trainer.export_bundle(current, fit.model), directory)
+        distributed.barrier()
+    finally:
+        current.close()
+        held.close()
     return RunResult(directory, metrics, current.stop_reason == "interrupted", onnx_path)
+
+
+def _take_run_dir(held: contextlib.ExitStack, directory: Path, write_recipe: str | None) -> None:
+    """Lock `directory` for this run (released by `held`), sweep the temporary files a killed run left, and
+    write ``recipe.yaml`` when given (a resumed run rewrites it only once its checkpoint is restored)."""
+    held.enter_context(folder_lock(directory))
+    try:
+        swept = sweep_temporaries(directory)
+        if swept:
+            logging.getLogger("faceauth").info("removed %d temporary file(s) of an interrupted write (%s)",
+                                               len(swept), ", ".join(p.name for p in swept[:3]))
+        if write_recipe is not None:
+            _write_text(directory / "recipe.yaml", write_recipe)
+    except BaseException:
+        held.close()
+        raise
 
 
 def _check_resume_overrides(stored: Recipe, resumed: Recipe, overrides: list[str], resume: str | Path) -> None:
@@ -358,19 +387,6 @@ def _export(exporter: Any, bundle: Any, directory: Path) -> Path:
         return exporter.export(bundle, directory / "model.onnx")
     except FaceAuthError as exc:
         raise type(exc)(f"{exc} (the run's figures are kept in {directory / 'metrics.json'})") from None
-
-
-@contextlib.contextmanager
-def _writing(directory: Path) -> Iterator[None]:
-    """A failed write in the run (a full disk, a read-only folder) as one line naming the file and the cause."""
-    try:
-        yield
-    except OSError as exc:
-        fault = write_fault(exc)
-        if fault is None or fault.filename is None:
-            raise
-        raise TrainingError(f"{fault.filename}: cannot write ({fault.strerror or fault}); what the run wrote "
-                            f"before stays in {directory}") from exc
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -378,3 +378,24 @@ def test_dataset_paths_that_leave_the_root_are_refused(tmp_path: Path) -> None:
         (tmp_path / "pairs.txt").write_text(line + "\n", encoding="utf-8")
         with pytest.raises(DataError, match=r"pairs\.txt:1: .*(leaves the dataset root|not a folder name)"):
             read_lfw_pairs(tmp_path / "pairs.txt", lfw)
+
+
+def test_identity_folders_whose_names_are_not_utf8_train_and_export(tmp_path: Path) -> None:
+    import yaml
+
+    import faceauth
+    from faceauth.plugins.datasets.identity_demo import DemoIdentitiesOptions, demo_identities_root
+
+    root = Path(shutil.copytree(demo_identities_root(DemoIdentitiesOptions(identities=8, images_per_identity=4,
+                                                                           size=48)), tmp_path / "people"))
+    first = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    os.rename(first, root / os.fsdecode(b"Ren\xe9e_" + os.fsencode(first.name)))  # Latin-1: not UTF-8
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "seed": 0, "output_dir": str(tmp_path / "runs"),
+        "data": {"name": "identity_folder", "root": str(root), "val_identities": 0.25, "pairs_per_identity": 4},
+        "backbone": {"name": "resnet18", "input_size": 32}, "loss": {"name": "arcface"},
+        "trainer": {"name": "embedding", "epochs": 1, "batch_size": 8, "num_workers": 0, "progress": False},
+        "optimizer": {"name": "sgd", "lr": 0.05}, "export": {"name": "onnx"}}), encoding="utf-8")
+    result = faceauth.run(recipe)
+    assert result.onnx_path.is_file() and result.metrics["val"]  # measured on the held-out identities' pairs
