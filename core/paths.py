@@ -97,7 +97,8 @@ def atomic_write(path: str | Path, *, durable: bool = False) -> Iterator[BinaryI
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        cause = write_fault(exc)
+        # an OSError, or a library's RuntimeError around one (torch.save); a FaceAuthError raised by the block stays
+        cause = write_fault(exc) if isinstance(exc, (OSError, RuntimeError)) else None
         if cause is not None and cause.filename != str(path):
             raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from exc
         raise
