@@ -1,5 +1,5 @@
-"""Face boxes, OpenCV's Haar face detector, crops, and the on-disk cache of crops that datasets of raw
-frames share.
+"""Face boxes (with optional landmarks), OpenCV's Haar face detector, crop geometry and crops, the face
+finding every deployment path calls, and the on-disk cache of crops that datasets of raw frames share.
 
 A dataset of raw frames (video, full webcam images) lists its sources, then asks a `CropCache`
 for each source's face crop: the first pass runs the detector (with a progress bar) and stores
@@ -23,7 +23,7 @@ from faceauth.errors import DataError
 from faceauth.paths import atomic_write, cache_dir
 
 __all__ = ["Box", "CropCache", "CropGeometry", "CropReport", "HaarCascade", "LANDMARK_NAMES", "crop_face", "crop_faces",
-           "crop_geometry", "face_detector", "find_faces", "first_face"]
+           "crop_geometry", "face_detector", "find_face", "find_faces", "first_face"]
 
 #: The five landmarks a `Box` may carry, in this order (the order of the ArcFace alignment template).
 LANDMARK_NAMES = ("left eye", "right eye", "nose", "left mouth corner", "right mouth corner")
@@ -158,7 +158,7 @@ class CropGeometry:
             raise ValueError(f"crop_size: expected a positive integer, got {self.size!r}")
 
     def to_json(self) -> str:
-        return json.dumps(attrs.asdict(self, retain_collection_types=False), sort_keys=True, default=str)
+        return json.dumps(attrs.asdict(self), sort_keys=True, default=str)
 
     @classmethod
     def from_json(cls, text: str, where: str) -> CropGeometry:
@@ -225,15 +225,20 @@ def face_detector(geometry: CropGeometry, mtcnn_weights: str | Path | None = Non
                     f"(it runs haar and mtcnn)")
 
 
-def find_faces(image: np.ndarray, detector: Any, geometry: CropGeometry, where: str) -> list[np.ndarray]:
-    """The crops (`crop_faces`) of the largest face `detector` finds in `image`; a DataError naming `where`
-    when there is none. Every deployment path finds faces with this function."""
+def find_face(image: np.ndarray, detector: Any, where: str) -> Box:
+    """The first (largest) face `detector` finds in `image`, cut to it; a DataError naming `where` when there
+    is none. Every deployment path finds faces with this function (and crops them with `crop_faces`)."""
     height, width = image.shape[:2]
     box = first_face(detector.detect(image), width, height)
     if box is None:
         raise DataError(f"{where}: no face found (give a photo with one frontal face, or detect=False "
                         f"for images that are face crops already)")
-    return crop_faces(image, box, geometry, where)
+    return box
+
+
+def find_faces(image: np.ndarray, detector: Any, geometry: CropGeometry, where: str) -> list[np.ndarray]:
+    """The crops (`crop_faces`) of the face `find_face` finds in `image`."""
+    return crop_faces(image, find_face(image, detector, where), geometry, where)
 
 
 @attrs.define
