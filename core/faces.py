@@ -174,14 +174,24 @@ class CropGeometry:
 
 
 def crop_geometry(recipe: dict[str, Any]) -> CropGeometry | None:
-    """The crop geometry a resolved recipe trains with: its (first) data section's ``crop_scale``,
-    ``crop_size`` and ``crop_align`` and its ``detector`` section; None when the data has no crop settings."""
+    """The crop geometry a resolved recipe trains with, or None when it does not say.
+
+    A data section that crops faces (``crop_size``, ``crop_scale``, ``crop_align``) gives its geometry
+    with the recipe's ``detector``. A data section of face crops made elsewhere (recognition folders,
+    insightface packs: ArcFace-aligned) with a ``detector`` that finds landmarks (``mtcnn``) gives the
+    aligned geometry at the data's ``align_size`` (default 112), so deployment aligns faces the same way.
+    """
     data = recipe.get("data")
     data = data[0] if isinstance(data, list) and data else data
-    if not isinstance(data, dict) or "crop_size" not in data:
-        return None
     detector = dict(recipe.get("detector") or {})
     name = detector.pop("name", None)
+    if not isinstance(data, dict):
+        return None
+    if "crop_size" not in data:
+        if name != "mtcnn":
+            return None
+        return CropGeometry(detector=name, detector_options=detector, scales=1.0, size=data.get("align_size", 112),
+                            align=True)
     return CropGeometry(detector=name if name not in (None, "boxes") else None, detector_options=detector,
                         scales=data.get("crop_scale", 1.4), size=data["crop_size"], align=data.get("crop_align", False))
 

@@ -120,6 +120,9 @@ def test_crops_without_a_detector_record_none_and_data_without_crops_no_geometry
     shipped = crop_geometry({"data": [{"name": "replay_attack", "crop_size": 32}], "detector": {"name": "boxes"}})
     assert shipped == CropGeometry(None, scales=(1.4,), size=32)
     assert crop_geometry({"data": {"name": "folder", "root": "x"}}) is None
+    aligned = crop_geometry({"data": {"name": "identity_folder", "root": "x", "align_size": 112},
+                             "detector": {"name": "mtcnn", "weights": "w", "min_face": 20}})
+    assert aligned == CropGeometry("mtcnn", {"weights": "w", "min_face": 20}, scales=(1.0,), size=112, align=True)
 
 
 @pytest.mark.parametrize("text, message", [("{not json", "invalid faceauth.crop"),
