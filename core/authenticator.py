@@ -477,12 +477,15 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-detect", action="store_true",
                         help="the images are face crops already (no face detection)")
     parser.add_argument("--threshold", type=float, help="replace the fusion model's decision threshold")
+    parser.add_argument("--mtcnn-weights", metavar="DIR",
+                        help="folder of MTCNN's .onnx files, for models trained on MTCNN crops")
     parser.add_argument("--json", action="store_true", help="print the decision as JSON")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
 
     def action() -> int:
-        auth = Authenticator.from_dir(args.models, detect=not args.no_detect, threshold=args.threshold)
+        auth = Authenticator.from_dir(args.models, detect=not args.no_detect, threshold=args.threshold,
+                                      mtcnn_weights=args.mtcnn_weights)
         decision = auth.verify(args.enrolled, args.probe)
         print(json.dumps(decision.to_dict(), indent=2, sort_keys=True) if args.json else _describe(decision))
         return 0
