@@ -342,10 +342,11 @@ class Authenticator:
         # One finder per distinct crop geometry (the models', and the fusion model's own for the quality
         # features), shared by the models using it; "" stands for the images themselves (detect=False).
         self.finders: dict[str, FaceFinder] = {}
+        self.crop_keys: dict[int, str] = {}  # id(model) -> its finder's key
         self.quality_key = ""
         if detect:
             for model in (m for role in (EMBEDDING, LIVENESS) for m in self.models[role]):
-                model.geometry_key = self._finder(model_geometry(model.metadata, str(model.path)), mtcnn_weights)
+                self.crop_keys[id(model)] = self._finder(model_geometry(model.metadata, str(model.path)), mtcnn_weights)
             if self.quality:
                 self.quality_key = self._finder(model_geometry(metadata, str(fusion)), mtcnn_weights)
         self.input_name = self.session.get_inputs()[0].name
@@ -405,7 +406,7 @@ class Authenticator:
 
     def _outputs(self, model: OnnxComponent, faces: list[dict[str, list[np.ndarray]]]) -> np.ndarray:
         """`model`'s output per item: unit embeddings [N, D] or scores [N], averaged over the crop scales."""
-        per_item = [face[getattr(model, "geometry_key", "")] for face in faces]
+        per_item = [face[self.crop_keys.get(id(model), "")] for face in faces]
         out = model([crop for crops in per_item for crop in crops])
         bounds = np.cumsum([0] + [len(crops) for crops in per_item])
         means = np.stack([out[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
