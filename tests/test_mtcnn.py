@@ -216,3 +216,48 @@ def test_deployment_finds_and_aligns_mtcnn_faces_without_importing_torch(tmp_pat
                           check=False)
     assert done.returncode == 0, done.stderr
     assert "CROPS [(112, 112, 3)] LOADED []" in done.stdout
+
+
+def test_identity_folder_photos_are_aligned_by_detected_landmarks_cached_once(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from faceauth.align import align_five_point
+    from faceauth.faces import first_face
+    from faceauth.plugins.datasets.identity import load_identity_folder
+
+    root = tmp_path / "people"
+    for person in range(3):
+        (root / f"p{person}").mkdir(parents=True)
+        for shot in range(2):
+            Image.fromarray(face_image(10 * person + shot)).save(root / f"p{person}" / f"{shot}.png")
+    detector = MtcnnDetector(MtcnnOptions(weights=str(write_weights(tmp_path / "w")), min_face=24,
+                                          thresholds=(0.3, 0.3, 0.3)))
+
+    class Counted:  # the real detector, counting its calls
+        landmarks, options, calls = True, detector.options, 0
+
+        def detect(self, image: np.ndarray, hint: object = None) -> list[Box]:
+            Counted.calls += 1
+            return detector.detect(image)
+
+    splits = load_identity_folder(root, val_identities=0.0, detector=Counted(), align_size=56)
+    assert Counted.calls == 6 and len(splits.train) > 0
+    sample = splits.train[0]
+    raw = np.asarray(Image.open(sample["path"]).convert("RGB"))
+    box = first_face(detector.detect(raw), raw.shape[1], raw.shape[0])
+    assert np.array_equal(np.asarray(sample["image"]), np.asarray(align_five_point(raw, box.landmarks, 56)))
+    load_identity_folder(root, val_identities=0.0, detector=Counted(), align_size=56)
+    assert Counted.calls == 6  # the second build reads the cached landmarks
+
+
+def test_identity_folder_with_a_detector_without_landmarks_is_a_recipe_error(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from faceauth.plugins.datasets.identity import load_identity_folder
+    from faceauth.plugins.detectors.haar import HaarDetector, HaarOptions
+
+    for person in range(2):
+        (tmp_path / f"p{person}").mkdir()
+        Image.fromarray(face_image(person)).save(tmp_path / f"p{person}" / "0.png")
+    with pytest.raises(RecipeError, match="aligns faces by their five landmarks"):
+        load_identity_folder(tmp_path, val_identities=0.0, detector=HaarDetector(HaarOptions()))
