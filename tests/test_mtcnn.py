@@ -63,6 +63,15 @@ def face_image(seed: int = 0) -> np.ndarray:
 LOOSE = MtcnnSettings(min_face=24, thresholds=(0.3, 0.3, 0.3))  # random networks still propose boxes
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random weights in the published layout, with their ONNX export beside them (exported once per module)."""
+    weights = write_weights(tmp_path_factory.mktemp("mtcnn") / "w", seed=3)
+    written = export_onnx(weights)
+    assert sorted(p.name for p in written) == ["onet.onnx", "pnet.onnx", "rnet.onnx"]
+    return weights
+
+
 def test_random_weights_in_the_published_layout_load_and_detect_boxes_with_landmarks(tmp_path: Path) -> None:
     weights = write_weights(tmp_path / "w")
     detector = MtcnnDetector(MtcnnOptions(weights=str(weights), min_face=24, thresholds=(0.3, 0.3, 0.3)))
@@ -90,10 +99,8 @@ def test_opencv_and_torchvision_nms_keep_the_same_boxes() -> None:
         assert list(nms_opencv(boxes, scores, iou)) == list(nms_torch(boxes, scores, iou))
 
 
-def test_onnx_export_runs_the_same_cascade_without_torch_networks(tmp_path: Path) -> None:
-    weights = write_weights(tmp_path / "w", seed=3)
-    written = export_onnx(weights)
-    assert sorted(p.name for p in written) == ["onet.onnx", "pnet.onnx", "rnet.onnx"]
+def test_onnx_export_runs_the_same_cascade_without_torch_networks(exported: Path) -> None:
+    weights = exported
     torch_boxes, torch_points = MtcnnDetector(MtcnnOptions(weights=str(weights), min_face=24,
                                                            thresholds=(0.3, 0.3, 0.3))).detect_boxes(face_image(2))
     onnx_boxes, onnx_points = MtcnnOnnx(weights, LOOSE).detect_boxes(face_image(2))
@@ -193,14 +200,13 @@ def test_published_weights_find_one_face_with_plausible_landmarks_on_real_photos
             assert np.abs(np.array(twin.landmarks) - np.array(face.landmarks)).max() < 0.5, photo
 
 
-def test_deployment_finds_and_aligns_mtcnn_faces_without_importing_torch(tmp_path: Path) -> None:
+def test_deployment_finds_and_aligns_mtcnn_faces_without_importing_torch(exported: Path, tmp_path: Path) -> None:
     import subprocess
     import sys
 
     from tests.conftest import REPO
 
-    weights = write_weights(tmp_path / "w", seed=3)
-    export_onnx(weights)
+    weights = exported
     np.save(tmp_path / "image.npy", face_image(2))
     script = (
         "import sys, numpy as np\n"
@@ -218,7 +224,7 @@ def test_deployment_finds_and_aligns_mtcnn_faces_without_importing_torch(tmp_pat
     assert "CROPS [(112, 112, 3)] LOADED []" in done.stdout
 
 
-def test_identity_folder_photos_are_aligned_by_detected_landmarks_cached_once(tmp_path: Path) -> None:
+def test_identity_folder_photos_are_aligned_by_detected_landmarks_cached_once(exported: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     from faceauth.align import align_five_point
@@ -230,8 +236,8 @@ def test_identity_folder_photos_are_aligned_by_detected_landmarks_cached_once(tm
         (root / f"p{person}").mkdir(parents=True)
         for shot in range(2):
             Image.fromarray(face_image(10 * person + shot)).save(root / f"p{person}" / f"{shot}.png")
-    detector = MtcnnDetector(MtcnnOptions(weights=str(write_weights(tmp_path / "w")), min_face=24,
-                                          thresholds=(0.3, 0.3, 0.3)))
+    detector = MtcnnDetector(MtcnnOptions(weights=str(exported), min_face=24, thresholds=(0.3, 0.3, 0.3),
+                                          runtime="onnx"))
 
     class Counted:  # the real detector, counting its calls
         landmarks, options, calls = True, detector.options, 0

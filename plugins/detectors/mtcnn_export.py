@@ -41,11 +41,15 @@ def export_onnx(folder: str | Path, out: str | Path | None = None, opset: int = 
         dims = {0: torch.export.Dim("batch", min=1, max=4096)}
         if side is None:
             dims.update({2: torch.export.Dim("height", min=12, max=8192), 3: torch.export.Dim("width", min=12, max=8192)})
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(net, (example,), None, input_names=["input"], output_names=outputs,
-                                        dynamic_shapes=({k: v for k, v in dims.items()},), opset_version=opset,
-                                        dynamo=True, verbose=False, optimize=True)
+        try:  # torch.export's internals warn about things a user cannot act on
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(net, (example,), None, input_names=["input"], output_names=outputs,
+                                            dynamic_shapes=(dims,), opset_version=opset, dynamo=True, verbose=False,
+                                            optimize=False)
+        except Exception as exc:
+            raise PluginError(f"detector 'mtcnn': torch.onnx could not export {name}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
         data = program.model_proto.SerializeToString()
         check = torch.rand(1, 3, side or 61, side or 29) * 2 - 1
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
