@@ -18,6 +18,7 @@ import attrs
 import yaml
 
 from faceauth import schema
+from faceauth.components import resolve as resolve_reference
 from faceauth.errors import PluginError, RecipeError
 from faceauth.registry import Registry, suggest
 
@@ -205,7 +206,17 @@ def resolve_section(raw: Any, key: str, kind: str, registry: Registry) -> Sectio
         if options:
             raise RecipeError(f"{key}.{next(iter(options))}: {kind} '{name}' takes no options")
         return Section(str(name), None)
-    return Section(str(name), schema.structure(component.options, options, key))
+    return Section(str(name), schema.structure(options_class(registry, kind, str(name)), options, key))
+
+
+def options_class(registry: Registry, kind: str, name: str) -> type | None:
+    """The options class of a registered component, imported now when its record points to it lazily."""
+    entry = registry.entry(kind, name)
+    try:
+        return resolve_reference(entry.component.options)
+    except (ImportError, AttributeError) as exc:
+        raise PluginError(f"{kind} '{name}' from {entry.provider}: its options class failed to import: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def resolve(raw: Mapping[str, Any], registry: Registry, source: str = "<recipe>") -> Recipe:

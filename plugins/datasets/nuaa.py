@@ -44,14 +44,13 @@ from typing import Any, Literal
 
 import attrs
 
-from faceauth.components import Dataset
 from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import CropCache
 from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, detector_settings, hold_out_subjects, open_fraction,
                                               report_missing, warn_shared_subjects)
 
-__all__ = ["NuaaOptions", "VARIANTS", "parse_name", "scan", "read_list", "by_session", "load_nuaa", "datasets"]
+__all__ = ["NuaaOptions", "VARIANTS", "parse_name", "scan", "read_list", "by_session", "load_nuaa"]
 
 log = logging.getLogger(__name__)
 
@@ -233,11 +232,3 @@ def load_nuaa(root: str | Path, *, protocol: str = "sessions", variant: str = "r
 def build(options: NuaaOptions, detector: Any = None) -> Splits:
     return load_nuaa(options.root, protocol=options.protocol, variant=options.variant, val_subjects=options.val_subjects,
                      seed=options.seed, crop=CropOptions(options.crop_margin, options.crop_size), detector=detector)
-
-
-def datasets() -> list[Dataset]:
-    return [
-        Dataset(name="nuaa", build=build, options=NuaaOptions,
-                description="NUAA Photograph Imposter Database (ClientRaw/ImposterRaw or the face variants); "
-                            "train sessions 01+02, test 03, or the shipped lists"),
-    ]

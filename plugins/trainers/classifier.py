@@ -18,7 +18,6 @@ from torchvision.utils import make_grid
 import faceauth
 from faceauth import distributed
 from faceauth import metrics as fa_metrics
-from faceauth.components import Trainer
 from faceauth.data import LIVE, Splits, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
 from faceauth.export import Bundle, model_metadata
@@ -316,8 +315,3 @@ class ClassifierTrainer:
 
 def build(options: ClassifierOptions) -> ClassifierTrainer:
     return ClassifierTrainer(options)
-
-
-def trainers() -> list[Trainer]:
-    return [Trainer(name="classifier", build=build, options=ClassifierOptions,
-                    description="backbone + linear head with a logits loss; liveness metrics; P(live) export")]

@@ -20,7 +20,6 @@ from torchvision.utils import make_grid
 import faceauth
 from faceauth import distributed
 from faceauth import metrics as fa_metrics
-from faceauth.components import Trainer
 from faceauth.data import Splits, Verification, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
 from faceauth.export import Bundle, model_metadata
@@ -232,8 +231,3 @@ class EmbeddingTrainer:
 
 def build(options: EmbeddingOptions) -> EmbeddingTrainer:
     return EmbeddingTrainer(options)
-
-
-def trainers() -> list[Trainer]:
-    return [Trainer(name="embedding", build=build, options=EmbeddingOptions,
-                    description="face embeddings with a margin or triplet loss; verification metrics; embedding export")]

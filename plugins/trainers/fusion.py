@@ -65,7 +65,6 @@ from faceauth.authenticator import (
     quality_features,
     unit,
 )
-from faceauth.components import Trainer
 from faceauth.errors import CheckpointError, DataError, RecipeError
 from faceauth.export import Bundle
 from faceauth.paths import cache_dir, read_npz, write_npz
@@ -848,9 +847,3 @@ def _data_name(recipe: Any) -> str:
 
 def build(options: FusionOptions) -> FusionTrainer:
     return FusionTrainer(options)
-
-
-def trainers() -> list[Trainer]:
-    return [Trainer(name="fusion", build=build, options=FusionOptions,
-                    description="MLP fusion of match and liveness scores on verification attempts; FAR/FRR/HTER/SFAR "
-                                "beside AND and logistic-regression baselines; fusion ONNX export")]
