@@ -16,7 +16,7 @@ import torch
 from torchvision.utils import make_grid
 
 import faceauth
-from faceauth import distributed
+from faceauth import console, distributed
 from faceauth import metrics as fa_metrics
 from faceauth.data import LIVE, Splits, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
@@ -237,7 +237,7 @@ class ClassifierTrainer:
         temporal model); its per-clip mean is returned as ``frame_score``.
         """
         out: dict[str, list[Any]] = {"score": [], "label": [], "attack_type": [], "video": [], "frame_score": []}
-        for batch in reraise_worker_errors(loader):
+        for batch in console.progress(reraise_worker_errors(loader), len(loader), enabled=self.options.progress):
             x = to_device(inputs_of(batch), device, self.options.channels_last)
             out["score"].append(score(x))
             out["label"].append(batch["label"].numpy())
