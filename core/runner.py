@@ -166,6 +166,8 @@ class Run:
     # events and stopping ----------------------------------------------------------------------
     def emit(self, event: str, **kwargs: Any) -> None:
         if distributed.is_main():
+            if event == "train_start":  # the data was found: training starts here
+                log.info("run directory: %s%s", self.dir, " (resumed)" if self.resume is not None else "")
             getattr(self.registry.hook(), f"faceauth_{event}")(run=self, **kwargs)
 
     def request_stop(self, reason: str, finish: bool = True) -> None:
@@ -315,7 +317,6 @@ def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterabl
         directory = directory or _run_dir(recipe_obj)
         created = created or (directory.absolute() if state is None else None)
         (directory / "recipe.yaml").write_text(recipe_obj.to_yaml(), encoding="utf-8")
-        log.info("run directory: %s%s", directory, " (resumed)" if state is not None else "")
     directory = distributed.broadcast(directory)
     current = Run(recipe_obj, registry, directory, resume=state)
     try:
