@@ -214,9 +214,9 @@ def _delete(result: dict[str, Any], item: str) -> None:
     for depth, part in enumerate(parts):
         if not isinstance(node, dict) or part not in node:
             where = ".".join(parts[:depth])
-            keys = ", ".join(map(str, node)) if isinstance(node, dict) else "none"
-            raise RecipeError(f"override '{item}': {key} names nothing in the recipe "
-                              f"({'keys of ' + where if where else 'top-level keys'}: {keys or 'none'})")
+            keys = ", ".join(map(str, node))[:300] if isinstance(node, dict) else "none"
+            raise RecipeError(f"override '{item[:200]}': {key[:200]} names nothing in the recipe "
+                              f"({'keys of ' + where[:200] if where else 'top-level keys'}: {keys or 'none'})")
         if depth == len(parts) - 1:
             del node[part]
         else:

@@ -19,9 +19,8 @@ import logging
 import shutil
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
