@@ -12,7 +12,7 @@ def faceauth_trainers() -> list[Trainer]:
     return [
         Trainer(name="classifier", build=lazy(f"{_PACKAGE}.classifier:build"),
                 options=lazy(f"{_PACKAGE}.classifier:ClassifierOptions"),
-                description="backbone + linear head with a logits loss; liveness metrics; P(live) export"),
+                description="backbone + linear head with a logits loss; liveness metrics; log-odds export"),
         Trainer(name="embedding", build=lazy(f"{_PACKAGE}.embedding:build"),
                 options=lazy(f"{_PACKAGE}.embedding:EmbeddingOptions"),
                 description="face embeddings with a margin or triplet loss; verification metrics; embedding export"),
