@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from faceauth.components import resolve
 from faceauth.errors import PluginError, RecipeError
 from faceauth.faces import Box
 from faceauth.mtcnn import MtcnnOnnx, MtcnnPipeline, MtcnnSettings, nms_opencv
@@ -156,7 +157,7 @@ def test_missing_file_names_what_the_folder_needs(tmp_path: Path) -> None:
 
 
 def test_recipe_options_are_checked() -> None:
-    assert load_registry().get("detector", "mtcnn").options is MtcnnOptions
+    assert resolve(load_registry().get("detector", "mtcnn").options) is MtcnnOptions
     with pytest.raises(RecipeError, match="thresholds"):
         structure(MtcnnOptions, {"weights": "w", "thresholds": [0.6, 0.7]}, "detector")
     with pytest.raises(RecipeError, match="weights: required"):

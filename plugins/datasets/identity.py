@@ -52,14 +52,13 @@ import attrs
 import numpy as np
 
 import faceauth
-from faceauth.components import Dataset
 from faceauth.data import IMAGE_SUFFIXES, Splits, Verification, read_image
 from faceauth.errors import DataError
 from faceauth.paths import cache_dir, read_npz, write_npz
 from faceauth.plugins.datasets.pairs import generate_pairs, read_bin, read_lfw_pairs
 
 __all__ = ["IdentityIndex", "IdentityImages", "index_identity_folder", "hold_out_identities", "read_landmarks",
-           "load_identity_folder", "external_verification", "IdentityFolderOptions", "datasets"]
+           "load_identity_folder", "external_verification", "IdentityFolderOptions"]
 
 LAYOUT = "root/<identity>/*.jpg"
 _INDEX_VERSION = 1
@@ -458,10 +457,3 @@ def build_identity_folder(options: IdentityFolderOptions, detector: Any = None) 
         min_images=options.min_images, seed=options.seed, lfw_pairs=options.lfw_pairs, lfw_root=options.lfw_root,
         verification=options.verification, landmarks=options.landmarks, align_size=options.align_size,
         use_cache=options.index_cache, detector=detector)
-
-
-def datasets() -> list[Dataset]:
-    return [
-        Dataset(name="identity_folder", build=build_identity_folder, options=IdentityFolderOptions,
-                description="root/<identity>/*.jpg (CASIA-WebFace, VGGFace2, LFW); held-out identities validate"),
-    ]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import faceauth
+from faceauth.cli import add_version_option
 from faceauth.errors import PluginError
 from faceauth.mtcnn import MTCNN_NETS, onnx_files
 from faceauth.paths import atomic_write
@@ -75,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("weights", help="folder with pnet.pt, rnet.pt, onet.pt")
     parser.add_argument("--out", help="folder to write pnet.onnx, rnet.onnx, onet.onnx to (default: the weights folder)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_version_option(parser)
     args = parser.parse_args(argv)
 
     try:
