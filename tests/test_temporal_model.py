@@ -44,10 +44,8 @@ class TinyFrames(torch.nn.Module):
 
 
 def plugins() -> list:
-    """The tiny encoder, and `lstm` until plugins/backbones/__init__.py lists the temporal module."""
+    """The tiny encoder as an in-code plugin."""
     records = [Backbone(name="tiny_frames", build=TinyFrames)]
-    if "lstm" not in load_registry().names("backbone"):
-        records += temporal.backbones()
     return [types.SimpleNamespace(__name__="temporal_tests", faceauth_backbones=faceauth.hookimpl(lambda: records))]
 
 

@@ -20,11 +20,10 @@ import torch
 
 import faceauth
 from faceauth import checkpoint
-from faceauth.components import Backbone
 from faceauth.data import LIVE
 from faceauth.errors import CheckpointError, RecipeError
 
-__all__ = ["FrameScorer", "LstmOptions", "TemporalLstm", "backbones", "build"]
+__all__ = ["FrameScorer", "LstmOptions", "TemporalLstm", "build"]
 
 
 @attrs.frozen
@@ -188,9 +187,3 @@ def build(options: LstmOptions, components: Any) -> TemporalLstm:
                                        f"'{attribute}' attribute (see faceauth.components.Backbone)")
     scorer = _frame_scorer(encoder, options, components) if options.encoder_checkpoint else None
     return TemporalLstm(encoder, options, scorer)
-
-
-def backbones() -> list[Backbone]:
-    return [Backbone(name="lstm", build=build, options=LstmOptions,
-                     description="temporal: a frame encoder (backbone.encoder, any backbone) + LSTM over clips "
-                                 "[N, T, 3, H, W]; optional start from a liveness checkpoint")]
