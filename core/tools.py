@@ -61,7 +61,7 @@ def _evaluate(model_path: Path, overrides: list[str], split: str, extra_plugins:
         with checkpoint.fitting(payload):
             model = trainer.load_model(run, payload)
         score = trainer.torch_scorer(model)
-        threshold = payload.get("threshold")
+        threshold = getattr(model, "threshold", payload.get("threshold"))  # as the trainer reads its checkpoints
     return trainer.evaluate(run, score, split, threshold)
 
 
@@ -80,7 +80,7 @@ def _export_checkpoint(model_path: str | Path, output: str | Path, overrides: It
     run, trainer = _run_for(stored, overrides, extra_plugins)
     with checkpoint.fitting(payload):
         model = trainer.load_model(run, payload)
-    model.threshold = payload.get("threshold")
+    model.threshold = getattr(model, "threshold", payload.get("threshold"))
     model.classes = tuple(payload.get("classes", ()))
     exporter = build_component(run.registry, run.recipe, "export")
     if output is None:
