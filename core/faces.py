@@ -190,8 +190,15 @@ class CropGeometry:
 
         try:
             data = json.loads(text)
-            return cls(**{k: data[k] for k in ("detector", "detector_options", "scales", "size", "align") if k in data})
-        except (ValueError, TypeError, AttributeError) as exc:
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON mapping")
+            geometry = cls(**{k: data[k] for k in ("detector", "detector_options", "scales", "size", "align") if k in data})
+            if not (isinstance(geometry.size, int) and geometry.size <= 4096 and isinstance(geometry.align, bool)
+                    and isinstance(geometry.detector, (str, type(None))) and isinstance(geometry.detector_options, dict)):
+                raise ValueError("size must be an integer of at most 4096 pixels, align true or false, detector a "
+                                 "name, detector_options a mapping")
+            return geometry
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
             raise ExportError(f"{where}: invalid faceauth.crop metadata ({str(exc)[:200]}); expected JSON with "
                               f"detector, scales, size, align") from None
 

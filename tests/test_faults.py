@@ -28,8 +28,11 @@ from tests.conftest import TINY_RECIPE
 
 
 def one_line_error(prog: str, rc: int, capsys: pytest.CaptureFixture, *parts: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert rc == 1 and err.startswith(f"{prog}: error: ") and "\n" not in err, err
+    """The one error line of a command that failed (the console's progress lines may come before it)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith(f"{prog}: error: ")]
+    assert rc == 1 and len(errors) == 1 and lines[-1] == errors[0], lines
+    err = errors[0]
     for part in parts:
         assert part in err, err
     return err
@@ -104,6 +107,7 @@ def run_dir(stopped_run: Path, tmp_path: Path) -> Path:
     return shutil.copytree(stopped_run, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_run_is_one_line_and_the_last_checkpoint_survives(
         run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     before = (run_dir / "checkpoints" / "last.pt").read_bytes()
@@ -114,6 +118,7 @@ def test_a_full_disk_during_a_run_is_one_line_and_the_last_checkpoint_survives(
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before and temporaries(run_dir) == []
 
 
+@pytest.mark.slow
 def test_a_failed_metrics_write_names_the_file(run_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture) -> None:
     fill_disk(monkeypatch, room=10, when=".metrics.json.")
@@ -123,6 +128,7 @@ def test_a_failed_metrics_write_names_the_file(run_dir: Path, monkeypatch: pytes
 
 
 # temporary files, locks ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_temporary_files_of_a_killed_run_are_swept_on_resume(run_dir: Path) -> None:
     left = [run_dir / "checkpoints" / ".last.pt.x1y2z3.tmp", run_dir / "checkpoints" / ".best.pt.abc.tmp",
             run_dir / ".metrics.json.q.tmp"]
@@ -134,6 +140,7 @@ def test_temporary_files_of_a_killed_run_are_swept_on_resume(run_dir: Path) -> N
     assert not any(path.exists() for path in left) and keep.read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_a_second_writer_of_a_run_directory_is_refused_naming_the_holder(
         run_dir: Path, capsys: pytest.CaptureFixture) -> None:
     holder = subprocess.Popen(
@@ -152,6 +159,7 @@ def test_a_second_writer_of_a_run_directory_is_refused_naming_the_holder(
     faceauth.run(None, ["trainer.max_steps=3"], resume=run_dir)  # the holder is gone: its lock with it
 
 
+@pytest.mark.slow
 def test_a_stale_lock_file_of_a_dead_process_is_taken_over(run_dir: Path) -> None:
     (run_dir / ".lock").write_text("pid 999999 on elsewhere, since 2026-01-01 00:00:00\n")
     faceauth.run(None, ["trainer.max_steps=3"], resume=run_dir)
@@ -162,6 +170,7 @@ def test_a_stale_lock_file_of_a_dead_process_is_taken_over(run_dir: Path) -> Non
 
 
 # resume that checks -------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("override, shown", [
     ("backbone.input_size=48", "backbone.input_size: 32 in the checkpoint, 48 given"),
     ("backbone.name=resnet34", "backbone.name: 'resnet18' in the checkpoint, 'resnet34' given"),
@@ -176,6 +185,7 @@ def test_overrides_with_resume_get_the_recipe_files_check(run_dir: Path, overrid
     assert (run_dir / "recipe.yaml").read_bytes() == recipe_before
 
 
+@pytest.mark.slow
 def test_recipe_yaml_is_rewritten_only_after_a_successful_restore(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
     recipe_before = (run_dir / "recipe.yaml").read_bytes()
     payload = checkpoint.load(run_dir)
@@ -187,11 +197,13 @@ def test_recipe_yaml_is_rewritten_only_after_a_successful_restore(run_dir: Path,
     assert (run_dir / "recipe.yaml").read_bytes() == recipe_before
 
 
+@pytest.mark.slow
 def test_an_allowed_change_on_resume_is_written_to_recipe_yaml(run_dir: Path) -> None:
     faceauth.run(None, ["trainer.epochs=3", "trainer.max_steps=3", "export=null"], resume=run_dir)
     assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["trainer"]["epochs"] == 3
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_says_so(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
     shutil.rmtree(run_dir / "checkpoints")
     rc = run_main(["--resume", str(run_dir)])
@@ -201,6 +213,7 @@ def test_a_run_killed_before_its_first_checkpoint_says_so(run_dir: Path, capsys:
 
 
 # checkpoint contents ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_checkpoints_without_a_recipe_or_with_weights_that_do_not_fit_are_one_line(
         run_dir: Path, capsys: pytest.CaptureFixture) -> None:
     payload = checkpoint.load(run_dir)
@@ -228,6 +241,7 @@ class BrokenExporter:
         return [Exporter(name="broken", build=Broken, description="always fails")]
 
 
+@pytest.mark.slow
 def test_a_failed_export_keeps_the_figures(run_dir: Path) -> None:
     with pytest.raises(faceauth.ExportError, match=r"simulated\) \(the run's figures are kept in .*metrics\.json\)"):
         faceauth.run(None, ["trainer.max_steps=null", "export={name: broken}"], resume=run_dir,

@@ -23,6 +23,7 @@ def tiny_run(folder: Path, **changes: object) -> faceauth.runner.RunResult:
     return faceauth.run(recipe)
 
 
+@pytest.mark.slow
 def test_faceauth_eval_takes_a_test_only_folder(tmp_path: Path) -> None:
     from tests.test_hostile_input import liveness_folder
 
