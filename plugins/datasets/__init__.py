@@ -3,12 +3,12 @@
 import faceauth
 from faceauth.components import Dataset
 from faceauth.plugins.datasets import (attempts, casia_fasd, celeba_spoof, clips, demo_clips, folder, identity,
-                                       identity_demo, nuaa, recordio, replay_attack)
+                                       identity_demo, ijb, nuaa, recordio, replay_attack)
 
 __all__ = ["faceauth_datasets"]
 
 _MODULES = (folder, casia_fasd, replay_attack, celeba_spoof, nuaa, clips, demo_clips, identity, identity_demo, recordio,
-            attempts)
+            attempts, ijb)
 
 
 @faceauth.hookimpl
