@@ -121,14 +121,15 @@ def test_options_change_the_pooling(tmp_path: Path) -> None:
         assert not np.allclose(template_features(embeddings, load_ijb(root, **options).test)[0], plain[0])
 
 
-def test_chunked_pair_scores_equal_one_chunk() -> None:
+@pytest.mark.parametrize("templates, count", [(50, 3000), (5000, 300)])  # dense: matrix products; sparse: gathers
+def test_pair_scores_in_blocks_match_a_direct_computation(templates: int, count: int) -> None:
     rng = np.random.default_rng(0)
-    features = rng.normal(size=(50, 32)).astype(np.float32)
+    features = rng.normal(size=(templates, 32)).astype(np.float32)
     features /= np.linalg.norm(features, axis=1, keepdims=True)
-    pairs = rng.integers(0, 50, size=(1001, 2))
-    whole = template_pair_scores(features, pairs, chunk_bytes=1 << 30)
-    np.testing.assert_array_equal(template_pair_scores(features, pairs, chunk_bytes=7 * 2 * 32 * 4), whole)
-    np.testing.assert_allclose(whole, np.einsum("ij,ij->i", features[pairs[:, 0]], features[pairs[:, 1]]), atol=1e-6)
+    pairs = rng.integers(0, templates, size=(count, 2))
+    direct = np.array([features[a].astype(np.float64) @ features[b] for a, b in pairs])
+    for chunk_bytes in (1 << 30, 7 * 2 * 32 * 4, 1):
+        np.testing.assert_allclose(template_pair_scores(features, pairs, chunk_bytes=chunk_bytes), direct, atol=1e-6)
 
 
 def test_roc_table_matches_a_direct_computation() -> None:

@@ -7,8 +7,8 @@ media (the frames of a video count once), summed over the template's media, and 
 The whole pooling is one sparse (templates x faces) matrix product, so no per-template Python loop
 runs and no copy of the (faces x dim) embeddings is made.
 
-Pairs are scored in chunks of at most `CHUNK_BYTES` of gathered features, into preallocated
-buffers: memory stays bounded whatever the number of pairs (15.7M for IJB-C).
+Pairs are scored in blocks of at most `CHUNK_BYTES` of intermediate values, so memory stays
+bounded whatever the number of pairs (15.7M for IJB-C); dense blocks are one matrix product.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ from faceauth.errors import DataError
 
 __all__ = ["CHUNK_BYTES", "template_features", "template_pair_scores", "template_metrics"]
 
-#: Bytes of gathered template features per chunk of pairs (both sides together).
+#: Bytes of intermediate values (similarity blocks, gathered features) per block of pairs.
 CHUNK_BYTES = 64 << 20
+# A matrix product computes a score this many times faster than gathering two rows per pair does
+# (measured ~140x on this project's CPU machine; kept conservative).
+_GEMM_ADVANTAGE = 64
 
 
 def template_features(embeddings: np.ndarray, protocol: TemplateVerification) -> np.ndarray:
@@ -55,18 +58,35 @@ def template_features(embeddings: np.ndarray, protocol: TemplateVerification) ->
 
 def template_pair_scores(features: np.ndarray, pairs: np.ndarray, *, chunk_bytes: int = CHUNK_BYTES,
                          progress: bool = False, desc: str = "scoring pairs") -> np.ndarray:
-    """(P,) float32 cosine scores of template `pairs` (indices into the unit-length `features`)."""
+    """(P,) float32 cosine scores of template `pairs` (indices into the unit-length `features`).
+
+    Pairs are taken in blocks of first templates (their order restored at the end). Where a block's
+    pairs are dense, as in IJB-B/C (15.7M pairs among 23k templates), one matrix product of the
+    block's first and second templates gives them all, which BLAS computes far faster per score
+    than gathering two rows per pair; where they are sparse, the rows are gathered and multiplied
+    pair by pair. Either way a block holds at most `chunk_bytes` of intermediate values.
+    """
     features = np.ascontiguousarray(features, dtype=np.float32)
-    rows = max(1, chunk_bytes // (2 * features.shape[1] * features.itemsize))
-    first = np.empty((min(rows, len(pairs)), features.shape[1]), dtype=np.float32)
-    second = np.empty_like(first)
+    dim = features.shape[1]
+    order = np.argsort(pairs[:, 0], kind="stable")
+    ordered = pairs[order]
+    runs = np.flatnonzero(np.r_[True, ordered[1:, 0] != ordered[:-1, 0]])  # where each first template starts
+    per_block = max(1, chunk_bytes // (4 * max(len(features), dim)))       # first templates per block
+    bounds = np.r_[runs[::per_block], len(ordered)]
     scores = np.empty(len(pairs), dtype=np.float32)
-    for start in tqdm(range(0, len(pairs), rows), desc=desc, unit="chunk", disable=not progress, leave=False):
-        chunk = pairs[start:start + rows]
-        a, b = first[:len(chunk)], second[:len(chunk)]
-        np.take(features, chunk[:, 0], axis=0, out=a)
-        np.take(features, chunk[:, 1], axis=0, out=b)
-        np.einsum("ij,ij->i", a, b, out=scores[start:start + len(chunk)])
+    for start, stop in tqdm(zip(bounds[:-1].tolist(), bounds[1:].tolist()), total=len(bounds) - 1, desc=desc,
+                            unit="block", disable=not progress, leave=False):
+        block = ordered[start:stop]
+        rows, row_of = np.unique(block[:, 0], return_inverse=True)
+        cols, col_of = np.unique(block[:, 1], return_inverse=True)
+        if len(rows) * len(cols) <= _GEMM_ADVANTAGE * len(block):
+            similarity = features[rows] @ features[cols].T
+            scores[order[start:stop]] = similarity[row_of, col_of]
+        else:
+            for at in range(0, len(block), max(1, chunk_bytes // (8 * dim))):
+                part = block[at:at + max(1, chunk_bytes // (8 * dim))]
+                scores[order[start + at:start + at + len(part)]] = np.einsum(
+                    "ij,ij->i", features[part[:, 0]], features[part[:, 1]])
     return scores
 
 
