@@ -85,7 +85,7 @@ def bench_pairs(loop_pairs: int, dim: int) -> None:
     print(f"tar_at_far_1e-4 of random features: {roc['tar_at_far_1e-4']:.4f} (sanity: about 1e-4)")
 
 
-def _trainer(backbone: str, batch: int, workers: int, size: int = 112):
+def _trainer(backbone: str, batch: int, workers: int):
     from faceauth.plugins.trainers.classifier import build_backbone
     from faceauth.recipe import load_recipe
     from faceauth.registry import load_registry
@@ -93,7 +93,7 @@ def _trainer(backbone: str, batch: int, workers: int, size: int = 112):
 
     registry = load_registry()
     recipe = load_recipe(None, registry=registry, base={
-        "data": {"name": "demo_identities"}, "backbone": {"name": backbone, "input_size": size},
+        "data": {"name": "demo_identities"}, "backbone": {"name": backbone},  # the recognition backbones take 112x112
         "loss": {"name": "arcface"},
         "trainer": {"name": "embedding", "batch_size": batch, "num_workers": workers, "progress": False}})
     run = Run(recipe, registry, directory=Path("."))
@@ -113,7 +113,8 @@ def bench_embed(images: int, backbone: str, batch: int, workers: int) -> None:
         root = Path(folder) / "ijb"
         make_ijb(root, images / FULL_FACES, 250, 0, with_pairs=False)
         rows = np.loadtxt(root / "meta" / "ijbc_name_5pts_score.txt", dtype=str, ndmin=2)
-        crops = LooseCrops(root / "loose_crop", np.char.encode(rows[:, 0]), rows[:, 1:11].astype(np.float32).reshape(-1, 5, 2))
+        crops = LooseCrops(root / "loose_crop", np.char.encode(rows[:, 0]),
+                           rows[:, 1:11].astype(np.float32).reshape(-1, 5, 2))
         aligned = Path(folder) / "aligned"
         for i in range(len(crops)):  # the same faces, aligned once, as an identity-folder tree
             (aligned / f"id{i % 50:03d}").mkdir(parents=True, exist_ok=True)

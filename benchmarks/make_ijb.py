@@ -6,7 +6,8 @@ template pairs (19,557 genuine). ``--scale 0.05`` (1/20, the default) keeps thos
 distinct ordered template pairs (1/20 of the templates cannot give 1/20 of the pairs unordered).
 Each template has 1-6 media, its faces spread over them (a video's frames share a media id);
 images are smooth random colour fields of ``--size`` pixels (256 distinct JPEGs, reused), which
-decode like photographs of that size, with five landmarks where a face would be in a loose crop and a detector score in [0.6, 1).
+decode like photographs of that size, with five landmarks where a face would be in a loose crop and
+a detector score in [0.6, 1).
 
     python benchmarks/make_ijb.py /tmp/ijbc_20 [--scale 0.05] [--size 250] [--seed 0]
 """

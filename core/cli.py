@@ -124,7 +124,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", help="dataset root (replaces data.root of the stored recipe)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--ijb", metavar="ROOT",
-                        help="an IJB-B / IJB-C release (loose_crop/, meta/): its 1:1 template protocol (embedding models)")
+                        help="an IJB-B / IJB-C release (loose_crop/, meta/): its 1:1 protocol (embedding models)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the stored recipe")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

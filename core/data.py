@@ -23,8 +23,8 @@ from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from faceauth.errors import DataError, FaceAuthError
 
-__all__ = ["LIVE", "SPOOF", "Splits", "Verification", "TemplateVerification", "read_image", "Transformed", "EpochSampler", "reraise_worker_errors",
-           "IMAGE_SUFFIXES", "check_classes"]
+__all__ = ["LIVE", "SPOOF", "Splits", "Verification", "read_image", "Transformed", "EpochSampler", "reraise_worker_errors",
+           "IMAGE_SUFFIXES", "check_classes", "TemplateVerification"]
 
 LIVE, SPOOF = 0, 1
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff")

@@ -76,7 +76,8 @@ def meta_files(root: str | Path, protocol: str | None, key: str = "data.root") -
             raise DataError(f"{key}: {meta} holds {what} of ijbb_face_tid_mid.txt and ijbc_face_tid_mid.txt; "
                             f"{'name one with data.protocol' if found else 'expected the IJB-B or IJB-C meta files'}")
         protocol = found[0]
-    files = {kind: meta / f"{protocol}_{kind}.txt" for kind in ("name_5pts_score", "face_tid_mid", "template_pair_label")}
+    kinds = ("name_5pts_score", "face_tid_mid", "template_pair_label")
+    files = {kind: meta / f"{protocol}_{kind}.txt" for kind in kinds}
     for path in files.values():
         if not path.is_file():
             raise DataError(f"{key}: {path} not found (an IJB release holds loose_crop/ and meta/{protocol}_*.txt)")

@@ -171,8 +171,8 @@ class EmbeddingTask:
                 raise DataError("test_data: the dataset has no test protocol")
             for protocol in found:
                 if not isinstance(protocol, (Verification, TemplateVerification)):
-                    raise DataError(f"test_data: '{protocol.name if hasattr(protocol, 'name') else 'test'}' is not a "
-                                    f"verification protocol (an embedding run is tested on pairs or templates)")
+                    raise DataError(f"test_data: the dataset's test split is not a verification protocol (an "
+                                    f"embedding run is tested on pairs or templates, e.g. ijb)")
                 label = f"test_{protocol.name}"
                 protocols[label if label not in protocols else f"{label}-{len(protocols)}"] = protocol
         return {label: self._measure(protocol, step, label, threshold) for label, protocol in protocols.items()}
