@@ -77,7 +77,7 @@ def bench_pairs(loop_pairs: int, dim: int) -> None:
     chunked_rate, loop_rate = FULL_PAIRS / chunked_s, loop_pairs / loop_s
     print(f"pair scoring, {FULL_TEMPLATES} templates x {dim}-d, {load_average()}")
     print(table([("method", "pairs", "seconds", "pairs/s", "peak MiB", "ratio"),
-                 ("faceauth chunked", f"{FULL_PAIRS:,}", f"{chunked_s:.2f}", f"{chunked_rate:,.0f}",
+                 ("faceauth blocks", f"{FULL_PAIRS:,}", f"{chunked_s:.2f}", f"{chunked_rate:,.0f}",
                   f"{chunked_mib:.0f}", f"{chunked_rate / loop_rate:.1f}x"),
                  ("numpy loop", f"{loop_pairs:,}", f"{loop_s:.2f}", f"{loop_rate:,.0f}", f"{loop_mib:.0f}", "1.0x"),
                  ("ROC table", f"{FULL_PAIRS:,}", f"{roc_s:.2f}", f"{FULL_PAIRS / roc_s:,.0f}", f"{roc_mib:.0f}",
