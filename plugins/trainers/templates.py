@@ -69,14 +69,15 @@ def template_pair_scores(features: np.ndarray, pairs: np.ndarray, *, chunk_bytes
     features = np.ascontiguousarray(features, dtype=np.float32)
     dim = features.shape[1]
     order = np.argsort(pairs[:, 0], kind="stable")
-    ordered = pairs[order]
-    runs = np.flatnonzero(np.r_[True, ordered[1:, 0] != ordered[:-1, 0]])  # where each first template starts
-    per_block = max(1, chunk_bytes // (4 * max(len(features), dim)))       # first templates per block
-    bounds = np.r_[runs[::per_block], len(ordered)]
+    first = pairs[order, 0]
+    runs = np.flatnonzero(np.r_[True, first[1:] != first[:-1]])  # where each first template's pairs start
+    del first
+    per_block = max(1, chunk_bytes // (4 * max(len(features), dim)))  # first templates per block
+    bounds = np.r_[runs[::per_block], len(pairs)]
     scores = np.empty(len(pairs), dtype=np.float32)
     for start, stop in tqdm(zip(bounds[:-1].tolist(), bounds[1:].tolist()), total=len(bounds) - 1, desc=desc,
                             unit="block", disable=not progress, leave=False):
-        block = ordered[start:stop]
+        block = pairs[order[start:stop]]
         rows, row_of = np.unique(block[:, 0], return_inverse=True)
         cols, col_of = np.unique(block[:, 1], return_inverse=True)
         if len(rows) * len(cols) <= _GEMM_ADVANTAGE * len(block):
