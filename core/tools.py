@@ -33,9 +33,12 @@ def _data_overrides(data: str | Path | None, overrides: Iterable[str]) -> list[s
     return ([f"data.root={Path(data).expanduser()}"] if data is not None else []) + list(overrides)
 
 
-def _with_ijb(stored_recipe: dict[str, Any], ijb: str | Path | None) -> dict[str, Any]:
+def _with_ijb(stored_recipe: dict[str, Any], ijb: str | Path | None, task: Any, model_path: Path) -> dict[str, Any]:
     if ijb is None:
         return stored_recipe
+    if task != "embedding":
+        raise CheckpointError(f"{model_path}: a {task or 'unknown'} model; an IJB protocol measures face-recognition "
+                              f"(embedding) models")
     return {**stored_recipe, "data": {"name": "ijb", "root": str(Path(ijb).expanduser())}}
 
 
@@ -56,7 +59,8 @@ def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: s
         if not model_path.is_file():
             raise ExportError(f"{model_path}: ONNX model not found")
         metadata = read_metadata(model_path)
-        run, trainer = _run_for(_with_ijb(recipe_from_metadata(metadata, model_path), ijb), overrides, extra_plugins)
+        stored = _with_ijb(recipe_from_metadata(metadata, model_path), ijb, metadata.get("faceauth.task"), model_path)
+        run, trainer = _run_for(stored, overrides, extra_plugins)
         session = onnx_session(model_path)
 
         def score(x: Any) -> np.ndarray:
@@ -65,7 +69,8 @@ def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: s
         threshold = float(metadata["faceauth.threshold"]) if metadata.get("faceauth.threshold") else None
     else:
         payload = checkpoint.load(model_path)
-        run, trainer = _run_for(_with_ijb(payload["recipe"], ijb), overrides, extra_plugins)
+        stored = _with_ijb(payload["recipe"], ijb, payload.get("task"), model_path)
+        run, trainer = _run_for(stored, overrides, extra_plugins)
         model = trainer.load_model(run, payload)
         score = trainer.torch_scorer(model)
         threshold = getattr(model, "threshold", payload.get("threshold"))  # as the trainer reads its checkpoints

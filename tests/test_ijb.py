@@ -254,3 +254,14 @@ def test_embedding_run_and_faceauth_eval_measure_ijb(tmp_path: Path, capsys: pyt
     assert eval_main([str(result.onnx_path), "--ijb", str(root)]) == 1
     error = capsys.readouterr().err.strip()
     assert "ijbc_template_pair_label.txt:2: template 4242 has no faces" in error and "\n" not in error
+
+
+def test_faceauth_eval_measures_only_embedding_models_on_ijb(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from faceauth import checkpoint
+
+    root = write_ijb(tmp_path / "IJBC")
+    liveness = checkpoint.save(tmp_path / "liveness.pt", {"task": "liveness", "recipe": {}, "model": {}})
+    assert eval_main([str(liveness), "--ijb", str(root)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "liveness.pt: a liveness model; an IJB protocol measures face-recognition (embedding) models" in error
+    assert "\n" not in error
