@@ -265,3 +265,14 @@ def test_faceauth_eval_measures_only_embedding_models_on_ijb(tmp_path: Path, cap
     error = capsys.readouterr().err.strip()
     assert "liveness.pt: a liveness model; an IJB protocol measures face-recognition (embedding) models" in error
     assert "\n" not in error
+
+
+def test_a_bad_ijb_test_set_stops_an_embedding_run_before_training(tmp_path: Path) -> None:
+    root = write_ijb(tmp_path / "IJBC")
+    _break(root, "ijbc_template_pair_label.txt", 3, "102 777 0")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({**RUN, "output_dir": str(tmp_path / "runs"),
+                                    "test_data": {"name": "ijb", "root": str(root)}}))
+    with pytest.raises(faceauth.DataError, match="ijbc_template_pair_label.txt:3: template 777 has no faces"):
+        faceauth.run(path)
+    assert not list((tmp_path / "runs").glob("*/checkpoints/*.pt"))

@@ -123,8 +123,21 @@ class EmbeddingTask:
         self.train_loader = image_loader(train, transform, batch_size=options.batch_size,
                                          num_workers=options.num_workers, seed=seed, shuffle=True,
                                          batch_sampler=batch_sampler)
+        self.test_data = self._test_data_protocols()  # read now: a bad file fails before training, not after
         key = options.monitor if self.splits.val is not None else "loss"
         self.monitor = (key, lower_is_better if key in ("eer", "loss") else higher_is_better)
+
+    def _test_data_protocols(self) -> list[Verification | TemplateVerification]:
+        if self.run.recipe.test_data is None:
+            return []
+        extra = self.run.build("test_data")
+        found = [p for p in (extra.test, *extra.more_tests.values()) if p is not None]
+        if not found:
+            raise DataError("test_data: the dataset has no test protocol")
+        if not all(isinstance(p, (Verification, TemplateVerification)) for p in found):
+            raise DataError("test_data: the dataset's test split is not a verification protocol (an embedding run "
+                            "is tested on pairs or templates, e.g. ijb)")
+        return found
 
     def set_epoch(self, epoch: int, position: int) -> None:
         if self.train_loader.batch_sampler is not None and isinstance(self.train_loader.batch_sampler, PKSampler):
@@ -164,17 +177,9 @@ class EmbeddingTask:
         ``test_data`` (ijbc, ...) as ``test_<name>``."""
         protocols = {"test": self.splits.test} if self.splits.test is not None else {}
         protocols.update({f"test_{name}": protocol for name, protocol in self.splits.more_tests.items()})
-        if self.run.recipe.test_data is not None:
-            extra = self.run.build("test_data")
-            found = [p for p in (extra.test, *extra.more_tests.values()) if p is not None]
-            if not found:
-                raise DataError("test_data: the dataset has no test protocol")
-            for protocol in found:
-                if not isinstance(protocol, (Verification, TemplateVerification)):
-                    raise DataError(f"test_data: the dataset's test split is not a verification protocol (an "
-                                    f"embedding run is tested on pairs or templates, e.g. ijb)")
-                label = f"test_{protocol.name}"
-                protocols[label if label not in protocols else f"{label}-{len(protocols)}"] = protocol
+        for protocol in self.test_data:
+            label = f"test_{protocol.name}"
+            protocols[label if label not in protocols else f"{label}-{len(protocols)}"] = protocol
         return {label: self._measure(protocol, step, label, threshold) for label, protocol in protocols.items()}
 
     def log_samples(self, count: int = 16) -> None:
