@@ -263,7 +263,6 @@ def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resu
         extra_plugins: Iterable[Any] = ()) -> RunResult:
     """Run a recipe (or continue the run in directory `resume`) and return its results."""
     registry = load_registry(extra_plugins)
-    distributed.setup()
     state = None
     if resume is not None:
         state = checkpoint.load(Path(resume))
@@ -280,6 +279,7 @@ def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resu
             raise RecipeError("no recipe given (a YAML file such as recipes/liveness_resnet18.yaml)")
         recipe_obj = load_recipe(recipe, overrides, registry=registry)
         directory = None
+    distributed.setup(recipe_obj.device)
     trainer = build_component(registry, recipe_obj, "trainer")
     exporter = build_component(registry, recipe_obj, "export") if recipe_obj.export is not None else None
     distributed.check_same("the resolved recipe", recipe_obj.to_dict())
