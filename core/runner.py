@@ -22,7 +22,7 @@ import attrs
 from faceauth import checkpoint, distributed
 from faceauth.data import Splits
 from faceauth.errors import FaceAuthError, PluginError, RecipeError
-from faceauth.paths import atomic_write
+from faceauth.paths import atomic_link, atomic_write
 from faceauth.recipe import COMPONENT_SECTIONS, Recipe, load_recipe
 from faceauth.registry import Registry, load_registry
 
@@ -104,6 +104,7 @@ class Run:
 
     Public: `recipe`, `dir`, `device`, `epoch`, `resume` (the checkpoint to continue from, or None),
     `stop_reason`; `build(section)`, `log(scalars, step)`, `writer`, `save_checkpoint(tag, payload)`,
+    `link_checkpoint(source, tag)`,
     `emit(event, **kwargs)`, `request_stop(reason)`.
     """
 
@@ -180,6 +181,16 @@ class Run:
         path = self.dir / "checkpoints" / f"{tag}.pt"
         if distributed.is_main():
             checkpoint.save(path, {**payload, "recipe": self.recipe.to_dict(), "versions": self.versions(), "tag": tag})
+            self.emit("checkpoint_saved", path=path, epoch=self.epoch, tag=tag)
+        distributed.barrier()
+        return path
+
+    def link_checkpoint(self, source: str, tag: str) -> Path:
+        """Make checkpoint `tag` the file checkpoint `source` is (an epoch that is both the last and the
+        best is written once); rank 0 links, every rank waits."""
+        path = self.dir / "checkpoints" / f"{tag}.pt"
+        if distributed.is_main():
+            atomic_link(path.with_name(f"{source}.pt"), path)
             self.emit("checkpoint_saved", path=path, epoch=self.epoch, tag=tag)
         distributed.barrier()
         return path

@@ -58,3 +58,40 @@ def test_a_step_the_scaler_skips_leaves_weights_and_schedule_alone() -> None:
     assert _step_with(float("inf")) == (False, 1.0, 0)
     stepped, weight, schedule_steps = _step_with(1.0)
     assert stepped and weight == pytest.approx(0.9) and schedule_steps == 1
+
+
+def test_a_link_keeps_the_old_file_when_its_source_is_replaced(tmp_path) -> None:
+    from faceauth.paths import atomic_link, atomic_write
+
+    source = tmp_path / "best.pt"
+    source.write_bytes(b"epoch 3")
+    (tmp_path / "last.pt").write_bytes(b"epoch 2")
+    atomic_link(source, tmp_path / "last.pt")
+    assert (tmp_path / "last.pt").read_bytes() == b"epoch 3" and (tmp_path / "last.pt").samefile(source)
+    with atomic_write(source) as handle:
+        handle.write(b"epoch 4")
+    assert (tmp_path / "last.pt").read_bytes() == b"epoch 3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+@pytest.mark.slow
+def test_an_epoch_that_is_the_best_is_written_once(tmp_path, monkeypatch) -> None:
+    import faceauth
+    from faceauth import checkpoint
+    from tests.test_distributed import RECIPE
+
+    monkeypatch.setenv("FACEAUTH_PLUGINS", "faceauth,faceauth-example-plugin")
+    recipe = {**RECIPE, "output_dir": str(tmp_path), "export": None, "trainer": {**RECIPE["trainer"], "epochs": 3}}
+    result = faceauth.run(recipe_path(tmp_path, recipe), ["run_name=r"])
+    best, last = (result.dir / "checkpoints" / name for name in ("best.pt", "last.pt"))
+    assert best.samefile(last) == (result.metrics["best_epoch"] == 3)
+    assert checkpoint.load(best)["best"]["epoch"] == result.metrics["best_epoch"]
+    assert checkpoint.load(last)["epoch"] == 3
+
+
+def recipe_path(folder, recipe: dict):
+    import yaml
+
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path

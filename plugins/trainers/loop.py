@@ -254,7 +254,11 @@ class TrainingLoop:
             figures = self._end_epoch()
             run.emit("epoch_end", epoch=self.epoch, metrics=figures)
             self.epoch, self.position, self.loss_sum, self.loss_count = self.epoch + 1, 0, 0.0, 0
-            self._save("last")
+            if self.improved:  # the best weights are the last ones: written once, under both names
+                self._save("best")
+                run.link_checkpoint("best", "last")
+            else:
+                self._save("last")
             if run.stop_reason is not None:
                 return self._finish(stopped=True)
         return self._finish(stopped=False)
@@ -348,9 +352,9 @@ class TrainingLoop:
         self.run.log(figures, step)
         key, is_better = self.task.monitor
         value = figures["train/loss"] if key == "loss" else val[key]
-        if self.best["value"] is None or is_better(value, self.best["value"]):
+        self.improved = self.best["value"] is None or is_better(value, self.best["value"])
+        if self.improved:
             self.best = {"value": value, "epoch": step, "threshold": val.get("threshold"), "metrics": val}
-            self._save("best")
         return figures
 
     def _finish(self, stopped: bool) -> FitResult:
