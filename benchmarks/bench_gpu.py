@@ -134,7 +134,8 @@ def layout_overrides(name: str, root: Path, args: argparse.Namespace, output: Pa
     return [f"backbone.name={args.backbone}", f"data.name={'identity_folder' if name == 'folders' else 'recordio'}", f"data.root={root}",
             f"trainer.batch_size={args.batch}", f"trainer.num_workers={args.workers}", f"trainer.epochs={args.epochs}",
             f"trainer.amp_dtype={args.dtype}", f"trainer.channels_last={str(args.channels_last).lower()}",
-            "trainer.progress=false", f"output_dir={output}", "export=null"]
+            "trainer.progress=false", f"output_dir={output}", "export=null",
+            *(["data.val_identities=0.2"] if args.allow_cpu and not torch.cuda.is_available() else [])]
 
 
 def data_path_rate(overrides: list[str], device: torch.device, max_batches: int | None) -> tuple[float, int]:
@@ -196,7 +197,7 @@ def main() -> None:
         raise SystemExit("no CUDA device: run this on a GPU machine (or --allow-cpu to check the script)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":  # a check that the script runs, not a measurement
-        args.batch, args.steps, args.images, args.workers, args.epochs = 8, 2, 240, 0, 1
+        args.batch, args.steps, args.images, args.workers, args.epochs = 8, 2, 96, 0, 1
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     ceiling = step_ceiling(device, args.backbone, args.batch, args.steps, args.classes, args.dtype, args.channels_last,
                            args.compile)
@@ -204,7 +205,7 @@ def main() -> None:
           f"channels_last={args.channels_last}, compile={args.compile}, on {name}: {ceiling:.1f} samples/s")
     if not args.end_to_end:
         return
-    folders, packed = generate(args.data, args.images, per_identity=50 if device.type == "cuda" else 12)
+    folders, packed = generate(args.data, args.images, per_identity=50 if device.type == "cuda" else 8)
     rows = []
     with tempfile.TemporaryDirectory() as output:
         for layout, root in (("folders", folders), ("recordio", packed)):
