@@ -466,7 +466,7 @@ def _describe(decision: Decision) -> str:
 
 def verify_main(argv: Sequence[str] | None = None) -> int:
     """``faceauth-verify --enrolled a.jpg [b.jpg ...] --probe c.jpg --models DIR [--json]``."""
-    from faceauth.cli import _guard
+    from faceauth.cli import _guard, add_version_option
 
     parser = argparse.ArgumentParser(
         prog="faceauth-verify",
@@ -484,6 +484,7 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
                         help="folder of MTCNN's .onnx files, for models trained on MTCNN crops")
     parser.add_argument("--json", action="store_true", help="print the decision as JSON")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_version_option(parser)
     args = parser.parse_args(argv)
 
     def action() -> int:

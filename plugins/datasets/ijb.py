@@ -35,11 +35,10 @@ import attrs
 import numpy as np
 
 import faceauth
-from faceauth.components import Dataset
 from faceauth.data import Splits, TemplateVerification, read_image
 from faceauth.errors import DataError
 
-__all__ = ["PROTOCOLS", "IJBOptions", "LooseCrops", "meta_files", "load_ijb", "datasets"]
+__all__ = ["PROTOCOLS", "IJBOptions", "LooseCrops", "meta_files", "load_ijb", "build_ijb"]
 
 PROTOCOLS = ("ijbb", "ijbc")
 _LANDMARK_FORM = "image x1 y1 x2 y2 x3 y3 x4 y4 x5 y5 detector_score"
@@ -253,9 +252,3 @@ def build_ijb(options: IJBOptions) -> Splits:
     return load_ijb(options.root, options.protocol, detector_score=options.detector_score,
                     norm_score=options.norm_score, align_size=options.align_size)
 
-
-def datasets() -> list[Dataset]:
-    return [
-        Dataset(name="ijb", build=build_ijb, options=IJBOptions,
-                description="IJB-B / IJB-C 1:1 template verification (loose crops, 5-point landmarks); a test set"),
-    ]

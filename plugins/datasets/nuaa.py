@@ -52,14 +52,13 @@ from typing import Any, Literal
 
 import attrs
 
-from faceauth.components import Dataset
 from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import CropCache
 from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, crop_geometry_of, detector_settings, hold_out_subjects, open_fraction,
                                               report_missing, warn_shared_subjects)
 
-__all__ = ["NuaaOptions", "VARIANTS", "parse_name", "scan", "read_list", "by_session", "load_nuaa", "datasets"]
+__all__ = ["NuaaOptions", "VARIANTS", "parse_name", "scan", "read_list", "by_session", "load_nuaa"]
 
 log = logging.getLogger(__name__)
 
@@ -262,11 +261,3 @@ def build(options: NuaaOptions, detector: Any = None) -> Splits:
     return load_nuaa(options.root, protocol=options.protocol, variant=options.variant, val_subjects=options.val_subjects,
                      validation=options.validation, val_session=options.val_session, seed=options.seed,
                      crop=CropOptions(options.crop_scale, options.crop_size, options.crop_align), detector=detector)
-
-
-def datasets() -> list[Dataset]:
-    return [
-        Dataset(name="nuaa", build=build, options=NuaaOptions,
-                description="NUAA Photograph Imposter Database (ClientRaw/ImposterRaw or the face variants); "
-                            "train sessions 01+02, test 03, or the shipped lists"),
-    ]

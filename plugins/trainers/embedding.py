@@ -21,12 +21,10 @@ import attrs
 import numpy as np
 import torch
 from torchvision.utils import make_grid
-from tqdm import tqdm
 
 import faceauth
-from faceauth import distributed
+from faceauth import console, distributed
 from faceauth import metrics as fa_metrics
-from faceauth.components import Trainer
 from faceauth.data import Splits, TemplateVerification, Verification, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
 from faceauth.export import Bundle, model_metadata
@@ -152,7 +150,7 @@ class EmbeddingTask:
     def _measure(self, protocol: Verification | TemplateVerification, step: int, prefix: str,
                  threshold: float | None = None) -> dict[str, float]:
         embeddings = self.trainer.embed(self.trainer.torch_scorer(self.model), protocol.images, self.preprocess,
-                                        self.run.recipe.seed, self.run.device, desc=f"embedding {protocol.name}")
+                                        self.run.recipe.seed, self.run.device)
         if isinstance(protocol, TemplateVerification):
             figures, scores = template_metrics(embeddings, protocol, threshold, progress=self.options.progress)
             self.run.writer.add_figure(f"{prefix}/roc_{protocol.name}", roc_figure(
@@ -214,14 +212,12 @@ class EmbeddingTrainer:
         return embed
 
     def embed(self, embed_fn: Callable[[torch.Tensor], np.ndarray], images: Any, preprocess: Any, seed: int,
-              device: torch.device, desc: str = "embedding") -> np.ndarray:
+              device: torch.device) -> np.ndarray:
         """Embeddings of every image, each the sum of the image's and its mirror's when flip_test is on."""
         loader = image_loader(images, eval_transform(preprocess), batch_size=self.options.batch_size,
                               num_workers=self.options.num_workers, seed=seed, shuffle=False)
         chunks = []
-        batches = tqdm(loader, desc=desc, unit="batch", disable=not self.options.progress or not distributed.is_main(),
-                       leave=False)
-        for batch in reraise_worker_errors(batches):
+        for batch in console.progress(reraise_worker_errors(loader), len(loader), enabled=self.options.progress):
             x = to_device(batch["image"], device, self.options.channels_last)
             embedding = embed_fn(x)
             if self.options.flip_test:
@@ -243,7 +239,7 @@ class EmbeddingTrainer:
         if not isinstance(protocol, (Verification, TemplateVerification)):
             raise DataError(f"data: the dataset has no '{split}' verification protocol")
         embeddings = self.embed(embed_fn, protocol.images, build_backbone(run).preprocess, run.recipe.seed,
-                                torch.device("cpu"), desc=f"embedding {protocol.name}")
+                                torch.device("cpu"))
         if isinstance(protocol, TemplateVerification):
             return template_metrics(embeddings, protocol, threshold, progress=self.options.progress)[0]
         scores = cosine_scores(embeddings, protocol.pairs)
@@ -275,8 +271,3 @@ class EmbeddingTrainer:
 
 def build(options: EmbeddingOptions) -> EmbeddingTrainer:
     return EmbeddingTrainer(options)
-
-
-def trainers() -> list[Trainer]:
-    return [Trainer(name="embedding", build=build, options=EmbeddingOptions,
-                    description="face embeddings with a margin or triplet loss; verification metrics; embedding export")]

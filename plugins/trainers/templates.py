@@ -16,8 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 from sklearn.preprocessing import normalize
-from tqdm import tqdm
-
+from faceauth import console
 from faceauth import metrics as fa_metrics
 from faceauth.data import TemplateVerification
 from faceauth.errors import DataError
@@ -57,7 +56,7 @@ def template_features(embeddings: np.ndarray, protocol: TemplateVerification) ->
 
 
 def template_pair_scores(features: np.ndarray, pairs: np.ndarray, *, chunk_bytes: int = CHUNK_BYTES,
-                         progress: bool = False, desc: str = "scoring pairs") -> np.ndarray:
+                         progress: bool = False) -> np.ndarray:
     """(P,) float32 cosine scores of template `pairs` (indices into the unit-length `features`).
 
     Pairs are taken in blocks of first templates (their order restored at the end). Where a block's
@@ -75,8 +74,8 @@ def template_pair_scores(features: np.ndarray, pairs: np.ndarray, *, chunk_bytes
     per_block = max(1, chunk_bytes // (4 * max(len(features), dim)))  # first templates per block
     bounds = np.r_[runs[::per_block], len(pairs)]
     scores = np.empty(len(pairs), dtype=np.float32)
-    for start, stop in tqdm(zip(bounds[:-1].tolist(), bounds[1:].tolist()), total=len(bounds) - 1, desc=desc,
-                            unit="block", disable=not progress, leave=False):
+    blocks = zip(bounds[:-1].tolist(), bounds[1:].tolist())
+    for start, stop in console.progress(blocks, len(bounds) - 1, enabled=progress):
         block = pairs[order[start:stop]]
         rows, row_of = np.unique(block[:, 0], return_inverse=True)
         cols, col_of = np.unique(block[:, 1], return_inverse=True)
@@ -98,7 +97,7 @@ def template_metrics(embeddings: np.ndarray, protocol: TemplateVerification, thr
     With a `threshold` (chosen on validation), the TAR and FAR it gives on these pairs are added.
     """
     features = template_features(embeddings, protocol)
-    scores = template_pair_scores(features, protocol.pairs, progress=progress, desc=f"scoring {protocol.name} pairs")
+    scores = template_pair_scores(features, protocol.pairs, progress=progress)
     figures = fa_metrics.roc_table(scores, protocol.is_same)
     if threshold is not None:
         accepted = scores >= threshold
