@@ -50,8 +50,8 @@ def _colour_field(rng: np.random.Generator, size: int) -> bytes:
 def make_ijb(root: Path, scale: float, size: int, seed: int, with_pairs: bool = True) -> dict[str, int]:
     """Write the release; without `with_pairs` only the faces (loose crops, landmarks, face map)."""
     rng = np.random.default_rng(seed)
-    faces, templates = round(FACES * scale), round(TEMPLATES * scale)
-    subjects, genuine, impostor = round(SUBJECTS * scale), round(GENUINE * scale), round(IMPOSTOR * scale)
+    faces, templates = round(FACES * scale), max(2, round(TEMPLATES * scale))
+    subjects, genuine, impostor = max(2, round(SUBJECTS * scale)), round(GENUINE * scale), round(IMPOSTOR * scale)
     subject = rng.integers(0, subjects, templates)
     face_template = np.sort(np.r_[np.arange(templates), rng.integers(0, templates, faces - templates)])
     media_count = rng.integers(1, 7, templates)
