@@ -146,3 +146,21 @@ def test_an_mtcnn_geometry_without_its_onnx_files_names_the_export_command(tmp_p
 def test_crop_options_default_to_the_old_margin() -> None:
     assert CropOptions().crop_scale == 1.4  # crop_margin 0.2 on each side: 1 + 2 x 0.2
     assert CroppedFaces([], None).scales == 1
+
+
+def test_fusion_warns_about_components_trained_on_other_crops(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from faceauth.plugins.trainers.fusion import Component, warn_other_crops
+
+    def score(images: object) -> np.ndarray:
+        return np.zeros(1)
+
+    same = Component("liveness", Path("live.onnx"), "", None, score, geometry=CropGeometry())
+    aligned = Component("embedding", Path("arcface.onnx"), "", None, score,
+                        geometry=CropGeometry("mtcnn", size=112, align=True))
+    with caplog.at_level(logging.WARNING, logger="faceauth"):
+        assert warn_other_crops({"data": {"name": "demo_attempts"}}, [same, aligned]) == ["arcface.onnx"]
+    assert "trained on other face crops than the attempts'" in caplog.text
+    assert warn_other_crops({"data": {"name": "attempt_folder", "crop_size": 112}, "detector": {"name": "mtcnn"}},
+                            [aligned]) == ["arcface.onnx"]  # a scaled crop is not an aligned one
