@@ -177,6 +177,11 @@ def test_wrong_checkpoints_are_named(liveness_checkpoint: Path, tmp_path: Path) 
         build(encoder=RESNET, encoder_checkpoint=str(partial))
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         build(encoder=RESNET, encoder_checkpoint=str(tmp_path / "missing.pt"))
+    recipe = {**payload["recipe"], "trainer": {**payload["recipe"]["trainer"], "input_norm": "image"}}
+    standardised = faceauth.checkpoint.save(tmp_path / "standardised.pt", {**payload, "recipe": recipe})
+    with pytest.raises(CheckpointError, match=r"trained with trainer\.input_norm: image .*use a checkpoint trained "
+                                              r"with input_norm: dataset"):
+        build(encoder=RESNET, encoder_checkpoint=str(standardised))
 
 
 # ---- ONNX ------------------------------------------------------------------------------------------

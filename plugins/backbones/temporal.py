@@ -143,6 +143,10 @@ def _frame_scorer(encoder: torch.nn.Module, options: LstmOptions, components: An
     if section.get("name") != expected:
         raise CheckpointError(f"backbone.encoder_checkpoint: {payload['path']}: expected a '{expected}' backbone "
                               f"(backbone.encoder.name), found '{section.get('name')}'")
+    if (payload.get("recipe", {}).get("trainer") or {}).get("input_norm", "dataset") != "dataset":
+        raise CheckpointError(f"backbone.encoder_checkpoint: {payload['path']}: trained with trainer.input_norm: "
+                              f"image (each image standardised inside the classifier), which the lstm encoder "
+                              f"does not do; use a checkpoint trained with input_norm: dataset")
     if "pretrained" in section:
         section["pretrained"] = None  # the checkpoint's weights replace them; the file may be gone by now
     # The checkpoint's own backbone section, not ours: the classifier as it was trained.
