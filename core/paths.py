@@ -18,7 +18,7 @@ import numpy as np
 
 from faceauth.errors import DataError, FaceAuthError, quote
 
-__all__ = ["FolderLocked", "TEMPORARY_SUFFIX", "atomic_folder", "atomic_write", "cache_dir", "folder_lock", "inside", "read_npz",
+__all__ = ["FolderLocked", "TEMPORARY_SUFFIX", "atomic_folder", "atomic_link", "atomic_write", "cache_dir", "folder_lock", "inside", "read_npz",
            "sweep_temporaries", "write_fault", "write_npz"]
 
 TEMPORARY_SUFFIX = ".tmp"  # atomic_write's temporary files: .<name>.<random>.tmp
@@ -164,6 +164,29 @@ def inside(root: str | Path, relative: str, where: str) -> Path:
         raise DataError(f"{where}: {quote(relative, 120)} leaves the dataset root {root} (an absolute path or '..'); "
                         f"expected a path inside it")
     return Path(root) / relative
+
+
+def atomic_link(source: str | Path, path: str | Path) -> Path:
+    """Make `path` the same file as `source`, atomically: a hard link under a temporary name renamed
+    over `path` (readers see the old file or the new one), or a durable copy where the file system has
+    no hard links. Replacing `source` later leaves `path` as it was."""
+    source, path = Path(source), Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        with atomic_write(path, durable=True) as handle, open(source, "rb") as original:
+            shutil.copyfileobj(original, handle, 1 << 20)
+        return path
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:

@@ -30,7 +30,7 @@ from faceauth import checkpoint, console, distributed
 from faceauth.data import Splits
 from faceauth.images import utf8_text
 from faceauth.errors import FaceAuthError, PluginError, RecipeError, TrainingError, quote
-from faceauth.paths import atomic_write, folder_lock, sweep_temporaries, write_fault
+from faceauth.paths import atomic_link, atomic_write, folder_lock, sweep_temporaries, write_fault
 from faceauth.recipe import COMPONENT_SECTIONS, Recipe, load_recipe
 from faceauth.registry import Registry, load_registry
 
@@ -116,7 +116,8 @@ class Run:
 
     Public: `recipe`, `dir`, `device`, `epoch`, `resume` (the checkpoint to continue from, or None),
     `stop_reason`, `paused`; `build(section)`, `log(scalars, step)`, `writer`, `save_checkpoint(tag, payload)`,
-    `emit(event, **kwargs)`, `request_stop(reason, finish=True)`, `record_epoch(epoch, figures, ...)`.
+    `link_checkpoint(source, tag)`, `emit(event, **kwargs)`, `request_stop(reason, finish=True)`,
+    `record_epoch(epoch, figures, ...)`.
     """
 
     def __init__(self, recipe: Recipe, registry: Registry, directory: Path, resume: dict[str, Any] | None = None,
@@ -226,6 +227,16 @@ class Run:
             _write_text(self.dir / "recipe.yaml", self.recipe.to_yaml())
             self._recipe_written = True
 
+    def link_checkpoint(self, source: str, tag: str) -> Path:
+        """Make checkpoint `tag` the file checkpoint `source` is (an epoch that is both the last and the
+        best is written once); rank 0 links, every rank waits."""
+        path = self.dir / "checkpoints" / f"{tag}.pt"
+        if distributed.is_main():
+            atomic_link(path.with_name(f"{source}.pt"), path)
+            self.emit("checkpoint_saved", path=path, epoch=self.epoch, tag=tag)
+        distributed.barrier()
+        return path
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -324,7 +335,6 @@ def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterabl
     """Run a recipe (a YAML file, a built-in recipe's name or a mapping; or continue the run in
     directory `resume`) and return its results."""
     registry = load_registry(extra_plugins)
-    distributed.setup()
     state = None
     if resume is not None:
         state = checkpoint.load(Path(resume))
@@ -343,6 +353,7 @@ def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterabl
             raise RecipeError("no recipe given (a YAML file such as recipes/liveness_resnet18.yaml)")
         recipe_obj = load_recipe(recipe, overrides, registry=registry)
         directory = None
+    distributed.setup(recipe_obj.device)
     trainer = build_component(registry, recipe_obj, "trainer")
     exporter = build_component(registry, recipe_obj, "export") if recipe_obj.export is not None else None
     distributed.check_same("the resolved recipe", recipe_obj.to_dict())

@@ -356,5 +356,5 @@ def test_a_nested_section_set_in_part_keeps_its_own_defaults(registry):
 def test_gpu_path_options_are_validated(registry):
     recipe = load_recipe(HEADLINE, ["trainer.amp_dtype=bfloat16", "trainer.compile=true"], registry=registry)
     assert recipe.trainer.options.amp_dtype == "bfloat16" and recipe.trainer.options.compile is True
-    with pytest.raises(RecipeError, match=r"trainer.amp_dtype: expected one of 'float16', 'bfloat16', got 'float8'"):
+    with pytest.raises(RecipeError, match=r"trainer.amp_dtype: expected one of 'auto', 'float16', 'bfloat16', got 'float8'"):
         load_recipe(HEADLINE, ["trainer.amp_dtype=float8"], registry=registry)
