@@ -130,13 +130,18 @@ class FaceFinder:
         self.cascade = HaarCascade(scale_factor, min_neighbors, min_size, max_width)
         self.margin, self.size = margin, size
 
-    def crop(self, image: np.ndarray, where: str) -> np.ndarray:
+    def find(self, image: np.ndarray) -> np.ndarray | None:
+        """The crop of the largest face, or None when there is no face."""
         height, width = image.shape[:2]
         box = first_face(self.cascade.detect(image), width, height)
-        if box is None:
+        return None if box is None else crop_face(image, box, self.margin, self.size)
+
+    def crop(self, image: np.ndarray, where: str) -> np.ndarray:
+        face = self.find(image)
+        if face is None:
             raise DataError(f"{where}: no face found (give a photo with one frontal face, or detect=False "
                             f"for images that are face crops already)")
-        return crop_face(image, box, self.margin, self.size)
+        return face
 
 
 @attrs.frozen
@@ -223,13 +228,16 @@ def _task_of(metadata: dict[str, str]) -> str:
     return metadata.get("faceauth.task", "") or "unknown"
 
 
-def open_component(path: str | Path, role: str, where: str | None = None, threads: int | None = None) -> OnnxComponent:
-    """Load an exported model and check that it is of `role` ("embedding" or "liveness") by its faceauth.task."""
+def open_component(path: str | Path, role: str, where: str | None = None, threads: int | None = None,
+                   providers: Sequence[str] | None = None) -> OnnxComponent:
+    """Load an exported model and check that it is of `role` ("embedding" or "liveness") by its faceauth.task.
+
+    `threads` and `providers` are `faceauth.export.onnx_session`'s."""
     path = Path(path)
     where = where or str(path)
     if not path.is_file():
         raise ExportError(f"{where}: {path} not found (expected {article(role)} model exported as .onnx)")
-    session = onnx_session(path, threads)
+    session = onnx_session(path, threads, providers)
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     task = _task_of(metadata)
     if task != role:

@@ -22,12 +22,12 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from faceauth.errors import DataError, FaceAuthError
+from faceauth.video import IMAGE_SUFFIXES  # defined there, torch-free, for the deployment side
 
 __all__ = ["LIVE", "SPOOF", "Splits", "Verification", "read_image", "Transformed", "EpochSampler", "reraise_worker_errors",
            "IMAGE_SUFFIXES", "check_classes"]
 
 LIVE, SPOOF = 0, 1
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff")
 
 
 @attrs.frozen
