@@ -125,13 +125,15 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the stored recipe")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--report", metavar="DIR", help="write the liveness report (report.md, scores.csv, "
+                                                        "DET/ROC/score figures) into DIR")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_intermixed_args(argv)
 
     def action() -> int:
         from faceauth.tools import evaluate
 
-        figures = evaluate(args.model, args.data, split=args.split, overrides=args.overrides)
+        figures = evaluate(args.model, args.data, split=args.split, overrides=args.overrides, report=args.report)
         if args.json:
             print(json.dumps(figures, indent=2, sort_keys=True))
         else:

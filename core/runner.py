@@ -110,6 +110,7 @@ class Run:
     def __init__(self, recipe: Recipe, registry: Registry, directory: Path, resume: dict[str, Any] | None = None):
         self.recipe, self.registry, self.dir, self.resume = recipe, registry, directory, resume
         self.epoch = 0
+        self.started = time.time()  # for the wall time in reports
         self.stop_reason: str | None = None
         self.device = distributed.device(recipe.device)
         self.datasets: dict[str, Any] = {}  # what each data section's build found (counts, skips), for metrics.json

@@ -6,6 +6,7 @@ replaces the recipe's ``data.root``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from faceauth import checkpoint
-from faceauth.errors import CheckpointError, ExportError
+from faceauth.errors import CheckpointError, ExportError, RecipeError
 from faceauth.export import onnx_session, read_metadata, recipe_from_metadata, run_session
 from faceauth.recipe import load_recipe
 from faceauth.registry import load_registry
+from faceauth.report import ReportTarget
 from faceauth.runner import Run, build_component
 
 __all__ = ["evaluate", "export_checkpoint"]
@@ -33,10 +35,12 @@ def _data_overrides(data: str | Path | None, overrides: Iterable[str]) -> list[s
 
 
 def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: str = "test",
-             overrides: Iterable[str] = (), extra_plugins: Iterable[Any] = ()) -> dict[str, float]:
+             overrides: Iterable[str] = (), extra_plugins: Iterable[Any] = (),
+             report: str | Path | None = None) -> dict[str, float]:
     """Metrics of a checkpoint (``.pt`` or run directory) or exported ``.onnx`` on one split.
 
     The decision threshold stored with the model (chosen on validation during training) is applied.
+    `report`: a folder for the liveness report of the split (`faceauth.report`; liveness models only).
     """
     model_path = Path(model_path)
     overrides = _data_overrides(data, overrides)
@@ -51,13 +55,20 @@ def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: s
             return run_session(session, x.numpy())[0]
 
         threshold = float(metadata["faceauth.threshold"]) if metadata.get("faceauth.threshold") else None
+        rule = metadata.get("faceauth.threshold_rule")
     else:
         payload = checkpoint.load(model_path)
         run, trainer = _run_for(payload["recipe"], overrides, extra_plugins)
         model = trainer.load_model(run, payload)
         score = trainer.torch_scorer(model)
-        threshold = payload.get("threshold")
-    return trainer.evaluate(run, score, split, threshold)
+        threshold, rule = payload.get("threshold"), payload.get("threshold_rule")
+    if report is None:
+        return trainer.evaluate(run, score, split, threshold)
+    if "report" not in inspect.signature(trainer.evaluate).parameters:
+        raise RecipeError(f"--report: the '{run.recipe.trainer.name}' trainer writes no report "
+                          f"(liveness classifiers do)")
+    target = ReportTarget(Path(report), str(model_path), rule or "eer on val")
+    return trainer.evaluate(run, score, split, threshold, report=target)
 
 
 def export_checkpoint(model_path: str | Path, output: str | Path, *, overrides: Iterable[str] = (),
