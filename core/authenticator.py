@@ -293,16 +293,18 @@ class Authenticator:
     default to the files its metadata lists, next to it; explicit files must be the same models
     (SHA-256 checked). `threshold` replaces the stored decision threshold. `detect`: find and crop
     the face in each image (OpenCV Haar cascade, largest face) or take the images as crops already.
-    `threads`: onnxruntime's intra-op threads per model (None: its default, one per core).
+    `threads`: onnxruntime's intra-op threads per model (None: its default, one per core); `providers`:
+    its execution providers in order (None: the CPU; see `faceauth.export.onnx_session`).
     """
 
     def __init__(self, fusion: str | Path, embedding: Sequence[str | Path] | None = None,
                  liveness: Sequence[str | Path] | None = None, *, detect: bool = True, threshold: float | None = None,
-                 margin: float = 0.2, crop_size: int = 128, threads: int | None = None):
+                 margin: float = 0.2, crop_size: int = 128, threads: int | None = None,
+                 providers: Sequence[str] | None = None):
         fusion = Path(fusion)
         if not fusion.is_file():
             raise ExportError(f"{fusion}: fusion model not found")
-        self.session = onnx_session(fusion, threads)
+        self.session = onnx_session(fusion, threads, providers)
         metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if _task_of(metadata) != FUSION:
             raise ExportError(f"{fusion}: {article(_task_of(metadata))} model (faceauth.task={_task_of(metadata)!r}); "
@@ -316,7 +318,7 @@ class Authenticator:
             paths = [fusion.parent / c["file"] for c in expected] if given[role] is None else list(given[role])
             if len(paths) != len(expected):
                 raise ExportError(f"{fusion}: trained with {len(expected)} {role} model(s), given {len(paths)}")
-            self.models[role] = [open_component(p, role, threads=threads) for p in paths]
+            self.models[role] = [open_component(p, role, threads=threads, providers=providers) for p in paths]
             for model, record in zip(self.models[role], expected):
                 if model.sha256 != record["sha256"]:
                     raise ExportError(f"{model.path}: not the {role} model this fusion model was trained with "
