@@ -7,7 +7,7 @@ The exporter component turns a `Bundle` into a file; this module stays on the re
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,11 @@ class Bundle:
     `dynamic_axes` names the axes that must stay free in the exported graph (``{"input": {0:
     "batch"}}``). `check_inputs` are further input tuples the exported model is compared on (for
     example other sequence lengths). `metadata` values are strings stored in the model file.
+
+    For int8 export (``export.quantize: int8``): `calibration()` yields input tuples (numpy
+    float32 batches of validation data); `evaluate(score)` returns the test split's metrics of a
+    scorer (a batch tensor in, scores out), and `parity_metric` names the one int8 may change only
+    within ``export.int8_max_change``.
     """
 
     module: Any
@@ -39,6 +44,9 @@ class Bundle:
     dynamic_axes: dict[str, dict[int, str]]
     metadata: dict[str, str]
     check_inputs: tuple[tuple[Any, ...], ...] = ()
+    calibration: Callable[[], Iterable[tuple[np.ndarray, ...]]] | None = None
+    evaluate: Callable[[Callable[[Any], np.ndarray]], dict[str, float]] | None = None
+    parity_metric: str = ""
 
 
 def model_metadata(run: Any, preprocess: Any, *, task: str, score: str, threshold: float | None,

@@ -12,6 +12,7 @@ import contextlib
 import io
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import attrs
 import numpy as np
@@ -23,12 +24,17 @@ from faceauth.components import Exporter
 from faceauth.errors import ExportError
 from faceauth.export import PARITY_TOLERANCE, Bundle, onnx_session, run_session
 from faceauth.paths import atomic_write
+from faceauth.plugins.exporters.quantize import quantize_int8
 
 
 @attrs.frozen
 class OnnxOptions:
     opset: int = attrs.field(default=18, validator=faceauth.schema.positive)
     tolerance: float = attrs.field(default=PARITY_TOLERANCE, validator=faceauth.schema.positive)
+    quantize: Literal["none", "int8"] = "none"  # int8: static QDQ, see faceauth.plugins.exporters.quantize
+    calibration_samples: int = attrs.field(default=256, validator=faceauth.schema.positive)
+    int8_max_change: float = attrs.field(default=0.01, validator=faceauth.schema.non_negative)  # of the test metric
+    require_speedup: bool = True  # refuse int8 that runs slower than fp32 at batch 1 here
 
 
 def _rename_dims(model: onnx.ModelProto, bundle: Bundle) -> None:
@@ -120,9 +126,15 @@ class OnnxExporter:
             onnx.save(model, handle)
             handle.flush()
             check_parity(Path(handle.name), bundle, self.options.tolerance, path)
+            if self.options.quantize == "int8":
+                quantized, _ = quantize_int8(Path(handle.name), bundle, self.options, path)
+                handle.seek(0)
+                handle.truncate()
+                onnx.save(quantized, handle)
         return path
 
 
 def exporters() -> list[Exporter]:
     return [Exporter(name="onnx", build=OnnxExporter, options=OnnxOptions,
-                     description="ONNX with dynamic batch, metadata, onnx.checker and an onnxruntime parity check")]
+                     description="ONNX with dynamic batch, metadata, onnx.checker and an onnxruntime parity check; "
+                             "quantize: int8 for static QDQ int8")]

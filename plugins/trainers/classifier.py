@@ -344,7 +344,25 @@ class ClassifierTrainer:
             checks = ((torch.randn(3, 3, h, w, generator=generator),),)
             metadata["faceauth.input"] = "images [batch, 3, H, W]"
         return Bundle(module=LivenessScore(model), example_inputs=(example,), input_names=("input",),
-                      output_names=("score", "logits"), dynamic_axes=axes, metadata=metadata, check_inputs=checks)
+                      output_names=("score", "logits"), dynamic_axes=axes, metadata=metadata, check_inputs=checks,
+                      **self._int8_data(run, preprocess, getattr(model, "threshold", None)))
+
+    def _int8_data(self, run: Run, preprocess: Any, threshold: float | None) -> dict[str, Any]:
+        """What int8 export needs: validation inputs to calibrate on, and test ACER to judge it by.
+        The data is built only when an exporter asks."""
+        built: list[Splits] = []
+
+        def split(name: str) -> Any:
+            built[:] = built or [run.build("data")]
+            return self.eval_loader(getattr(built[0], name), preprocess, run.recipe.seed)
+
+        def calibration() -> Any:
+            return ((inputs_of(batch).numpy(),) for batch in reraise_worker_errors(split("val")))
+
+        def evaluate(score: Callable[[torch.Tensor], np.ndarray]) -> dict[str, float]:
+            return measure(self.predict(score, split("test"), torch.device("cpu")), threshold)
+
+        return {"calibration": calibration, "evaluate": evaluate, "parity_metric": "acer"}
 
 
 def build(options: ClassifierOptions) -> ClassifierTrainer:
