@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from faceauth import metrics
-from faceauth.report import SplitScores, write_liveness_report
+from faceauth.report import write_liveness_report
 
 
 def _tensorboard_tags(folder: Path) -> tuple[set[str], set[str]]:
