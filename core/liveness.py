@@ -8,8 +8,10 @@ Deployment code: numpy, onnxruntime, Pillow and OpenCV only, never PyTorch::
     for row in model.predict("photos/"):            # an image, a video, or a folder of them
         row.path, row.face, row.score, row.live
 
-Faces are found and cropped as `faceauth.authenticator.FaceFinder` finds them (``detect=False``
-takes the images as face crops already) and prepared as the model's metadata says. ``score`` is
+Faces are found and cropped as `faceauth.authenticator.FaceFinder` finds them for the model: by the
+crop geometry it was trained with (``faceauth.crop``: detector, scales, size, alignment), the
+scores of several scales averaged (``detect=False`` takes the images as face crops already), and
+prepared as the model's metadata says. ``score`` is
 the model's ``score`` output (its meaning is in the metadata's ``faceauth.score``); a
 presentation is live when ``score >= threshold``, the threshold stored in the model
 (``faceauth.threshold``) unless one is given.
@@ -95,13 +97,15 @@ class Liveness:
     """An exported liveness model (``faceauth.task`` = "liveness") scoring images, videos and folders.
 
     `threshold` replaces the stored one. `detect`: find and crop the face in each image or frame
-    (or take them as face crops already). `providers` and `threads` are
+    (or take them as face crops already); `mtcnn_weights`: the folder of MTCNN's .onnx files for a
+    model trained on MTCNN crops (see `faceauth.faces.face_detector`). `providers` and `threads` are
     `faceauth.export.onnx_session`'s (default: the CPU, onnxruntime's thread count). `batch_size`
     images are scored per onnxruntime call.
     """
 
     def __init__(self, model: str | Path, *, threshold: float | None = None, detect: bool = True,
-                 providers: Sequence[str] | None = None, threads: int | None = None, batch_size: int = 32):
+                 mtcnn_weights: str | Path | None = None, providers: Sequence[str] | None = None,
+                 threads: int | None = None, batch_size: int = 32):
         self.model = open_component(model, LIVENESS, providers=providers, threads=threads)
         self.path, self.metadata = self.model.path, self.model.metadata
         if threshold is None:
@@ -114,20 +118,24 @@ class Liveness:
         self.threshold = float(threshold)
         self.clips = self.metadata.get("faceauth.input", "").startswith("clips")
         self.sampling = _sampling(self.metadata)
-        self.finder = FaceFinder() if detect else None
+        self.finder = FaceFinder.for_model(self.metadata, str(self.path), mtcnn_weights=mtcnn_weights) if detect else None
         self.batch_size = max(1, int(batch_size))
 
     # scoring -----------------------------------------------------------------------------------------
-    def face(self, image: np.ndarray) -> np.ndarray | None:
-        """The face crop the model scores (the image itself with detect=False), or None."""
-        return self.finder.find(image) if self.finder is not None else image
+    def face(self, image: np.ndarray, where: str = "image") -> list[np.ndarray] | None:
+        """The face crops the model scores (one per scale; the image itself with detect=False), or None."""
+        return self.finder.find(image, where) if self.finder is not None else [image]
 
-    def score_faces(self, faces: Sequence[np.ndarray]) -> np.ndarray:
-        """Scores of face crops [N] (a frame model), or of one clip of T crops [1] (a clip model)."""
+    def score_faces(self, faces: Sequence[list[np.ndarray]]) -> np.ndarray:
+        """Scores of faces [N] (a frame model), or of one clip of T faces [1] (a clip model), each the
+        mean over the face's crop scales."""
+        scales = len(faces[0])
         if self.clips:
-            batch = self.model.preprocess(faces)[None]
-            return self.model.session.run(None, {self.model.input_name: batch})[0].astype(np.float32).reshape(-1)
-        return self.model(faces)
+            batch = np.stack([self.model.preprocess([face[s] for face in faces]) for s in range(scales)])
+            out = self.model.session.run(None, {self.model.input_name: batch})[0].astype(np.float32).reshape(-1)
+            return np.array([out.mean()], np.float32)
+        out = self.model([crop for face in faces for crop in face])
+        return out.reshape(len(faces), scales).mean(axis=1)
 
     def _row(self, path: str, score: float | None, frames: int) -> Prediction:
         if score is None:
@@ -141,9 +149,10 @@ class Liveness:
                             f"frames (faceauth.input); give videos")
         for start in range(0, len(items), self.batch_size):
             chunk = items[start:start + self.batch_size]
-            faces = [self.face(as_rgb(item, _label(item, start + i))) for i, item in enumerate(chunk)]
+            faces = [self.face(as_rgb(item, _label(item, start + i)), _label(item, start + i))
+                     for i, item in enumerate(chunk)]
             found = [face for face in faces if face is not None]
-            scores = iter(self.model(found).tolist() if found else [])
+            scores = iter(self.score_faces(found).tolist() if found else [])
             for i, (item, face) in enumerate(zip(chunk, faces)):
                 yield self._row(_label(item, start + i), next(scores) if face is not None else None, 1)
 
@@ -158,7 +167,8 @@ class Liveness:
         else:
             groups = [[i] for i in fa_video.sample_indices(total, s["frames_per_video"], s["frame_stride"])]
         wanted = sorted({i for group in groups for i in group})
-        faces = dict(zip(wanted, (self.face(frame) for frame in fa_video.read_frames(path, wanted))))
+        faces = dict(zip(wanted, (self.face(frame, f"{path} frame {i}")
+                                  for i, frame in zip(wanted, fa_video.read_frames(path, wanted)))))
         usable = [[faces[i] for i in group] for group in groups if all(faces[i] is not None for i in group)]
         if not usable:
             return self._row(str(path), None, 0)

@@ -72,6 +72,8 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="output rows (default: csv)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the rows to FILE instead of standard output")
     parser.add_argument("--no-detect", action="store_true", help="the images are face crops already")
+    parser.add_argument("--mtcnn-weights", metavar="DIR", help="folder of MTCNN's .onnx files, for a model trained "
+                                                               "on MTCNN crops (default: $FACEAUTH_MTCNN_WEIGHTS)")
     parser.add_argument("--providers", metavar="NAMES", help="onnxruntime execution providers in order, comma "
                                                              "separated (default: CPUExecutionProvider)")
     parser.add_argument("--threads", type=int, metavar="N", help="onnxruntime intra-op threads (default: one per core)")
@@ -81,7 +83,8 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
 
     def action() -> int:
         model = Liveness(args.model, threshold=_threshold(args.threshold), detect=not args.no_detect,
-                         providers=args.providers, threads=args.threads, batch_size=args.batch_size)
+                         mtcnn_weights=args.mtcnn_weights, providers=args.providers, threads=args.threads,
+                         batch_size=args.batch_size)
         rows = (row for source in args.inputs for row in model.predict(source))
         lines = format_rows(rows, args.format)
         if args.output is None:
