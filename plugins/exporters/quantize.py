@@ -2,7 +2,8 @@
 validation images, judged by the metric it changes on the test split and by its speed.
 
 1. the checked fp32 model is quantized with `onnxruntime.quantization.quantize_static` (QDQ
-   format, uint8 activations, per-channel int8 weights; activation ranges calibrated on up to
+   format, uint8 activations, per-channel int8 weights; the head, from the last linear layer to
+   the outputs, stays float; activation ranges calibrated on up to
    ``export.calibration_samples`` validation inputs the trainer's bundle gives through a
    `CalibrationDataReader`);
 2. fp32 and int8 are timed at batch 1 (interleaved, median); int8 slower than fp32 is refused
@@ -69,6 +70,25 @@ def _latency_ms(fp32: Any, int8: Any, inputs: tuple[np.ndarray, ...], repeats: i
     return statistics.median(times["fp32"]) * 1e3, statistics.median(times["int8"]) * 1e3
 
 
+def head_nodes(model: onnx.ModelProto) -> list[str]:
+    """The nodes from the last linear layer to the outputs (the head and the score), kept in float.
+
+    Quantizing them would round the scores themselves to 256 levels: a liveness score near its
+    threshold, or a unit embedding, loses exactly the resolution decisions depend on.
+    """
+    producers = {name: node for node in model.graph.node for name in node.output}
+    head: set[str] = set()
+    stack = [output.name for output in model.graph.output]
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or node.name in head:
+            continue
+        head.add(node.name)
+        if node.op_type not in ("Gemm", "MatMul", "Conv"):  # stop at the layer that makes the features' output
+            stack.extend(node.input)
+    return sorted(head)
+
+
 def _scorer(session: Any) -> Any:
     """What a trainer's evaluation calls: a batch tensor in, the ``score`` output out."""
     return lambda x: run_session(session, x.numpy())[0]
@@ -93,7 +113,8 @@ def quantize_int8(fp32_path: Path, bundle: Bundle, options: Any, destination: Pa
         try:
             quantize_static(str(fp32_path), str(int8_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+                            calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_exclude=head_nodes(onnx.load(str(fp32_path), load_external_data=False)))
         except Exception as exc:
             raise ExportError(f"{destination}: not written: onnxruntime could not quantize the model "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None

@@ -109,7 +109,7 @@ def measure(predictions: dict[str, np.ndarray], threshold: float | None, key: st
 
 def report_split(name: str, predictions: dict[str, np.ndarray], figures: dict[str, float]) -> SplitScores:
     """A split's per-sample predictions and the unit its metrics were computed on (videos when named)."""
-    videos = "video" in predictions
+    videos = "video" in predictions and len(np.unique(predictions["video"])) < len(predictions["video"])
     return SplitScores(name, predictions, per_video(predictions) if videos else predictions, figures,
                        "video" if videos else "sample")
 
