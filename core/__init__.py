@@ -42,7 +42,7 @@ __all__ = [
     "CheckpointError",
 ]
 
-_LAZY_MODULES = {"align", "authenticator", "checkpoint", "data", "faces", "video", "metrics", "optim", "paths", "recipe", "registry", "runner", "weights",
+_LAZY_MODULES = {"align", "authenticator", "checkpoint", "console", "data", "faces", "video", "metrics", "optim", "paths", "recipe", "registry", "runner", "weights",
                  "export", "tools", "liveness", "predict", "report"}
 _LAZY_FUNCTIONS = {"Authenticator": "authenticator", "Liveness": "liveness", "run": "runner", "evaluate": "tools", "export_checkpoint": "tools"}
 

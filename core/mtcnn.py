@@ -140,11 +140,15 @@ class MtcnnPipeline:
             side *= self.settings.factor
         return scales
 
-    def _keep(self, boxes: np.ndarray, iou: float) -> np.ndarray:
+    def _order(self, boxes: np.ndarray, iou: float) -> np.ndarray:
+        """The indices of `boxes` (x1, y1, x2, y2, score, ...) that NMS keeps, best first."""
         if len(boxes) == 0:
-            return boxes
-        return boxes[np.asarray(self.nms(boxes[:, :4].astype(np.float32), boxes[:, 4].astype(np.float32), iou),
-                                dtype=np.int64).reshape(-1)]
+            return np.zeros(0, np.int64)
+        kept = self.nms(boxes[:, :4].astype(np.float32), boxes[:, 4].astype(np.float32), iou)
+        return np.asarray(kept, dtype=np.int64).reshape(-1)
+
+    def _keep(self, boxes: np.ndarray, iou: float) -> np.ndarray:
+        return boxes[self._order(boxes, iou)]
 
     def _proposals(self, image: np.ndarray) -> np.ndarray:
         import cv2
@@ -184,8 +188,7 @@ class MtcnnPipeline:
         boxes = self._proposals(image)
         if len(boxes):
             boxes, reg, _ = self._refine(image, boxes, self.rnet, MTCNN_NETS["rnet"], thresholds[1])
-            order = np.asarray(self.nms(boxes[:, :4].astype(np.float32), boxes[:, 4].astype(np.float32), 0.7),
-                               dtype=np.int64).reshape(-1) if len(boxes) else np.zeros(0, np.int64)
+            order = self._order(boxes, 0.7)
             boxes = _square(_regress(boxes[order], reg[order], inclusive=True))
         if not len(boxes):
             return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
@@ -195,8 +198,7 @@ class MtcnnPipeline:
         points = np.stack([boxes[:, 0:1] + w[:, None] * marks[:, :5] - 1,
                            boxes[:, 1:2] + h[:, None] * marks[:, 5:10] - 1], axis=2)
         boxes = _regress(boxes, reg, inclusive=True)
-        order = (np.asarray(self.nms(boxes[:, :4].astype(np.float32), boxes[:, 4].astype(np.float32), 0.7),
-                            dtype=np.int64).reshape(-1) if len(boxes) else np.zeros(0, np.int64))
+        order = self._order(boxes, 0.7)
         order = order[_drop_nested(boxes[order], 0.7)] if len(order) else order
         return boxes[order, :5].astype(np.float32), points[order].astype(np.float32)
 

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["atomic_folder", "atomic_write", "cache_dir", "read_npz", "write_npz"]
+__all__ = ["atomic_folder", "atomic_link", "atomic_write", "cache_dir", "read_npz", "write_npz"]
 
 
 def _umask() -> int:
@@ -86,6 +86,29 @@ def atomic_write(path: str | Path, *, durable: bool = False) -> Iterator[BinaryI
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def atomic_link(source: str | Path, path: str | Path) -> Path:
+    """Make `path` the same file as `source`, atomically: a hard link under a temporary name renamed
+    over `path` (readers see the old file or the new one), or a durable copy where the file system has
+    no hard links. Replacing `source` later leaves `path` as it was."""
+    source, path = Path(source), Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        with atomic_write(path, durable=True) as handle, open(source, "rb") as original:
+            shutil.copyfileobj(original, handle, 1 << 20)
+        return path
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:

@@ -61,7 +61,8 @@ def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: s
         run, trainer = _run_for(payload["recipe"], overrides, extra_plugins)
         model = trainer.load_model(run, payload)
         score = trainer.torch_scorer(model)
-        threshold, rule = payload.get("threshold"), payload.get("threshold_rule")
+        threshold = getattr(model, "threshold", payload.get("threshold"))  # as the trainer reads its checkpoints
+        rule = getattr(model, "threshold_rule", payload.get("threshold_rule"))
     if report is None:
         return trainer.evaluate(run, score, split, threshold)
     if "report" not in inspect.signature(trainer.evaluate).parameters:
@@ -79,7 +80,7 @@ def export_checkpoint(model_path: str | Path, output: str | Path, *, overrides: 
     stored["export"] = stored.get("export") or {"name": "onnx"}
     run, trainer = _run_for(stored, overrides, extra_plugins)
     model = trainer.load_model(run, payload)
-    model.threshold = payload.get("threshold")
+    model.threshold = getattr(model, "threshold", payload.get("threshold"))
     model.classes = tuple(payload.get("classes", ()))
     exporter = build_component(run.registry, run.recipe, "export")
     if output is None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from faceauth.components import resolve
 from faceauth.errors import PluginError, RecipeError
 from faceauth.faces import Box
 from faceauth.mtcnn import MtcnnOnnx, MtcnnPipeline, MtcnnSettings, nms_opencv
@@ -63,6 +64,15 @@ def face_image(seed: int = 0) -> np.ndarray:
 LOOSE = MtcnnSettings(min_face=24, thresholds=(0.3, 0.3, 0.3))  # random networks still propose boxes
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random weights in the published layout, with their ONNX export beside them (exported once per module)."""
+    weights = write_weights(tmp_path_factory.mktemp("mtcnn") / "w", seed=3)
+    written = export_onnx(weights)
+    assert sorted(p.name for p in written) == ["onet.onnx", "pnet.onnx", "rnet.onnx"]
+    return weights
+
+
 def test_random_weights_in_the_published_layout_load_and_detect_boxes_with_landmarks(tmp_path: Path) -> None:
     weights = write_weights(tmp_path / "w")
     detector = MtcnnDetector(MtcnnOptions(weights=str(weights), min_face=24, thresholds=(0.3, 0.3, 0.3)))
@@ -90,10 +100,8 @@ def test_opencv_and_torchvision_nms_keep_the_same_boxes() -> None:
         assert list(nms_opencv(boxes, scores, iou)) == list(nms_torch(boxes, scores, iou))
 
 
-def test_onnx_export_runs_the_same_cascade_without_torch_networks(tmp_path: Path) -> None:
-    weights = write_weights(tmp_path / "w", seed=3)
-    written = export_onnx(weights)
-    assert sorted(p.name for p in written) == ["onet.onnx", "pnet.onnx", "rnet.onnx"]
+def test_onnx_export_runs_the_same_cascade_without_torch_networks(exported: Path) -> None:
+    weights = exported
     torch_boxes, torch_points = MtcnnDetector(MtcnnOptions(weights=str(weights), min_face=24,
                                                            thresholds=(0.3, 0.3, 0.3))).detect_boxes(face_image(2))
     onnx_boxes, onnx_points = MtcnnOnnx(weights, LOOSE).detect_boxes(face_image(2))
@@ -149,7 +157,7 @@ def test_missing_file_names_what_the_folder_needs(tmp_path: Path) -> None:
 
 
 def test_recipe_options_are_checked() -> None:
-    assert load_registry().get("detector", "mtcnn").options is MtcnnOptions
+    assert resolve(load_registry().get("detector", "mtcnn").options) is MtcnnOptions
     with pytest.raises(RecipeError, match="thresholds"):
         structure(MtcnnOptions, {"weights": "w", "thresholds": [0.6, 0.7]}, "detector")
     with pytest.raises(RecipeError, match="weights: required"):
@@ -193,14 +201,13 @@ def test_published_weights_find_one_face_with_plausible_landmarks_on_real_photos
             assert np.abs(np.array(twin.landmarks) - np.array(face.landmarks)).max() < 0.5, photo
 
 
-def test_deployment_finds_and_aligns_mtcnn_faces_without_importing_torch(tmp_path: Path) -> None:
+def test_deployment_finds_and_aligns_mtcnn_faces_without_importing_torch(exported: Path, tmp_path: Path) -> None:
     import subprocess
     import sys
 
     from tests.conftest import REPO
 
-    weights = write_weights(tmp_path / "w", seed=3)
-    export_onnx(weights)
+    weights = exported
     np.save(tmp_path / "image.npy", face_image(2))
     script = (
         "import sys, numpy as np\n"
@@ -216,3 +223,48 @@ def test_deployment_finds_and_aligns_mtcnn_faces_without_importing_torch(tmp_pat
                           check=False)
     assert done.returncode == 0, done.stderr
     assert "CROPS [(112, 112, 3)] LOADED []" in done.stdout
+
+
+def test_identity_folder_photos_are_aligned_by_detected_landmarks_cached_once(exported: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from faceauth.align import align_five_point
+    from faceauth.faces import first_face
+    from faceauth.plugins.datasets.identity import load_identity_folder
+
+    root = tmp_path / "people"
+    for person in range(3):
+        (root / f"p{person}").mkdir(parents=True)
+        for shot in range(2):
+            Image.fromarray(face_image(10 * person + shot)).save(root / f"p{person}" / f"{shot}.png")
+    detector = MtcnnDetector(MtcnnOptions(weights=str(exported), min_face=24, thresholds=(0.3, 0.3, 0.3),
+                                          runtime="onnx"))
+
+    class Counted:  # the real detector, counting its calls
+        landmarks, options, calls = True, detector.options, 0
+
+        def detect(self, image: np.ndarray, hint: object = None) -> list[Box]:
+            Counted.calls += 1
+            return detector.detect(image)
+
+    splits = load_identity_folder(root, val_identities=0.0, detector=Counted(), align_size=56)
+    assert Counted.calls == 6 and len(splits.train) > 0
+    sample = splits.train[0]
+    raw = np.asarray(Image.open(sample["path"]).convert("RGB"))
+    box = first_face(detector.detect(raw), raw.shape[1], raw.shape[0])
+    assert np.array_equal(np.asarray(sample["image"]), np.asarray(align_five_point(raw, box.landmarks, 56)))
+    load_identity_folder(root, val_identities=0.0, detector=Counted(), align_size=56)
+    assert Counted.calls == 6  # the second build reads the cached landmarks
+
+
+def test_identity_folder_with_a_detector_without_landmarks_is_a_recipe_error(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from faceauth.plugins.datasets.identity import load_identity_folder
+    from faceauth.plugins.detectors.haar import HaarDetector, HaarOptions
+
+    for person in range(2):
+        (tmp_path / f"p{person}").mkdir()
+        Image.fromarray(face_image(person)).save(tmp_path / f"p{person}" / "0.png")
+    with pytest.raises(RecipeError, match="aligns faces by their five landmarks"):
+        load_identity_folder(tmp_path, val_identities=0.0, detector=HaarDetector(HaarOptions()))

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import faceauth
-import faceauth.plugins.trainers  # noqa: F401  (imports torch at collection, not inside the first test)
+import faceauth.plugins.trainers.classifier  # noqa: F401  (imports torch at collection, not inside the first test)
 from faceauth.cli import run_main
 from faceauth.components import Loss
 from faceauth.errors import RecipeError
@@ -356,5 +356,5 @@ def test_a_nested_section_set_in_part_keeps_its_own_defaults(registry):
 def test_gpu_path_options_are_validated(registry):
     recipe = load_recipe(HEADLINE, ["trainer.amp_dtype=bfloat16", "trainer.compile=true"], registry=registry)
     assert recipe.trainer.options.amp_dtype == "bfloat16" and recipe.trainer.options.compile is True
-    with pytest.raises(RecipeError, match=r"trainer.amp_dtype: expected one of 'float16', 'bfloat16', got 'float8'"):
+    with pytest.raises(RecipeError, match=r"trainer.amp_dtype: expected one of 'auto', 'float16', 'bfloat16', got 'float8'"):
         load_recipe(HEADLINE, ["trainer.amp_dtype=float8"], registry=registry)

@@ -44,10 +44,8 @@ class TinyFrames(torch.nn.Module):
 
 
 def plugins() -> list:
-    """The tiny encoder, and `lstm` until plugins/backbones/__init__.py lists the temporal module."""
+    """The tiny encoder as an in-code plugin."""
     records = [Backbone(name="tiny_frames", build=TinyFrames)]
-    if "lstm" not in load_registry().names("backbone"):
-        records += temporal.backbones()
     return [types.SimpleNamespace(__name__="temporal_tests", faceauth_backbones=faceauth.hookimpl(lambda: records))]
 
 
@@ -142,7 +140,8 @@ def test_encoder_checkpoint_loads_the_backbone_and_gives_a_frozen_frame_scorer(l
     classifier.load_state_dict(payload["model"])
     frames = clips(1, 6)[0]
     with torch.no_grad():
-        expected = torch.softmax(classifier.eval()(frames), dim=1)[:, 0]
+        logits = classifier.eval()(frames)
+        expected = logits[:, 0] - logits[:, 1]  # log-odds of live, the classifier's score
     scorer = model.frame_scorer
     scorer_state = {k: v.clone() for k, v in scorer.state_dict().items()}
     # Training the temporal model leaves the scorer as it was loaded: frozen, in eval mode.
@@ -178,6 +177,11 @@ def test_wrong_checkpoints_are_named(liveness_checkpoint: Path, tmp_path: Path) 
         build(encoder=RESNET, encoder_checkpoint=str(partial))
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         build(encoder=RESNET, encoder_checkpoint=str(tmp_path / "missing.pt"))
+    recipe = {**payload["recipe"], "trainer": {**payload["recipe"]["trainer"], "input_norm": "image"}}
+    standardised = faceauth.checkpoint.save(tmp_path / "standardised.pt", {**payload, "recipe": recipe})
+    with pytest.raises(CheckpointError, match=r"trained with trainer\.input_norm: image .*use a checkpoint trained "
+                                              r"with input_norm: dataset"):
+        build(encoder=RESNET, encoder_checkpoint=str(standardised))
 
 
 # ---- ONNX ------------------------------------------------------------------------------------------

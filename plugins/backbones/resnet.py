@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 import faceauth
-from faceauth.components import Backbone, Preprocess
+from faceauth.components import Preprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,7 +30,7 @@ class ResNetFeatures(torch.nn.Module):
         net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
         if options.pretrained:
             faceauth.weights.load_pretrained(net, options.pretrained)
-        self.num_features = net.fc.in_features
+        self.num_features = self.map_channels = net.fc.in_features
         net.fc = torch.nn.Dropout(options.dropout) if options.dropout else torch.nn.Identity()
         self.net = net
         self.preprocess = Preprocess(input_size=(options.input_size, options.input_size),
@@ -39,17 +39,10 @@ class ResNetFeatures(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def forward_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled features [N, num_features], the last stage's feature map [N, map_channels, h, w])."""
+        net = self.net
+        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        feature_map = net.layer4(net.layer3(net.layer2(net.layer1(x))))
+        return net.fc(torch.flatten(net.avgpool(feature_map), 1)), feature_map
 
-def _factory(depth: int):
-    def build(options: ResNetOptions) -> ResNetFeatures:
-        return ResNetFeatures(depth, options)
-
-    return build
-
-
-def backbones() -> list[Backbone]:
-    return [
-        Backbone(name=f"resnet{depth}", build=_factory(depth), options=ResNetOptions,
-                 description=f"torchvision ResNet-{depth}, pooled features ({512 if depth < 50 else 2048}-d)")
-        for depth in (18, 34, 50)
-    ]

@@ -40,7 +40,6 @@ from typing import Any
 import attrs
 import faceauth
 import numpy as np
-from faceauth.components import Dataset
 from faceauth.data import Splits, read_image
 from faceauth.errors import DataError
 from faceauth.paths import atomic_folder, cache_dir
@@ -57,7 +56,6 @@ __all__ = [
     "AttemptOptions",
     "AttemptSet",
     "DemoAttemptsOptions",
-    "datasets",
     "generate_attempts",
     "index_people",
     "load_attempt_folder",
@@ -337,14 +335,3 @@ def demo_attempts_root(options: DemoAttemptsOptions) -> Path:
 def build_demo_attempts(options: DemoAttemptsOptions) -> Splits:
     attempt_options = AttemptOptions(options.attempts_per_kind, options.enrol_images, options.seed)
     return load_attempt_folder(demo_attempts_root(options), attempt_options, key="demo_attempts")
-
-
-def datasets() -> list[Dataset]:
-    return [
-        Dataset(name="attempt_folder", build=build_attempt_folder, options=AttemptFolderOptions,
-                description="verification attempts (genuine, impostor, spoof) from root/{train,val,test}/<identity>/"
-                            "{live,spoof}/"),
-        Dataset(name="demo_attempts", build=build_demo_attempts, options=DemoAttemptsOptions,
-                description="verification attempts on procedurally rendered people with print/replay attacks, "
-                            "rendered once into the cache"),
-    ]

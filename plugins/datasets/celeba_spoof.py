@@ -36,7 +36,6 @@ import attrs
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from faceauth.components import Dataset
 from faceauth.data import LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache
@@ -45,7 +44,7 @@ from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSo
                                               warn_shared_subjects)
 
 __all__ = ["ATTACK_TYPES", "CelebASpoofOptions", "LabelEntry", "read_labels", "read_box",
-           "load_celeba_spoof", "datasets"]
+           "load_celeba_spoof"]
 
 log = logging.getLogger(__name__)
 
@@ -286,11 +285,3 @@ def _log_boxes(boxes: Counter) -> None:
 def build(options: CelebASpoofOptions, detector: Any = None) -> Splits:
     return load_celeba_spoof(options.root, val_subjects=options.val_subjects, seed=options.seed, limit=options.limit,
                              crop=CropOptions(options.crop_scale, options.crop_size, options.crop_align), detector=detector)
-
-
-def datasets() -> list[Dataset]:
-    return [
-        Dataset(name="celeba_spoof", build=build, options=CelebASpoofOptions,
-                description="CelebA-Spoof images (root/Data, root/metas/intra_test); detector 'boxes' uses the shipped "
-                            "boxes; subject-disjoint validation"),
-    ]

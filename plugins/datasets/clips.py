@@ -42,14 +42,13 @@ from PIL import Image
 
 import faceauth
 from faceauth import video as fa_video
-from faceauth.components import Dataset
 from faceauth.data import LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import Box, CropCache, CropGeometry
 from faceauth.plugins.datasets.frames import FrameCounts, FrameSource, crop_all, crop_geometry_of, detector_settings
 
 __all__ = ["CLASSES", "ClipDataset", "ClipOptions", "ClipReport", "ClipSampling", "ClipVideo", "VideoFolderOptions", "WholeFrame",
-           "build_clip_splits", "clip_cache", "clip_dataset", "clip_indices", "datasets", "load_video_folder"]
+           "build_clip_splits", "clip_cache", "clip_dataset", "clip_indices", "load_video_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -352,9 +351,3 @@ def load_video_folder(root: Path, options: ClipOptions, detector: Any = None, *,
 
 def build_video_folder(options: VideoFolderOptions, detector: Any = None) -> Splits:
     return load_video_folder(Path(options.root).expanduser().resolve(), options, detector)
-
-
-def datasets() -> list[Dataset]:
-    return [Dataset(name="video_folder", build=build_video_folder, options=VideoFolderOptions,
-                    description="clips of root/{train,val,test}/{live,spoof}/ videos (spoof/<attack type>/ optional); "
-                                "face crops with the recipe's detector, else whole frames")]

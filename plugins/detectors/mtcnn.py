@@ -23,7 +23,6 @@ import attrs
 import numpy as np
 
 import faceauth
-from faceauth.components import Detector
 from faceauth.errors import DataError, PluginError
 from faceauth.mtcnn import MTCNN_NETS, MtcnnOnnx, MtcnnPipeline, MtcnnSettings
 
@@ -203,8 +202,3 @@ class MtcnnDetector(MtcnnPipeline):
         nets = load_networks(options.weights)
         super().__init__(*(_TorchStage(nets[name]) for name in MTCNN_NETS), nms=nms_torch,
                          settings=options.settings())
-
-
-def detectors() -> list[Detector]:
-    return [Detector(name="mtcnn", build=MtcnnDetector, options=MtcnnOptions,
-                     description="MTCNN from local pnet/rnet/onet weights (facenet-pytorch layout): boxes + 5 landmarks")]

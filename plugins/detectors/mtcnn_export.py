@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import faceauth
+from faceauth.cli import add_version_option
 from faceauth.errors import PluginError
 from faceauth.mtcnn import MTCNN_NETS, onnx_files
 from faceauth.paths import atomic_write
@@ -41,11 +42,15 @@ def export_onnx(folder: str | Path, out: str | Path | None = None, opset: int = 
         dims = {0: torch.export.Dim("batch", min=1, max=4096)}
         if side is None:
             dims.update({2: torch.export.Dim("height", min=12, max=8192), 3: torch.export.Dim("width", min=12, max=8192)})
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(net, (example,), None, input_names=["input"], output_names=outputs,
-                                        dynamic_shapes=({k: v for k, v in dims.items()},), opset_version=opset,
-                                        dynamo=True, verbose=False, optimize=True)
+        try:  # torch.export's internals warn about things a user cannot act on
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(net, (example,), None, input_names=["input"], output_names=outputs,
+                                            dynamic_shapes=(dims,), opset_version=opset, dynamo=True, verbose=False,
+                                            optimize=False)
+        except Exception as exc:
+            raise PluginError(f"detector 'mtcnn': torch.onnx could not export {name}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
         data = program.model_proto.SerializeToString()
         check = torch.rand(1, 3, side or 61, side or 29) * 2 - 1
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
@@ -71,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("weights", help="folder with pnet.pt, rnet.pt, onet.pt")
     parser.add_argument("--out", help="folder to write pnet.onnx, rnet.onnx, onet.onnx to (default: the weights folder)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_version_option(parser)
     args = parser.parse_args(argv)
 
     try:

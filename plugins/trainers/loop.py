@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 import attrs
 import torch
-from tqdm import tqdm
 
 import faceauth
-from faceauth import checkpoint, distributed
+from faceauth import checkpoint, console, distributed
 from torch.utils.data import DataLoader
 
 from faceauth.data import EpochSampler, Transformed, reraise_worker_errors
@@ -38,7 +37,8 @@ class LoopOptions:
     max_steps: int | None = attrs.field(default=None, validator=faceauth.schema.positive)
     grad_clip: float | None = attrs.field(default=None, validator=faceauth.schema.positive)
     amp: bool = True  # mixed precision, used only on CUDA
-    amp_dtype: Literal["float16", "bfloat16"] = "float16"  # float16 runs with a gradient scaler
+    # auto: bfloat16 where the GPU supports it, else float16 (which runs with a gradient scaler)
+    amp_dtype: Literal["auto", "float16", "bfloat16"] = "auto"
     compile: bool = False  # torch.compile the training step (pays back on GPUs, not on a small CPU)
     channels_last: bool = True
     log_every: int = attrs.field(default=10, validator=faceauth.schema.positive)
@@ -119,12 +119,61 @@ def unscale_gradients(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optim
     distributed.agree_on_overflow(_found_inf_flags(scaler, optimizer), device)
 
 
+def amp_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of `trainer.amp_dtype` on a CUDA `device`: ``auto`` is bfloat16 where the GPU
+    supports it (no gradient scaler needed) and float16 elsewhere."""
+    bf16 = torch.cuda.is_bf16_supported()
+    if setting == "bfloat16" and not bf16:
+        raise faceauth.RecipeError(f"trainer.amp_dtype: bfloat16 is not supported by {torch.cuda.get_device_name(device)}; "
+                                   f"use float16 (or auto)")
+    if setting == "auto":
+        return torch.bfloat16 if bf16 else torch.float16
+    return getattr(torch, setting)
+
+
+def optimizer_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer, scheduler: Any) -> bool:
+    """One optimizer step through `scaler`, then one schedule step, unless the scaler skipped the update
+    (a float16 gradient overflow): the schedule then counts the updates actually made, and torch
+    never sees the schedule stepped before the optimizer. True when the weights were updated."""
+    if not scaler.is_enabled():
+        optimizer.step()
+        scheduler.step()
+        return True
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    stepped = scaler.get_scale() >= scale  # the scale only shrinks after an overflow, when the step was skipped
+    if stepped:
+        scheduler.step()
+    return stepped
+
+
 def lower_is_better(new: float, old: float) -> bool:
     return new < old
 
 
 def higher_is_better(new: float, old: float) -> bool:
     return new > old
+
+
+# Ties on the monitored value (a small validation set that separates perfectly early ties every
+# later epoch) go to the higher validation AUC, then the lower validation loss, so the selection
+# does not keep an undertrained epoch. A full tie keeps the earlier epoch.
+TIE_BREAKS: tuple[tuple[str, Callable[[float, float], bool]], ...] = (("auc", higher_is_better),
+                                                                       ("loss", lower_is_better))
+
+
+def improves(candidate: dict[str, float], best: dict[str, float],
+             criteria: Sequence[tuple[str, Callable[[float, float], bool]]]) -> bool:
+    """Whether `candidate` beats `best` on the first of `criteria` (key, is_better) where they differ."""
+    for key, is_better in criteria:
+        new, old = candidate.get(key), best.get(key)
+        if new is None or old is None or not (math.isfinite(new) and math.isfinite(old)):
+            continue
+        if math.isclose(new, old, rel_tol=1e-9, abs_tol=1e-12):
+            continue
+        return is_better(new, old)
+    return False
 
 
 class TrainingLoop:
@@ -154,8 +203,10 @@ class TrainingLoop:
         self.scheduler = build_scheduler(self.optimizer, recipe.scheduler, recipe.optimizer.lr,
                                          self.steps_per_epoch, options.epochs)
         self.use_amp = options.amp and run.device.type == "cuda"
-        self.amp_dtype = getattr(torch, options.amp_dtype)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and options.amp_dtype == "float16")
+        self.amp_dtype = amp_dtype(options.amp_dtype, run.device) if self.use_amp else torch.float32
+        self.scaler = torch.amp.GradScaler(run.device.type, enabled=self.amp_dtype == torch.float16)
+        if run.device.type == "cuda" and not recipe.deterministic:
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
         if options.compile:
             self.forward = torch.compile(self.forward)
         self.epoch, self.position, self.global_step = 0, 0, 0
@@ -216,15 +267,22 @@ class TrainingLoop:
             self.task.log_samples()
         while self.epoch < self.options.epochs:
             run.epoch = self.epoch
+            started = time.perf_counter()
             if not self._train_epoch():
                 self._save("last")
                 return self._finish(stopped=True)
             figures = self._end_epoch()
+            run.record_epoch(self.epoch + 1, figures, best=self.best["epoch"] == self.epoch + 1,
+                             seconds=time.perf_counter() - started, epochs=self.options.epochs)
             run.emit("epoch_end", epoch=self.epoch, metrics=figures)
             self.epoch, self.position, self.loss_sum, self.loss_count = self.epoch + 1, 0, 0.0, 0
-            self._save("last")
-            if run.stop_reason is not None:
-                return self._finish(stopped=True)
+            if self.improved:  # the best weights are the last ones: written once, under both names
+                self._save("best")
+                run.link_checkpoint("best", "last")
+            else:
+                self._save("last")
+            if run.stop_reason is not None:  # a pause, or an early stop that finishes (tested, exported)
+                return self._finish(stopped=run.paused)
         return self._finish(stopped=False)
 
     def _train_epoch(self) -> bool:
@@ -234,9 +292,8 @@ class TrainingLoop:
         if task.head is not None:
             task.head.train()
         task.set_epoch(self.epoch, self.position)
-        bar = tqdm(total=self.steps_per_epoch, initial=self.position, desc=f"epoch {self.epoch + 1}/{options.epochs}",
-                   unit="step", disable=not (options.progress and distributed.is_main()), leave=False,
-                   dynamic_ncols=True)
+        bar = console.step_progress(self.steps_per_epoch, self.position, f"epoch {self.epoch + 1}/{options.epochs}",
+                                    enabled=options.progress and distributed.is_main())
         started, seen = time.perf_counter(), 0
         try:
             for batch in reraise_worker_errors(task.train_loader):
@@ -251,9 +308,9 @@ class TrainingLoop:
                 if self.global_step % options.log_every == 0:
                     run.log({"train/loss_step": loss, "train/lr": self.scheduler.get_last_lr()[0]}, self.global_step)
                 if options.max_steps is not None and self.global_step >= options.max_steps:
-                    run.request_stop(f"max_steps={options.max_steps} reached")
+                    run.request_stop(f"max_steps={options.max_steps} reached", finish=False)
                 self._agree_on_stop()
-                if run.stop_reason is not None and self.position < self.steps_per_epoch:
+                if run.paused and self.position < self.steps_per_epoch:  # a finishing stop ends the epoch first
                     return False
         finally:
             bar.close()
@@ -263,9 +320,9 @@ class TrainingLoop:
     def _agree_on_stop(self) -> None:
         """Under torchrun, a stop asked on any process (Ctrl-C) stops all of them at the same step."""
         if distributed.active():
-            reasons = [r for r in distributed.gather(self.run.stop_reason) if r is not None]
-            if reasons:
-                self.run.request_stop(reasons[0])
+            asked = [(r, f) for r, f in distributed.gather((self.run.stop_reason, self.run.stop_finishes)) if r is not None]
+            for reason, finish in asked:
+                self.run.request_stop(reason, finish=finish)
 
     def _step(self, batch: dict[str, Any]) -> float:
         with torch.autocast(device_type=self.run.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
@@ -282,9 +339,7 @@ class TrainingLoop:
         unscale_gradients(self.scaler, self.optimizer, self.run.device)
         if self.options.grad_clip is not None:
             self._clip_gradients()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        optimizer_step(self.scaler, self.optimizer, self.scheduler)
         self.loss_sum += value
         self.loss_count += 1
         return value
@@ -309,7 +364,8 @@ class TrainingLoop:
     def _end_epoch(self) -> dict[str, float]:
         step = self.epoch + 1
         self.task.model.eval()
-        val = self.task.validate(step)
+        with console.phase(f"val {step}/{self.options.epochs}"):
+            val = self.task.validate(step)
         sums = distributed.gather((self.loss_sum, self.loss_count, self.images_per_second))
         figures = {"train/loss": sum(s for s, _, _ in sums) / max(1, sum(c for _, c, _ in sums)),
                    "train/lr": self.scheduler.get_last_lr()[0],
@@ -317,23 +373,35 @@ class TrainingLoop:
                    **{f"val/{k}": v for k, v in val.items()}}
         self.run.log(figures, step)
         key, is_better = self.task.monitor
-        value = figures["train/loss"] if key == "loss" else val[key]
-        if self.best["value"] is None or is_better(value, self.best["value"]):
-            self.best = {"value": value, "epoch": step, "threshold": val.get("threshold"), "metrics": val}
-            self._save("best")
+        # `loss` is the validation loss when the task computes one, else (no validation loss) the
+        # training loss, and is named so in metrics.json.
+        name, value = (f"val/{key}", val[key]) if key in val or key != "loss" else ("train/loss", figures["train/loss"])
+        criteria = [(key, is_better), *((k, f) for k, f in TIE_BREAKS if k != key)]
+        candidate = {**val, key: value}
+        best = self.best.get("criteria") or {key: self.best["value"]}  # checkpoints from before tie-breaks
+        self.improved = self.best["value"] is None or improves(candidate, best, criteria)
+        if self.improved:  # saved with the epoch's last checkpoint, in fit
+            self.best = {"value": value, "epoch": step, "threshold": val.get("threshold"), "metrics": val,
+                         "monitor": name, "criteria": {k: candidate[k] for k, _ in criteria if k in candidate}}
         return figures
 
     def _finish(self, stopped: bool) -> FitResult:
         run, task = self.run, self.task
         result: dict[str, Any] = {"epochs_completed": self.epoch, "global_step": self.global_step,
-                                  "best_epoch": self.best["epoch"], "monitor": f"val/{task.monitor[0]}",
+                                  "best_epoch": self.best["epoch"],
+                                  "monitor": self.best.get("monitor", f"val/{task.monitor[0]}"),
                                   "threshold": self.best["threshold"], "val": self.best["metrics"]}
+        extras = getattr(task, "checkpoint_extras", dict)()
+        if "threshold_rule" in extras:
+            result["threshold_rule"] = extras["threshold_rule"]
         if not stopped and self.best["epoch"] is not None:
             distributed.barrier()
             best = checkpoint.load(run.dir / "checkpoints" / "best.pt", map_location=run.device)
             task.model.load_state_dict(best["model"])
             task.model.eval()
-            for label, figures in task.test(self.epoch, self.best["threshold"]).items():
+            with console.phase("test"):
+                tested = task.test(self.epoch, self.best["threshold"])
+            for label, figures in tested.items():
                 result[label] = figures
                 run.log({f"{label}/{k}": v for k, v in figures.items()}, self.epoch)
         task.model.threshold = self.best["threshold"]
