@@ -263,7 +263,7 @@ def write_liveness_report(directory: str | Path, splits: Sequence[SplitScores], 
               "The threshold is chosen on the validation split and applied unchanged to the splits below. "
               "Metrics follow ISO/IEC 30107-3: APCER per attack type (PAI species) and its maximum, BPCER, "
               "ACER = (max APCER + BPCER) / 2.", "",
-              "## Threshold", "", f"- value: {threshold if threshold is not None else 'none (EER of each split)'}",
+              "## Threshold", "", f"- value: {f'{threshold:.6g}' if threshold is not None else 'none (EER of each split)'}",
               f"- chosen by: {threshold_rule}", ""]
     for split in splits:
         evaluated = {**split.evaluated, "is_live": _is_live(split.evaluated["label"]),

@@ -99,7 +99,11 @@ def quantize_int8(fp32_path: Path, bundle: Bundle, options: Any, destination: Pa
 
     Refusals are ExportErrors naming `destination`, which is then not written.
     """
+    root = logging.getLogger()  # onnxruntime.quantization configures and logs advice on the root logger
+    handlers, level = list(root.handlers), root.level
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    root.handlers[:] = handlers
 
     if bundle.calibration is None:
         raise ExportError(f"{destination}: not written: export.quantize: int8 needs calibration inputs, and this "
@@ -107,9 +111,7 @@ def quantize_int8(fp32_path: Path, bundle: Bundle, options: Any, destination: Pa
     reader = _Calibration(iter(bundle.calibration()), bundle.input_names, options.calibration_samples)
     with tempfile.TemporaryDirectory(prefix="faceauth-int8-") as tmp:
         int8_path = Path(tmp) / "int8.onnx"
-        quiet = logging.getLogger()  # onnxruntime.quantization logs advice on the root logger
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
+        root.setLevel(logging.ERROR)
         try:
             quantize_static(str(fp32_path), str(int8_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -119,7 +121,7 @@ def quantize_int8(fp32_path: Path, bundle: Bundle, options: Any, destination: Pa
             raise ExportError(f"{destination}: not written: onnxruntime could not quantize the model "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
         finally:
-            quiet.setLevel(level)
+            root.setLevel(level)
         if reader.samples == 0:
             raise ExportError(f"{destination}: not written: no validation inputs to calibrate int8 on")
         fp32, int8 = onnx_session(fp32_path), onnx_session(int8_path)
