@@ -59,7 +59,7 @@ def _threshold(text: str | None) -> float | None:
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
-    from faceauth.cli import _guard
+    from faceauth.cli import _guard, add_version_option
 
     parser = argparse.ArgumentParser(
         prog="faceauth-predict",
@@ -79,6 +79,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, metavar="N", help="onnxruntime intra-op threads (default: one per core)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per onnxruntime call")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_version_option(parser)
     args = parser.parse_args(argv)
 
     def action() -> int:
