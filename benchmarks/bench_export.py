@@ -26,7 +26,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=112)
     args = parser.parse_args()
     record = load_registry().get("backbone", args.backbone)
-    model = record.build(record.options()).eval()
+    model = record.build(record.options())
+    # Random weights with the batch-norm statistics of random inputs, so activations keep a trained
+    # network's scale through every block (untouched statistics blow a deep network's output up).
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 3, args.size, args.size))
+    model.eval()
     x = torch.randn(2, 3, args.size, args.size)
     bundle = Bundle(module=model, example_inputs=(x,), input_names=("input",), output_names=("embedding",),
                     dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}, metadata={},

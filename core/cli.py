@@ -188,6 +188,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model", help="checkpoint (.pt), run directory, or exported .onnx")
     parser.add_argument("--data", help="dataset root (replaces data.root of the stored recipe)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--ijb", metavar="ROOT",
+                        help="an IJB-B / IJB-C release (loose_crop/, meta/): its 1:1 protocol (embedding models)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the stored recipe")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--report", metavar="DIR", help="write the liveness report (report.md, scores.csv, "
@@ -199,7 +201,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     def action() -> int:
         from faceauth.tools import evaluate
 
-        figures = evaluate(args.model, args.data, split=args.split, overrides=args.overrides, report=args.report)
+        figures = evaluate(args.model, args.data, split=args.split, overrides=args.overrides, ijb=args.ijb,
+                           report=args.report)
         if args.json:
             print(json.dumps(figures, indent=2, sort_keys=True))
         else:

@@ -1,7 +1,8 @@
 """Evaluating and exporting what a run produced: a checkpoint, or an exported ONNX model.
 
 Both start from the recipe stored inside the file, so nothing else is needed; a `data` path
-replaces the recipe's ``data.root``.
+replaces the recipe's ``data.root``, and an `ijb` root replaces the recipe's dataset with that
+IJB-B / IJB-C release (the ``ijb`` dataset), whose 1:1 protocol is then measured.
 """
 
 from __future__ import annotations
@@ -34,21 +35,35 @@ def _data_overrides(data: str | Path | None, overrides: Iterable[str]) -> list[s
     return ([f"data.root={Path(data).expanduser()}"] if data is not None else []) + list(overrides)
 
 
+def _with_ijb(stored_recipe: dict[str, Any], ijb: str | Path | None, task: Any, model_path: Path) -> dict[str, Any]:
+    if ijb is None:
+        return stored_recipe
+    if task != "embedding":
+        raise CheckpointError(f"{model_path}: a {task or 'unknown'} model; an IJB protocol measures face-recognition "
+                              f"(embedding) models")
+    return {**stored_recipe, "data": {"name": "ijb", "root": str(Path(ijb).expanduser())}}
+
+
 def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: str = "test",
              overrides: Iterable[str] = (), extra_plugins: Iterable[Any] = (),
-             report: str | Path | None = None) -> dict[str, float]:
+             ijb: str | Path | None = None, report: str | Path | None = None) -> dict[str, float]:
     """Metrics of a checkpoint (``.pt`` or run directory) or exported ``.onnx`` on one split.
 
     The decision threshold stored with the model (chosen on validation during training) is applied.
+    `ijb` measures an embedding model on an IJB-B / IJB-C release instead (its test split).
     `report`: a folder for the liveness report of the split (`faceauth.report`; liveness models only).
     """
     model_path = Path(model_path)
+    if ijb is not None and (data is not None or split != "test"):
+        raise RecipeError("an IJB release is its own dataset with one (test) protocol: give it without a data "
+                          "root or split")
     overrides = _data_overrides(data, overrides)
     if model_path.suffix == ".onnx":
         if not model_path.is_file():
             raise ExportError(f"{model_path}: ONNX model not found")
         metadata = read_metadata(model_path)
-        run, trainer = _run_for(recipe_from_metadata(metadata, model_path), overrides, extra_plugins)
+        stored = _with_ijb(recipe_from_metadata(metadata, model_path), ijb, metadata.get("faceauth.task"), model_path)
+        run, trainer = _run_for(stored, overrides, extra_plugins)
         session = onnx_session(model_path)
 
         def score(x: Any) -> np.ndarray:
@@ -58,7 +73,8 @@ def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: s
         rule = metadata.get("faceauth.threshold_rule")
     else:
         payload = checkpoint.load(model_path)
-        run, trainer = _run_for(payload["recipe"], overrides, extra_plugins)
+        stored = _with_ijb(payload["recipe"], ijb, payload.get("task"), model_path)
+        run, trainer = _run_for(stored, overrides, extra_plugins)
         model = trainer.load_model(run, payload)
         score = trainer.torch_scorer(model)
         threshold = getattr(model, "threshold", payload.get("threshold"))  # as the trainer reads its checkpoints
