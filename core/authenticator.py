@@ -53,7 +53,7 @@ from PIL import Image
 
 from faceauth.errors import DataError, ExportError, quote
 from faceauth.export import metadata_json, metadata_threshold, onnx_session
-from faceauth.faces import CropGeometry, crop_faces, face_detector, find_face
+from faceauth.faces import CropGeometry, crop_faces, face_detector, find_face, first_face
 from faceauth.images import decode_image
 
 __all__ = [
@@ -145,6 +145,12 @@ class FaceFinder:
     def crop(self, image: np.ndarray, where: str) -> np.ndarray:
         """The first scale's crop."""
         return self.crops(image, where)[0]
+
+    def find(self, image: np.ndarray, where: str = "image") -> list[np.ndarray] | None:
+        """The crops of the largest face of `image` (one per scale), or None when there is no face."""
+        height, width = image.shape[:2]
+        box = first_face(self.detector.detect(image), width, height)
+        return None if box is None else crop_faces(image, box, self.geometry, where)
 
 
 def model_geometry(metadata: dict[str, str], where: str) -> CropGeometry:
@@ -262,13 +268,16 @@ def _task_of(metadata: dict[str, str]) -> str:
     return metadata.get("faceauth.task", "") or "unknown"
 
 
-def open_component(path: str | Path, role: str, where: str | None = None, threads: int | None = None) -> OnnxComponent:
-    """Load an exported model and check that it is of `role` ("embedding" or "liveness") by its faceauth.task."""
+def open_component(path: str | Path, role: str, where: str | None = None, threads: int | None = None,
+                   providers: Sequence[str] | None = None) -> OnnxComponent:
+    """Load an exported model and check that it is of `role` ("embedding" or "liveness") by its faceauth.task.
+
+    `threads` and `providers` are `faceauth.export.onnx_session`'s."""
     path = Path(path)
     where = where or str(path)
     if not path.is_file():
         raise ExportError(f"{where}: {path} not found (expected {article(role)} model exported as .onnx)")
-    session = onnx_session(path, threads)
+    session = onnx_session(path, threads, providers)
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     task = _task_of(metadata)
     if task != role:
@@ -341,16 +350,18 @@ class Authenticator:
     the face in each image as each model's crop geometry says (largest face) or take the images as
     crops already. `mtcnn_weights`: the folder of MTCNN's .onnx files, for models trained on MTCNN
     crops (default: ``$FACEAUTH_MTCNN_WEIGHTS``, else the folder recorded at training).
-    `threads`: onnxruntime's intra-op threads per model (None: its default, one per core).
+    `threads`: onnxruntime's intra-op threads per model (None: its default, one per core); `providers`:
+    its execution providers in order (None: the CPU; see `faceauth.export.onnx_session`).
     """
 
     def __init__(self, fusion: str | Path, embedding: Sequence[str | Path] | None = None,
                  liveness: Sequence[str | Path] | None = None, *, detect: bool = True, threshold: float | None = None,
-                 mtcnn_weights: str | Path | None = None, threads: int | None = None):
+                 mtcnn_weights: str | Path | None = None, threads: int | None = None,
+                 providers: Sequence[str] | None = None):
         fusion = Path(fusion)
         if not fusion.is_file():
             raise ExportError(f"{fusion}: fusion model not found")
-        self.session = onnx_session(fusion, threads)
+        self.session = onnx_session(fusion, threads, providers)
         metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if _task_of(metadata) != FUSION:
             raise ExportError(f"{fusion}: {article(_task_of(metadata))} model (faceauth.task={quote(_task_of(metadata), 60)}); "
@@ -364,7 +375,7 @@ class Authenticator:
             paths = [fusion.parent / c["file"] for c in expected] if given[role] is None else list(given[role])
             if len(paths) != len(expected):
                 raise ExportError(f"{fusion}: trained with {len(expected)} {role} model(s), given {len(paths)}")
-            self.models[role] = [open_component(p, role, threads=threads) for p in paths]
+            self.models[role] = [open_component(p, role, threads=threads, providers=providers) for p in paths]
             for model, record in zip(self.models[role], expected):
                 if model.sha256 != record["sha256"]:
                     raise ExportError(f"{model.path}: not the {role} model this fusion model was trained with "

@@ -23,12 +23,12 @@ from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from faceauth.errors import DataError, FaceAuthError
 from faceauth.images import decode_image
+from faceauth.video import IMAGE_SUFFIXES  # defined there, torch-free, for the deployment side
 
 __all__ = ["LIVE", "SPOOF", "Splits", "Verification", "read_image", "Transformed", "EpochSampler", "reraise_worker_errors",
            "IMAGE_SUFFIXES", "check_classes", "TemplateVerification"]
 
 LIVE, SPOOF = 0, 1
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff")
 
 
 @attrs.frozen

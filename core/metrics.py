@@ -17,7 +17,7 @@ Liveness conventions (vocabulary of ISO/IEC 30107-3)
 * EER: the ROC point minimising |pooled APCER - BPCER|, reported as the mean of the two (finite
   samples rarely cross exactly); the EER threshold is that point's threshold.
 * AUC takes live as the positive class.
-* BPCER@APCER=x: the lowest BPCER among thresholds whose pooled APCER <= x.
+* BPCER@APCER=x (x = 1%, 5%, 10%): the lowest BPCER among thresholds whose pooled APCER <= x.
 * Without attack types every attack belongs to one type named ``"attack"``.
 * ``threshold=None`` uses the EER threshold of the scores given (what validation does); a test
   run passes the validation threshold, which is applied unchanged.
@@ -220,6 +220,7 @@ def liveness_metrics(
         "auc": float(roc_auc_score(live, s)),
         "bpcer_at_apcer_1pct": _min_bpcer_at_apcer(fpr, tpr, 0.01),
         "bpcer_at_apcer_5pct": _min_bpcer_at_apcer(fpr, tpr, 0.05),
+        "bpcer_at_apcer_10pct": _min_bpcer_at_apcer(fpr, tpr, 0.10),
         "threshold": threshold,
         "num_live": float(live.sum()),
         "num_attack": float((~live).sum()),

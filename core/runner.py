@@ -125,6 +125,7 @@ class Run:
         self.recipe, self.registry, self.dir, self.resume = recipe, registry, directory, resume
         self.splits = splits  # the splits this run needs (None: all); a dataset whose build takes `splits` gets it
         self.epoch = 0
+        self.started = time.time()  # for the wall time in reports
         self.stop_reason: str | None = None
         self.stop_finishes = False  # a finishing stop (tested and exported), not a resumable pause
         self.device = distributed.device(recipe.device)

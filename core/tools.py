@@ -7,6 +7,7 @@ IJB-B / IJB-C release (the ``ijb`` dataset), whose 1:1 protocol is then measured
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from faceauth.errors import CheckpointError, ExportError, RecipeError
 from faceauth.export import metadata_threshold, onnx_session, read_metadata, recipe_from_metadata, run_session
 from faceauth.recipe import load_recipe
 from faceauth.registry import load_registry
+from faceauth.report import ReportTarget
 from faceauth.runner import Run, build_component
 
 __all__ = ["evaluate", "export_checkpoint"]
@@ -45,21 +47,22 @@ def _with_ijb(stored_recipe: dict[str, Any], ijb: str | Path | None, task: Any, 
 
 def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: str = "test",
              overrides: Iterable[str] = (), extra_plugins: Iterable[Any] = (),
-             ijb: str | Path | None = None) -> dict[str, float]:
+             ijb: str | Path | None = None, report: str | Path | None = None) -> dict[str, float]:
     """Metrics of a checkpoint (``.pt`` or run directory) or exported ``.onnx`` on one split.
 
     The decision threshold stored with the model (chosen on validation during training) is applied.
     `ijb` measures an embedding model on an IJB-B / IJB-C release instead (its test split).
+    `report`: a folder for the liveness report of the split (`faceauth.report`; liveness models only).
     """
     if ijb is not None and (data is not None or split != "test"):
         raise RecipeError("an IJB release is its own dataset with one (test) protocol: give it without a data "
                           "root or split")
     with weights.restoring():  # the model's own weights are used: no file it started from is needed
-        return _evaluate(Path(model_path), _data_overrides(data, overrides), split, extra_plugins, ijb)
+        return _evaluate(Path(model_path), _data_overrides(data, overrides), split, extra_plugins, ijb, report)
 
 
 def _evaluate(model_path: Path, overrides: list[str], split: str, extra_plugins: Iterable[Any],
-              ijb: str | Path | None) -> dict[str, float]:
+              ijb: str | Path | None, report: str | Path | None) -> dict[str, float]:
     if model_path.suffix == ".onnx":
         if not model_path.is_file():
             raise ExportError(f"{model_path}: ONNX model not found")
@@ -72,6 +75,7 @@ def _evaluate(model_path: Path, overrides: list[str], split: str, extra_plugins:
             return run_session(session, x.numpy())[0]
 
         threshold = metadata_threshold(metadata, model_path)
+        rule = metadata.get("faceauth.threshold_rule")
     else:
         payload = checkpoint.load(model_path)
         stored = _with_ijb(checkpoint.recipe_of(payload), ijb, payload.get("task"), model_path)
@@ -80,7 +84,14 @@ def _evaluate(model_path: Path, overrides: list[str], split: str, extra_plugins:
             model = trainer.load_model(run, payload)
         score = trainer.torch_scorer(model)
         threshold = getattr(model, "threshold", payload.get("threshold"))  # as the trainer reads its checkpoints
-    return trainer.evaluate(run, score, split, threshold)
+        rule = getattr(model, "threshold_rule", payload.get("threshold_rule"))
+    if report is None:
+        return trainer.evaluate(run, score, split, threshold)
+    if "report" not in inspect.signature(trainer.evaluate).parameters:
+        raise RecipeError(f"--report: the '{run.recipe.trainer.name}' trainer writes no report "
+                          f"(liveness classifiers do)")
+    target = ReportTarget(Path(report), str(model_path), rule or "eer on val")
+    return trainer.evaluate(run, score, split, threshold, report=target)
 
 
 def export_checkpoint(model_path: str | Path, output: str | Path, *, overrides: Iterable[str] = (),

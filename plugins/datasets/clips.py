@@ -105,39 +105,17 @@ class WholeFrame:
 
 def frames_needed(sampling: ClipSampling) -> int:
     """Frames a video must have for one clip without padding."""
-    stride = sampling.clip_stride
-    return sampling.clip_length if stride is None else (sampling.clip_length - 1) * stride + 1
+    return fa_video.clip_span(sampling.clip_length, sampling.clip_stride)
 
 
 def clip_indices(total: int, sampling: ClipSampling) -> list[list[int]]:
-    """The frame indices of each clip of a video of `total` frames; [] when it is too short for one.
-
-    Evenly spread clips interleave: clip k starts k/K of a frame step after clip k-1, so the first
-    clip starts at frame 0 and the last ends at the last frame. Strided clips start at offsets
-    spread from 0 to the last possible start. Identical clips (a video just long enough) count once.
-    """
-    length, stride, count = sampling.clip_length, sampling.clip_stride, sampling.clips_per_video
-    if total < frames_needed(sampling):
-        return []
-    if count == 1:
-        clips = [fa_video.sample_indices(total, length, stride)]
-    elif stride is None:
-        step = (total - 1) / (length - 1 + (count - 1) / count)
-        clips = [[round(k * step / count + i * step) for i in range(length)] for k in range(count)]
-    else:
-        offsets = np.linspace(0, total - frames_needed(sampling), count)
-        clips = [fa_video.sample_indices(total, length, stride, round(o)) for o in offsets]
-    unique: list[list[int]] = []
-    for clip in clips:
-        if clip not in unique:
-            unique.append(clip)
-    return unique
+    """The frame indices of each clip of a video of `total` frames (`faceauth.video.clip_indices`)."""
+    return fa_video.clip_indices(total, sampling.clip_length, sampling.clip_stride, sampling.clips_per_video)
 
 
 def padded_clip(total: int, sampling: ClipSampling) -> list[int]:
     """The one clip of a short video: the frames it has, then its last sampled frame repeated."""
-    indices = fa_video.sample_indices(total, sampling.clip_length, sampling.clip_stride)
-    return indices + [indices[-1]] * (sampling.clip_length - len(indices))
+    return fa_video.padded_clip(total, sampling.clip_length, sampling.clip_stride)
 
 
 # ---- the dataset ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import logging
 import re
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import attrs
 import numpy as np
@@ -27,6 +28,7 @@ import faceauth
 from faceauth.errors import ExportError
 from faceauth.export import PARITY_TOLERANCE, Bundle, onnx_session, run_session
 from faceauth.paths import atomic_write
+from faceauth.plugins.exporters.quantize import quantize_int8
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,10 @@ log = logging.getLogger(__name__)
 class OnnxOptions:
     opset: int = attrs.field(default=18, validator=faceauth.schema.positive)
     tolerance: float = attrs.field(default=PARITY_TOLERANCE, validator=faceauth.schema.positive)
+    quantize: Literal["none", "int8"] = "none"  # int8: static QDQ, see faceauth.plugins.exporters.quantize
+    calibration_samples: int = attrs.field(default=256, validator=faceauth.schema.positive)
+    int8_max_change: float = attrs.field(default=0.01, validator=faceauth.schema.non_negative)  # of the test metric
+    require_speedup: bool = True  # refuse int8 that runs slower than fp32 at batch 1 here
 
 
 def _rename_dims(model: onnx.ModelProto, bundle: Bundle) -> None:
@@ -157,4 +163,9 @@ class OnnxExporter:
             onnx.save(model, handle)
             handle.flush()
             check_parity(Path(handle.name), bundle, self.options.tolerance, path)
+            if self.options.quantize == "int8":
+                quantized, _ = quantize_int8(Path(handle.name), bundle, self.options, path)
+                handle.seek(0)
+                handle.truncate()
+                onnx.save(quantized, handle)
         return path
