@@ -35,7 +35,7 @@ import numpy as np
 
 from faceauth import video as fa_video
 from faceauth.authenticator import LIVENESS, FaceFinder, Input, as_rgb, open_component
-from faceauth.errors import DataError, ExportError
+from faceauth.errors import DataError, ExportError, quote
 
 __all__ = ["Liveness", "Prediction", "inputs_under"]
 
@@ -78,19 +78,26 @@ def inputs_under(path: str | Path) -> list[Path]:
     return found
 
 
-def _sampling(metadata: dict[str, str]) -> dict[str, Any]:
+def _sampling(metadata: dict[str, str], where: str) -> dict[str, Any]:
     """How the model's recipe sampled videos: frames_per_video/frame_stride, or the clip settings."""
     try:
         recipe = json.loads(metadata.get("faceauth.recipe", "{}"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         recipe = {}
+    recipe = recipe if isinstance(recipe, dict) else {}
     data = recipe.get("data") or {}
     data = data[0] if isinstance(data, list) and data else data
     data = data if isinstance(data, dict) else {}
     backbone = recipe.get("backbone") if isinstance(recipe.get("backbone"), dict) else {}
-    return {"frames_per_video": int(data.get("frames_per_video") or 10), "frame_stride": data.get("frame_stride"),
-            "clip_length": int(data.get("clip_length") or backbone.get("clip_length") or 8),
-            "clip_stride": data.get("clip_stride"), "clips_per_video": int(data.get("clips_per_video") or 1)}
+    sampling = {"frames_per_video": data.get("frames_per_video") or 10, "frame_stride": data.get("frame_stride"),
+                "clip_length": data.get("clip_length") or backbone.get("clip_length") or 8,
+                "clip_stride": data.get("clip_stride"), "clips_per_video": data.get("clips_per_video") or 1}
+    for key, value in sampling.items():  # damaged metadata must not become a huge or nonsensical read
+        if not (value is None and key in ("frame_stride", "clip_stride")) and not (
+                isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100_000):
+            raise ExportError(f"{where}: faceauth.recipe in the model's metadata: data.{key} is {quote(value, 60)}; "
+                              f"expected a whole number from 1 to 100000")
+    return sampling
 
 
 class Liveness:
@@ -117,7 +124,7 @@ class Liveness:
             raise ExportError(f"threshold: expected a finite number, got {threshold!r}")
         self.threshold = float(threshold)
         self.clips = self.metadata.get("faceauth.input", "").startswith("clips")
-        self.sampling = _sampling(self.metadata)
+        self.sampling = _sampling(self.metadata, str(self.path))
         self.finder = FaceFinder.for_model(self.metadata, str(self.path), mtcnn_weights=mtcnn_weights) if detect else None
         self.batch_size = max(1, int(batch_size))
 

@@ -413,3 +413,21 @@ def test_damaged_crop_geometry_is_one_line(crop: str) -> None:
     with pytest.raises(ExportError, match=r"model\.onnx: invalid faceauth\.crop metadata") as caught:
         CropGeometry.from_json(crop, "model.onnx")
     assert_one_line(str(caught.value))
+
+
+@pytest.mark.parametrize("recipe, named", [
+    ('{"data": {"name": "video_folder", "frames_per_video": 10000000000}}', "data.frames_per_video"),
+    ('{"data": {"clip_length": "abc"}}', "data.clip_length"),
+    (None, None), ("[1, 2]", None), (nested(100_000), None),  # no usable recipe: the default sampling
+])
+def test_the_liveness_class_reads_damaged_recipes_safely(models_dir: Path, tmp_path: Path,  # noqa: F811
+                                                         recipe: str | None, named: str | None) -> None:
+    from faceauth.liveness import Liveness
+
+    model = with_metadata(models_dir / "liveness.onnx", tmp_path / "liveness.onnx", {"faceauth.recipe": recipe})
+    if named is None:
+        assert Liveness(model, detect=False).sampling["frames_per_video"] == 10
+        return
+    with pytest.raises(ExportError, match=rf"liveness\.onnx: faceauth\.recipe .*{named}") as caught:
+        Liveness(model, detect=False)
+    assert_one_line(str(caught.value))
