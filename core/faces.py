@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ import attrs
 import numpy as np
 from PIL import Image
 
-from faceauth.errors import DataError
+from faceauth.errors import DataError, quote
 from faceauth.paths import atomic_write, cache_dir
 
 __all__ = ["Box", "CropCache", "CropGeometry", "CropReport", "HaarCascade", "LANDMARK_NAMES", "crop_face", "crop_faces",
@@ -78,6 +79,18 @@ class HaarCascade:
 
     def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: float = 0.1,
                  max_width: int = 640):
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        for name, value, valid, wanted in (
+                ("scale_factor", scale_factor, number(scale_factor) and scale_factor > 1, "a number above 1"),
+                ("min_neighbors", min_neighbors, isinstance(min_neighbors, int) and 0 <= min_neighbors <= 1000,
+                 "a whole number from 0 to 1000"),
+                ("min_size", min_size, number(min_size) and 0 <= min_size <= 1, "a fraction from 0 to 1"),
+                ("max_width", max_width, isinstance(max_width, int) and 16 <= max_width <= 16384,
+                 "a whole number from 16 to 16384")):
+            if not valid:  # OpenCV would fail (or loop) inside the first detection instead
+                raise DataError(f"Haar cascade {name}: expected {wanted}, got {quote(value, 60)}")
         self.scale_factor, self.min_neighbors, self.min_size, self.max_width = (scale_factor, min_neighbors, min_size,
                                                                                 max_width)
         self._local = threading.local()
@@ -261,7 +274,7 @@ def face_detector(geometry: CropGeometry, mtcnn_weights: str | Path | None = Non
     if geometry.detector in (None, "haar"):
         return HaarCascade(**{k: v for k, v in options.items()
                               if k in ("scale_factor", "min_neighbors", "min_size", "max_width")})
-    raise DataError(f"crop geometry names the detector {geometry.detector!r}, which deployment cannot run "
+    raise DataError(f"crop geometry names the detector {quote(geometry.detector, 60)}, which deployment cannot run "
                     f"(it runs haar and mtcnn)")
 
 

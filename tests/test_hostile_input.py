@@ -431,3 +431,14 @@ def test_the_liveness_class_reads_damaged_recipes_safely(models_dir: Path, tmp_p
     with pytest.raises(ExportError, match=rf"liveness\.onnx: faceauth\.recipe .*{named}") as caught:
         Liveness(model, detect=False)
     assert_one_line(str(caught.value))
+
+
+@pytest.mark.parametrize("options, named", [({"scale_factor": 1.0}, "scale_factor"), ({"scale_factor": "abc"}, "scale_factor"),
+                                            ({"min_neighbors": -1}, "min_neighbors"), ({"max_width": 0}, "max_width"),
+                                            ({"min_size": float("nan")}, "min_size")])
+def test_haar_settings_opencv_cannot_run_are_one_line(options: dict, named: str) -> None:
+    from faceauth.faces import CropGeometry, face_detector
+
+    with pytest.raises(DataError, match=rf"Haar cascade {named}: expected") as caught:
+        face_detector(CropGeometry(detector="haar", detector_options=options))
+    assert_one_line(str(caught.value))
