@@ -312,7 +312,8 @@ def test_round_trip_without_export(registry):
 def test_to_dict_holds_every_default(registry):
     data = load_recipe(HEADLINE, registry=registry).to_dict()
     assert data["trainer"]["augment"]["crop_scale"] == 0.8
-    assert data["export"] == {"name": "onnx", "opset": 18, "tolerance": pytest.approx(1e-4)}
+    assert data["export"] == {"name": "onnx", "opset": 18, "tolerance": pytest.approx(1e-4), "quantize": "none",
+                              "calibration_samples": 256, "int8_max_change": 0.01, "require_speedup": True}
     assert data["run_name"] is None and data["device"] == "auto"
 
 
