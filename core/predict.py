@@ -89,13 +89,13 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         rows = (row for source in args.inputs for row in model.predict(source))
         lines = format_rows(rows, args.format)
         if args.output is None:
-            for line in lines:
-                sys.stdout.write(line)
+            for line in lines:  # a path that is not UTF-8 is written with its own bytes
+                sys.stdout.buffer.write(line.encode("utf-8", "surrogateescape"))
             sys.stdout.flush()
             return 0
         text = "".join(lines)  # every input scored before anything is written
         with atomic_write(Path(args.output)) as handle:
-            handle.write(text.encode("utf-8"))
+            handle.write(text.encode("utf-8", "surrogateescape"))
         return 0
 
     return _guard("faceauth-predict", args.debug, action)

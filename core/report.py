@@ -34,6 +34,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from faceauth.images import utf8_text
 from faceauth.paths import atomic_write
 
 __all__ = ["ReportTarget", "SplitScores", "environment", "write_liveness_report"]
@@ -108,7 +109,8 @@ def _types(evaluated: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Attack type -> mask of its attacks; the pooled attacks under "all attacks" when there are several types."""
     attack = ~evaluated["is_live"]
     names = np.array([t if t else "attack" for t in evaluated["attack_type"]], dtype=object)
-    masks = {str(t): attack & (names == t) for t in sorted(set(names[attack]))}
+    # Names as valid UTF-8 (a folder name that is not keeps \x.. escapes): figure legends and TensorBoard tags need it.
+    masks = {utf8_text(t): attack & (names == t) for t in sorted(set(names[attack]))}
     return {**masks, "all attacks": attack} if len(masks) > 1 else masks
 
 
@@ -198,7 +200,7 @@ def _scores_csv(splits: Sequence[SplitScores]) -> bytes:
             writer.writerow((split.name, s.get("path", empty)[i], "live" if live[i] else "spoof",
                              s["attack_type"][i] if not live[i] else "", s.get("video", empty)[i],
                              s.get("subject", empty)[i], f"{float(s['score'][i]):.9g}"))
-    return buffer.getvalue().encode("utf-8")
+    return buffer.getvalue().encode("utf-8", "surrogateescape")  # a name that is not UTF-8 keeps its bytes
 
 
 def _pct(value: float) -> str:
@@ -285,7 +287,7 @@ def write_liveness_report(directory: str | Path, splits: Sequence[SplitScores], 
               *[f"| plugin: {k} | {v} |" for k, v in (components or {}).items()], "",
               "| hardware | |", "|---|---|", *[f"| {k} | {v} |" for k, v in env["hardware"].items()], ""]
     with atomic_write(directory / "report.md") as handle:
-        handle.write("\n".join(lines).encode("utf-8"))
+        handle.write("\n".join(lines).encode("utf-8", "surrogateescape"))
     if writer is not None:
         writer.flush()
     return directory / "report.md"
