@@ -88,7 +88,7 @@ class EagerVerifier:
 
     def verify(self, template: torch.Tensor, probe: np.ndarray) -> tuple[bool, float]:
         from faceauth.authenticator import quality_features
-        from faceauth.plugins.trainers.classifier import live_log_odds
+        from faceauth.data import live_log_odds
 
         pil = Image.fromarray(probe)
         embedding = torch.nn.functional.normalize(self.modules["embedding"](self.embed_transform(pil)[None]), dim=1)[0]

@@ -241,9 +241,10 @@ class OnnxComponent:
         inputs = session.get_inputs()
         shape = list(inputs[0].shape) if inputs else []
         stated = [3, *self.preprocess.input_size]
-        if len(shape) != 4 or any(isinstance(d, int) and d != s for d, s in zip(shape[1:], stated)):
+        clips = metadata.get("faceauth.input", "").startswith("clips")  # [N, T, 3, H, W]: a temporal model
+        if len(shape) != 4 + clips or any(isinstance(d, int) and d != s for d, s in zip(shape[1 + clips:], stated)):
             raise ExportError(f"{path}: the model takes input of shape {quote(shape, 80)}, but its metadata states "
-                              f"[N, {', '.join(map(str, stated))}]")
+                              f"[N, {'T, ' if clips else ''}{', '.join(map(str, stated))}]")
         self.input_name = inputs[0].name
         self._sha256: str | None = None
 

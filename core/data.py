@@ -26,9 +26,17 @@ from faceauth.images import decode_image
 from faceauth.video import IMAGE_SUFFIXES  # defined there, torch-free, for the deployment side
 
 __all__ = ["LIVE", "SPOOF", "Splits", "Verification", "read_image", "Transformed", "EpochSampler", "reraise_worker_errors",
-           "IMAGE_SUFFIXES", "check_classes", "TemplateVerification"]
+           "IMAGE_SUFFIXES", "check_classes", "TemplateVerification", "live_log_odds"]
 
 LIVE, SPOOF = 0, 1
+
+
+def live_log_odds(logits: torch.Tensor) -> torch.Tensor:
+    """The liveness score of logits [N, C]: log P(live) / P(not live), ``logit_live - logit_spoof`` for the
+    two liveness classes (it keeps its order where a float32 softmax saturates to 1.0)."""
+    others = torch.cat([logits[:, :LIVE], logits[:, LIVE + 1:]], dim=1)
+    rest = others[:, 0] if others.shape[1] == 1 else torch.logsumexp(others, dim=1)
+    return logits[:, LIVE] - rest
 
 
 @attrs.frozen

@@ -25,7 +25,7 @@ from faceauth.errors import DataError, quote
 from faceauth.paths import atomic_write, cache_dir
 
 __all__ = ["Box", "CropCache", "CropGeometry", "CropReport", "HaarCascade", "LANDMARK_NAMES", "crop_face", "crop_faces",
-           "crop_geometry", "face_detector", "find_face", "find_faces", "first_face"]
+           "crop_geometry", "face_detector", "find_face", "first_face"]
 
 #: The five landmarks a `Box` may carry, in this order (the order of the ArcFace alignment template).
 LANDMARK_NAMES = ("left eye", "right eye", "nose", "left mouth corner", "right mouth corner")
@@ -270,7 +270,11 @@ def face_detector(geometry: CropGeometry, mtcnn_weights: str | Path | None = Non
         options.pop("weights", None)
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()
                     if k in attrs.fields_dict(MtcnnSettings)}
-        return MtcnnOnnx(folder, MtcnnSettings(**settings))
+        try:
+            chosen = MtcnnSettings(**settings)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"mtcnn: the model's crop geometry holds settings MTCNN cannot run ({quote(exc, 120)})") from None
+        return MtcnnOnnx(folder, chosen)
     if geometry.detector in (None, "haar"):
         return HaarCascade(**{k: v for k, v in options.items()
                               if k in ("scale_factor", "min_neighbors", "min_size", "max_width")})
@@ -287,11 +291,6 @@ def find_face(image: np.ndarray, detector: Any, where: str) -> Box:
         raise DataError(f"{where}: no face found (give a photo with one frontal face, or detect=False "
                         f"for images that are face crops already)")
     return box
-
-
-def find_faces(image: np.ndarray, detector: Any, geometry: CropGeometry, where: str) -> list[np.ndarray]:
-    """The crops (`crop_faces`) of the face `find_face` finds in `image`."""
-    return crop_faces(image, find_face(image, detector, where), geometry, where)
 
 
 @attrs.define

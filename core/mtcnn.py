@@ -22,6 +22,8 @@ follow the original one-based convention the published weights were trained with
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -54,6 +56,19 @@ class MtcnnSettings:
     factor: float = 0.709
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     max_width: int = 640
+
+    def __attrs_post_init__(self) -> None:
+        # Checked here, not only in the plugin's options: deployment builds settings from a model's metadata,
+        # and a factor of 1 or more would make the image pyramid endless.
+        numbers = (self.min_face, self.factor, self.max_width, *self.thresholds)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+            raise ValueError("mtcnn settings must be finite numbers")
+        if self.min_face < 1 or self.max_width < 1:
+            raise ValueError(f"min_face and max_width must be at least 1 (got {self.min_face:g}, {self.max_width:g})")
+        if not 0 < self.factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {self.factor:g}")
+        if len(self.thresholds) != 3 or not all(0 <= t <= 1 for t in self.thresholds):
+            raise ValueError("thresholds must be three numbers in [0, 1]")
 
 
 def _normalise(images: np.ndarray) -> np.ndarray:

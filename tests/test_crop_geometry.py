@@ -185,3 +185,12 @@ def test_nuaa_raw_frames_through_the_recipe_give_one_sample_per_scale(tmp_path: 
     inner = np.asarray(loose["image"].resize((65, 65)), int)[23:42, 23:42]
     centre = np.asarray(tight["image"].resize((19, 19)), int)
     assert np.abs(inner - centre).mean() < np.abs(inner - np.asarray(loose["image"].resize((19, 19)), int)).mean()
+
+
+@pytest.mark.parametrize("settings", [{"factor": 1.0}, {"factor": 1.5}, {"min_face": 0}, {"thresholds": [0.6, 0.7]}])
+def test_mtcnn_settings_from_a_models_metadata_that_cannot_run_are_one_line(tmp_path: Path, settings: dict) -> None:
+    from faceauth.faces import face_detector
+
+    geometry = CropGeometry("mtcnn", {"weights": str(tmp_path), **settings})
+    with pytest.raises(DataError, match=r"^mtcnn: the model's crop geometry holds settings MTCNN cannot run"):
+        face_detector(geometry)

@@ -20,7 +20,7 @@ import torch
 
 import faceauth
 from faceauth import checkpoint
-from faceauth.data import LIVE
+from faceauth.data import live_log_odds
 from faceauth.errors import CheckpointError, RecipeError
 
 __all__ = ["FrameScorer", "LstmOptions", "TemporalLstm", "build"]
@@ -53,7 +53,7 @@ class FrameScorer(torch.nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         logits = self.head(self.backbone(frames)).float()
-        return logits[:, LIVE] - logits[:, 1 - LIVE]  # the liveness classifier's score: log-odds of live
+        return live_log_odds(logits)  # the liveness classifier's score
 
 
 class TemporalLstm(torch.nn.Module):

@@ -149,8 +149,10 @@ def quantize_int8(fp32_path: Path, bundle: Bundle, options: Any, destination: Pa
                                   f"= {options.int8_max_change:g}; calibrate on more validation images "
                                   f"(export.calibration_samples) or keep export.quantize: none")
         model = onnx.load(str(int8_path))
+    # The fp32 file's metadata (the bundle's, and which exporter made it), then the int8 figures.
+    stored = {entry.key: entry.value for entry in onnx.load(str(fp32_path), load_external_data=False).metadata_props}
     del model.metadata_props[:]
-    for key, value in {**bundle.metadata, "faceauth.quantize": json.dumps(figures)}.items():
+    for key, value in {**stored, "faceauth.quantize": json.dumps(figures)}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     return model, figures

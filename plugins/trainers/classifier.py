@@ -27,7 +27,7 @@ import faceauth
 from faceauth import console, distributed
 from faceauth import metrics as fa_metrics
 from faceauth.images import utf8_text
-from faceauth.data import LIVE, Splits, reraise_worker_errors
+from faceauth.data import LIVE, Splits, live_log_odds, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
 from faceauth.export import Bundle, model_metadata
 from faceauth.plugins.trainers.auxiliary import (AuxiliaryOptions, FourierHead, PixelMapHead, fourier_loss,
@@ -95,13 +95,6 @@ class Classifier(torch.nn.Module):
         if self.fourier_head is not None:
             aux["fourier"] = self.fourier_head(feature_map)
         return self.head(features), aux
-
-
-def live_log_odds(logits: torch.Tensor) -> torch.Tensor:
-    """log P(live) / P(not live) of logits [N, C]: ``logit_live - logit_spoof`` for the two liveness classes."""
-    others = torch.cat([logits[:, :LIVE], logits[:, LIVE + 1:]], dim=1)
-    rest = others[:, 0] if others.shape[1] == 1 else torch.logsumexp(others, dim=1)
-    return logits[:, LIVE] - rest
 
 
 class LivenessScore(torch.nn.Module):
@@ -353,7 +346,7 @@ class ClassifierTrainer:
                 f"{payload.get('path')}: a {payload.get('task', 'unknown')} checkpoint; expected a liveness classifier")
         model = self.build_model(run, len(payload["classes"]))
         model.load_state_dict(payload["model"])
-        model.threshold, model.classes = payload.get("threshold"), tuple(payload["classes"])
+        model.classes = tuple(payload["classes"])
         model.threshold, model.threshold_rule = stored_threshold(payload)
         return model.eval()
 
@@ -476,6 +469,9 @@ class ClassifierTrainer:
 
         def split(name: str) -> Any:
             built[:] = built or [run.build("data")]
+            if getattr(built[0], name) is None:
+                raise faceauth.ExportError(f"export.quantize: int8 is calibrated on the validation split and judged "
+                                           f"on the test split, and data has no {name} split (use quantize: none)")
             return self.eval_loader(getattr(built[0], name), preprocess, run.recipe.seed)
 
         def calibration() -> Any:

@@ -53,7 +53,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import faceauth
-from faceauth import checkpoint
+from faceauth import checkpoint, weights
 from faceauth import metrics as fa_metrics
 from faceauth.authenticator import (
     EMBEDDING,
@@ -165,16 +165,19 @@ def load_component(registry: Any, path: str | Path, role: str, where: str) -> Co
                               f"expected {article(role)} model")
     from faceauth.recipe import load_recipe
 
-    recipe = load_recipe(None, (), registry=registry, base=payload["recipe"])
+    stored = checkpoint.recipe_of(payload)
+    # Scored on the CPU whatever device it trained on; its own weights only (no file it started from is read).
+    recipe = load_recipe(None, ("device=cpu",), registry=registry, base=stored)
     trainer = build_component(registry, recipe, "trainer")
-    model = trainer.load_model(Run(recipe, registry, directory=Path(".")), payload).to("cpu")
+    with weights.restoring(), checkpoint.fitting(payload):
+        model = trainer.load_model(Run(recipe, registry, directory=Path(".")), payload).to("cpu")
     preprocess = getattr(model, "preprocess", None) or model.backbone.preprocess
     threshold = getattr(model, "threshold", payload.get("threshold"))  # as its trainer reads it
     from faceauth.faces import CropGeometry, crop_geometry
 
     return Component(role, path, file_sha256(path), None if threshold is None else float(threshold),
                      TorchComponent(role, trainer.torch_scorer(model), preprocess),
-                     geometry=crop_geometry(payload["recipe"]) or CropGeometry())
+                     geometry=crop_geometry(stored) or CropGeometry())
 
 
 def _builtin_component_recipes(recipe: Any, progress: bool) -> dict[str, dict[str, Any]]:
