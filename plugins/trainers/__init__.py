@@ -2,9 +2,9 @@
 
 import faceauth
 from faceauth.components import Trainer
-from faceauth.plugins.trainers import classifier, embedding, fusion
+from faceauth.plugins.trainers import classifier, embedding, fusion, texture
 
 
 @faceauth.hookimpl
 def faceauth_trainers() -> list[Trainer]:
-    return [*classifier.trainers(), *embedding.trainers(), *fusion.trainers()]
+    return [*classifier.trainers(), *embedding.trainers(), *fusion.trainers(), *texture.trainers()]
