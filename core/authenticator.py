@@ -24,7 +24,8 @@ How an attempt becomes a decision (the same code computes the training features)
    ``mean``, ``std`` in 0-1 units, RGB, NCHW; bilinear resize, as training's evaluation transform);
 3. features, in the order of the fusion model's ``faceauth.features``: per embedding model the
    cosine similarity of the probe's unit embedding with the enrolment template (the re-normalised
-   mean of the enrolment images' unit embeddings); per liveness model P(live) of the probe;
+   mean of the enrolment images' unit embeddings); per liveness model its ``score`` of the probe
+   (the log-odds of live);
    optionally the probe's quality (``quality/sharpness``: log(1 + variance of the Laplacian) of the
    grey probe at 112x112; ``quality/brightness``: its mean grey level in 0-1);
 4. the fusion model maps the features to P(accept); accept when ``score >= threshold`` (the
@@ -193,7 +194,8 @@ def match_scores(template: np.ndarray, probes: np.ndarray) -> np.ndarray:
 
 # models -----------------------------------------------------------------------------------------------
 class OnnxComponent:
-    """An exported embedding or liveness model: images (uint8 RGB crops) in, unit embeddings or P(live) out."""
+    """An exported embedding or liveness model: images (uint8 RGB crops) in, unit embeddings or liveness scores
+    (the model's ``score`` output: log-odds of live for models since that convention, P(live) before) out."""
 
     def __init__(self, path: str | Path, role: str, session: Any, metadata: dict[str, str]):
         self.path, self.role, self.session, self.metadata = Path(path), role, session, metadata

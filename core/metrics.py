@@ -21,6 +21,10 @@ Liveness conventions (vocabulary of ISO/IEC 30107-3)
 * Without attack types every attack belongs to one type named ``"attack"``.
 * ``threshold=None`` uses the EER threshold of the scores given (what validation does); a test
   run passes the validation threshold, which is applied unchanged.
+* Threshold rules (`threshold_for`, an operator's choice on validation): ``eer``; ``apcer=x``, the
+  lowest threshold at which every attack type's APCER is <= x (the lowest BPCER within that
+  budget); ``bpcer=x``, the highest threshold at which BPCER is <= x (the lowest APCER within it).
+  Scores are values of any order-keeping unit (liveness models give the log-odds of live).
 
 Verification conventions (LFW protocol)
 ---------------------------------------
@@ -41,6 +45,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 __all__ = [
     "eer_threshold",
+    "parse_threshold_rule",
+    "threshold_for",
     "liveness_metrics",
     "roc_points",
     "tar_at_far",
@@ -108,6 +114,45 @@ def eer_threshold(scores, is_live) -> tuple[float, float]:
     Works for any score where higher means the positive class (live, or same person).
     """
     return _eer_from_roc(*_roc(*_check_inputs(scores, is_live, "is_live")))
+
+
+def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
+    """``"eer"`` -> ("eer", None); ``"apcer=0.01"`` -> ("apcer", 0.01); ``"bpcer=0.05"`` -> ("bpcer", 0.05).
+
+    A ValueError says what is valid when `rule` is none of them or its rate is outside (0, 1).
+    """
+    wanted = "eer, apcer=<rate> or bpcer=<rate> with the rate in (0, 1), e.g. apcer=0.01"
+    text = str(rule).strip().lower()
+    if text == "eer":
+        return "eer", None
+    kind, _, value = text.partition("=")
+    try:
+        target = float(value)
+    except ValueError:
+        target = float("nan")
+    if kind.strip() not in ("apcer", "bpcer") or not 0.0 < target < 1.0:
+        raise ValueError(f"expected {wanted}, got {str(rule)[:80]!r}")
+    return kind.strip(), target
+
+
+def threshold_for(scores, is_live, rule: str = "eer", attack_types: Sequence[str] | None = None) -> float:
+    """The decision threshold `rule` picks on these scores (see the module docstring); always finite."""
+    kind, target = parse_threshold_rule(rule)
+    s, live = _check_inputs(scores, is_live, "is_live")
+    if kind == "eer":
+        return _eer_from_roc(*_roc(s, live))[1]
+    if kind == "bpcer":
+        # At most floor(target * n) live scores may fall below the threshold.
+        ranked = np.sort(s[live])
+        return float(ranked[int(np.floor(target * len(ranked) * (1.0 + _RATE_RTOL)))])
+    # apcer: per type, at most floor(target * n) attacks may score >= threshold, so the threshold
+    # must lie above that type's (k+1)-th highest score; the lowest score above all of those.
+    floor = -np.inf
+    for mask in _attack_type_masks(attack_types, live).values():
+        ranked = np.sort(s[mask])[::-1]
+        floor = max(floor, ranked[int(np.floor(target * len(ranked) * (1.0 + _RATE_RTOL)))])
+    above = s[s > floor]
+    return float(above.min()) if above.size else float(np.nextafter(floor, np.inf))
 
 
 def _min_bpcer_at_apcer(fpr, tpr, target: float) -> float:

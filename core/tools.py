@@ -56,7 +56,7 @@ def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: s
         run, trainer = _run_for(payload["recipe"], overrides, extra_plugins)
         model = trainer.load_model(run, payload)
         score = trainer.torch_scorer(model)
-        threshold = payload.get("threshold")
+        threshold = getattr(model, "threshold", payload.get("threshold"))  # as the trainer reads its checkpoints
     return trainer.evaluate(run, score, split, threshold)
 
 
@@ -68,7 +68,7 @@ def export_checkpoint(model_path: str | Path, output: str | Path, *, overrides: 
     stored["export"] = stored.get("export") or {"name": "onnx"}
     run, trainer = _run_for(stored, overrides, extra_plugins)
     model = trainer.load_model(run, payload)
-    model.threshold = payload.get("threshold")
+    model.threshold = getattr(model, "threshold", payload.get("threshold"))
     model.classes = tuple(payload.get("classes", ()))
     exporter = build_component(run.registry, run.recipe, "export")
     if output is None:

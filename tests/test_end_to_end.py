@@ -67,7 +67,8 @@ def test_onnx_model_matches_and_carries_metadata(finished_run: faceauth.runner.R
     meta = read_metadata(path)
     assert meta["preprocess.input_size"] == "32,32"
     assert float(meta["faceauth.threshold"]) == pytest.approx(finished_run.metrics["threshold"])
-    assert "higher = more likely live" in meta["faceauth.score"]
+    assert "higher = more likely live" in meta["faceauth.score"] and "log-odds" in meta["faceauth.score"]
+    assert meta["faceauth.threshold_rule"] == "eer on val"
     payload = checkpoint.load(finished_run.dir / "checkpoints" / "best.pt")
     from faceauth.tools import _run_for
 
@@ -75,7 +76,8 @@ def test_onnx_model_matches_and_carries_metadata(finished_run: faceauth.runner.R
     net = trainer.load_model(run, payload)
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
-        expected = torch.softmax(net(x), dim=1)[:, 0].numpy()
+        logits = net(x)
+        expected = (logits[:, 0] - logits[:, 1]).numpy()  # the log-odds of live
     got = onnx_session(path).run(None, {"input": x.numpy()})[0]
     np.testing.assert_allclose(got, expected, atol=1e-4)
 

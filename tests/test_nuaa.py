@@ -114,6 +114,25 @@ def test_validation_subjects_are_seeded_disjoint_and_hold_both_classes(tree):
     assert set(load_nuaa(tree, variant="detected", val_subjects=0.4, seed=3).val.subjects) == set(drawn[3])
 
 
+def test_validation_by_a_held_out_session_keeps_every_subject(tree):
+    splits = load_nuaa(tree, variant="detected", validation="session", seed=0)
+    for split, sessions in (("train", {"01"}), ("val", {"02"}), ("test", {"03"})):
+        assert {f["session"] for f in _fields(splits.get(split))} == sessions, split
+    assert set(splits.train.subjects) == set(splits.val.subjects) == set(SUBJECTS)
+    assert splits.info["validation"] == "session" and splits.info["val_sessions"] == ["02"]
+    other = load_nuaa(tree, variant="detected", validation="session", val_session="01")
+    assert {f["session"] for f in _fields(other.val)} == {"01"}
+    assert {f["session"] for f in _fields(other.train)} == {"02"}
+
+
+def test_validation_session_missing_from_training_is_named(tree):
+    for path in tree.rglob("*_02_*.jpg"):
+        path.unlink()
+    with pytest.raises(DataError, match=r"^data\.val_session: nuaa \(sessions\) training data under .* has training "
+                                        r"sessions 01; validation 'session' needs session 02 and another one"):
+        load_nuaa(tree, variant="detected", validation="session")
+
+
 def write_lists(base: Path, suffix: str = "face", *, missing: int = 0) -> dict[str, set[str]]:
     """The release's list files, Windows style: backslashes, CRLF, extra fields after the path.
 

@@ -41,7 +41,7 @@ class LstmOptions:
 
 
 class FrameScorer(torch.nn.Module):
-    """A frame-level liveness classifier, frozen: normalised frames ``[M, 3, H, W]`` to P(live) ``[M]``."""
+    """A frame-level liveness classifier, frozen: normalised frames ``[M, 3, H, W]`` to the log-odds of live ``[M]``."""
 
     def __init__(self, backbone: torch.nn.Module, head: torch.nn.Linear):
         super().__init__()
@@ -53,7 +53,8 @@ class FrameScorer(torch.nn.Module):
         return super().train(False)  # always as loaded: BatchNorm keeps its statistics, dropout is off
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.head(self.backbone(frames)).float(), dim=1)[:, LIVE]
+        logits = self.head(self.backbone(frames)).float()
+        return logits[:, LIVE] - logits[:, 1 - LIVE]  # the liveness classifier's score: log-odds of live
 
 
 class TemporalLstm(torch.nn.Module):

@@ -22,10 +22,18 @@ Protocols (``protocol``):
   session being the 4th field of the file name. All images under the class folders are used.
 - ``lists``: the shipped train and test list files.
 
-Validation, for both, is a seeded subject-disjoint share of the training subjects (``val_subjects``,
-drawn among those with live and spoof training images): their training images validate and are
-not trained on. NUAA splits by session, not by person, so the test holds people seen in training:
-a warning names them.
+Validation (``validation``), for both:
+
+- ``subjects`` (default): a seeded subject-disjoint share of the training subjects (``val_subjects``,
+  drawn among those with live and spoof training images): their training images validate and are
+  not trained on. Validation shares the training sessions' capture conditions, so its threshold
+  tends to saturate.
+- ``session``: one training session held out (``val_session``, 02 by default): training uses the
+  other, validation every subject's images of the held-out session. A new session is what the test
+  is, so the validation threshold calibrates for it.
+
+NUAA splits by session, not by person, so the test holds people seen in training: a warning names
+them.
 
 Raw frames need the recipe's detector (``detector: {name: haar}``; the face is about a quarter of
 the frame), whose crops are cached; the detected and normalised variants are already faces and
@@ -82,6 +90,8 @@ class NuaaOptions(CropOptions):
     protocol: Literal["sessions", "lists"] = "sessions"  # sessions: train 01+02, test 03; lists: the list files
     variant: Literal["raw", "detected", "normalized"] = "raw"
     val_subjects: float = attrs.field(default=0.2, validator=open_fraction)  # share of training subjects
+    validation: Literal["subjects", "session"] = "subjects"  # held-out subjects, or a held-out session
+    val_session: Literal["01", "02"] = "02"  # the training session that validates (validation: session)
     seed: int = 0
 
 
@@ -181,7 +191,19 @@ def _describe(images: Sequence[NuaaImage]) -> str:
             f"sessions {sessions or '-'})")
 
 
+def hold_out_session(train: list[NuaaImage], session: str, where: str) -> tuple[list[NuaaImage], list[NuaaImage]]:
+    """(training images of the other sessions, images of `session`); a DataError when either is empty."""
+    held = [i for i in train if i.session == session]
+    kept = [i for i in train if i.session != session]
+    if not held or not kept:
+        found = ", ".join(sorted({i.session for i in train})) or "none"
+        raise DataError(f"data.val_session: {where} has training sessions {found}; validation 'session' needs "
+                        f"session {session} and another one (or use data.validation: subjects)")
+    return kept, held
+
+
 def load_nuaa(root: str | Path, *, protocol: str = "sessions", variant: str = "raw", val_subjects: float = 0.2,
+              validation: str = "subjects", val_session: str = "02",
               seed: int = 0, crop: CropOptions = CropOptions(), detector: Any = None, key: str = "data.root") -> Splits:
     root = Path(root).expanduser()
     layout = VARIANTS[variant]
@@ -195,12 +217,18 @@ def load_nuaa(root: str | Path, *, protocol: str = "sessions", variant: str = "r
         parts = {"train": read_list(base, layout, "train"), "test": read_list(base, layout, "test")}
     else:
         parts = by_session(scan(base, layout))
-    classes_of: dict[str, set[int]] = {}
-    for image in parts["train"]:
-        classes_of.setdefault(image.subject, set()).add(image.label)
-    held = hold_out_subjects(classes_of, val_subjects, seed, f"nuaa ({protocol}) training data under {base}")
-    parts = {"train": [i for i in parts["train"] if i.subject not in held],
-             "val": [i for i in parts["train"] if i.subject in held], "test": parts["test"]}
+    where = f"nuaa ({protocol}) training data under {base}"
+    held: set[str] = set()
+    if validation == "session":
+        train, val = hold_out_session(parts["train"], val_session, where)
+        parts = {"train": train, "val": val, "test": parts["test"]}
+    else:
+        classes_of: dict[str, set[int]] = {}
+        for image in parts["train"]:
+            classes_of.setdefault(image.subject, set()).add(image.label)
+        held = hold_out_subjects(classes_of, val_subjects, seed, where)
+        parts = {"train": [i for i in parts["train"] if i.subject not in held],
+                 "val": [i for i in parts["train"] if i.subject in held], "test": parts["test"]}
     warn_shared_subjects("nuaa", (i.subject for i in parts["train"] + parts["val"]), (i.subject for i in parts["test"]),
                          " (NUAA's protocols split by session, not by person: test figures include people seen in "
                          "training)")
@@ -226,13 +254,14 @@ def load_nuaa(root: str | Path, *, protocol: str = "sessions", variant: str = "r
         splits = {split: CroppedFaces(listed) for split, listed in sources.items()}
     info = {"task": "liveness", "dataset": "nuaa", "root": str(base), "protocol": protocol, "variant": variant,
             "counts": {split: {"live": d.labels.count(LIVE), "spoof": d.labels.count(SPOOF)} for split, d in splits.items()},
-            "no_face": no_face, "val_subjects": sorted(held)}
+            "no_face": no_face, "validation": validation, "val_subjects": sorted(held),
+            "val_sessions": sorted({i.session for i in parts["val"]})}
     return Splits(train=splits["train"], val=splits["val"], test=splits["test"], classes=("live", "spoof"), info=info)
 
 
 def build(options: NuaaOptions, detector: Any = None) -> Splits:
     return load_nuaa(options.root, protocol=options.protocol, variant=options.variant, val_subjects=options.val_subjects,
-                     seed=options.seed, crop=CropOptions(options.crop_margin, options.crop_size), detector=detector)
+                     validation=options.validation, val_session=options.val_session, seed=options.seed, crop=CropOptions(options.crop_margin, options.crop_size), detector=detector)
 
 
 def datasets() -> list[Dataset]:

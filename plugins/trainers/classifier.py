@@ -1,12 +1,20 @@
 """The `classifier` trainer: a backbone plus a linear head trained with a logits loss, for liveness.
 
-Score convention: the model's ``score`` output is P(live), so higher = more likely live. The
-decision threshold is chosen at the validation EER of the best epoch and applied unchanged to test
-and to exported models (stored in their metadata).
+Score convention: the model's ``score`` output is the log-odds of live, ``logit_live - logit_spoof``
+(``log P(live) / P(spoof)``; higher = more likely live, 0 = even). Unlike the softmax P(live), it
+keeps its order where float32 probabilities saturate to 1.0. The decision threshold, in the same
+unit, is chosen on validation at the best epoch by ``trainer.threshold`` (``eer``, ``apcer=x`` or
+``bpcer=x``) and applied unchanged to test and to exported models (``faceauth.threshold`` and
+``faceauth.threshold_rule`` in their metadata).
+
+Model selection: the best epoch is the one with the best ``trainer.monitor`` on validation
+(``loss`` is the validation loss of the recipe's criterion); ties go to the higher validation AUC,
+then the lower validation loss (`faceauth.plugins.trainers.loop`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -29,9 +37,17 @@ from faceauth.plugins.trainers.transforms import (AugmentOptions, denormalise, e
 from faceauth.runner import FitResult, Run
 
 
+def _threshold_rule(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    try:
+        fa_metrics.parse_threshold_rule(value)
+    except ValueError as exc:
+        raise ValueError(f"{attribute.name}: {exc}") from None
+
+
 @attrs.frozen
 class ClassifierOptions(LoopOptions):
     monitor: Literal["acer", "hter", "eer", "auc", "loss"] = "acer"
+    threshold: str = attrs.field(default="eer", validator=_threshold_rule)  # eer | apcer=<rate> | bpcer=<rate>
     balance: Literal["none", "sampler"] = "none"  # sampler: draw each class equally often (or use loss.class_weights)
     augment: AugmentOptions = AugmentOptions()
 
@@ -46,8 +62,15 @@ class Classifier(torch.nn.Module):
         return self.head(self.backbone(x))
 
 
+def live_log_odds(logits: torch.Tensor) -> torch.Tensor:
+    """log P(live) / P(not live) of logits [N, C]: ``logit_live - logit_spoof`` for the two liveness classes."""
+    others = torch.cat([logits[:, :LIVE], logits[:, LIVE + 1:]], dim=1)
+    rest = others[:, 0] if others.shape[1] == 1 else torch.logsumexp(others, dim=1)
+    return logits[:, LIVE] - rest
+
+
 class LivenessScore(torch.nn.Module):
-    """The exported form: normalised images in, P(live) and the logits out."""
+    """The exported form: normalised images in, the log-odds of live and the logits out."""
 
     def __init__(self, model: Classifier):
         super().__init__()
@@ -55,7 +78,7 @@ class LivenessScore(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(x)
-        return torch.softmax(logits, dim=1)[:, LIVE], logits
+        return live_log_odds(logits.float()), logits
 
 
 def inputs_of(batch: dict[str, Any]) -> torch.Tensor:
@@ -87,6 +110,9 @@ def build_backbone(run: Run) -> torch.nn.Module:
     return backbone
 
 
+PER_SAMPLE_STRINGS = ("video", "path", "subject")  # sample keys `predict` passes through when present
+
+
 def per_video(predictions: dict[str, np.ndarray], key: str = "score") -> dict[str, np.ndarray]:
     """Clip scores averaged per source video: the field's video-level decision."""
     videos, first, inverse = np.unique(predictions["video"], return_index=True, return_inverse=True)
@@ -96,13 +122,19 @@ def per_video(predictions: dict[str, np.ndarray], key: str = "score") -> dict[st
             "attack_type": predictions["attack_type"][first]}
 
 
-def measure(predictions: dict[str, np.ndarray], threshold: float | None, key: str = "score") -> dict[str, float]:
-    """Liveness metrics of `predictions[key]`; per video when the samples name their video."""
+def measure(predictions: dict[str, np.ndarray], threshold: float | None, key: str = "score",
+            rule: str = "eer") -> dict[str, float]:
+    """Liveness metrics of `predictions[key]`; per video when the samples name their video.
+
+    `threshold` None: the threshold `rule` picks on these scores (validation).
+    """
     if "video" in predictions:
         predictions = per_video(predictions, key)
         key = "score"
     is_live = predictions["label"] == LIVE
     attack_types = [t if t else "attack" for t in predictions["attack_type"]]
+    if threshold is None and rule != "eer":
+        threshold = fa_metrics.threshold_for(predictions[key], is_live, rule, attack_types)
     return fa_metrics.liveness_metrics(predictions[key], is_live, attack_types, threshold=threshold)
 
 
@@ -145,7 +177,7 @@ class LivenessTask:
         return 1.0 / counts[labels]
 
     def checkpoint_extras(self) -> dict[str, Any]:
-        return {"classes": list(self.classes)}
+        return {"classes": list(self.classes), "threshold_rule": f"{self.options.threshold} on val"}
 
     def set_epoch(self, epoch: int, position: int) -> None:
         self.train_loader.sampler.set_epoch(epoch, start=position * self.train_loader.batch_size)
@@ -157,20 +189,37 @@ class LivenessTask:
     def _predict(self, loader: Any) -> dict[str, np.ndarray]:
         frame_scorer = getattr(self.model.backbone, "frame_scorer", None)
         baseline = self.trainer.torch_frame_scorer(frame_scorer) if frame_scorer is not None else None
-        return self.trainer.predict(self.trainer.torch_scorer(self.model), loader, self.run.device, baseline)
+
+        @torch.no_grad()
+        def score_and_logits(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+            logits = self.model(x).float()
+            return live_log_odds(logits).cpu().numpy(), logits.cpu().numpy()
+
+        return self.trainer.predict(score_and_logits, loader, self.run.device, baseline)
+
+    @torch.no_grad()
+    def validation_loss(self, predictions: dict[str, np.ndarray]) -> float:
+        """The recipe's criterion on the validation split (every sample, one batch of logits)."""
+        device = self.run.device
+        logits = torch.from_numpy(predictions["logits"]).to(device)
+        return float(self.criterion(logits, torch.from_numpy(predictions["label"]).long().to(device)))
 
     def _with_baseline(self, predictions: dict[str, np.ndarray], figures: dict[str, float],
-                       threshold: float | None) -> dict[str, float]:
+                       threshold: float | None, rule: str = "eer") -> dict[str, float]:
         """The frame-level baseline's figures beside the model's, as ``frame_baseline/<metric>``."""
         if "frame_score" not in predictions:
             return figures
-        baseline = measure(predictions, threshold, key="frame_score")
+        baseline = measure(predictions, threshold, key="frame_score", rule=rule)
         return {**figures, **{f"frame_baseline/{k}": v for k, v in baseline.items()}}
 
     def validate(self, step: int) -> dict[str, float]:
         predictions = self._predict(self.val_loader)
-        self.run.writer.add_pr_curve("val/pr_live", predictions["label"] == LIVE, predictions["score"], step)
-        figures = self._with_baseline(predictions, measure(predictions, threshold=None), None)
+        # The PR curve wants probabilities: P(live) = sigmoid(log-odds), for this figure only.
+        probability = 1.0 / (1.0 + np.exp(-np.clip(predictions["score"], -80.0, 80.0)))
+        self.run.writer.add_pr_curve("val/pr_live", predictions["label"] == LIVE, probability, step)
+        rule = self.options.threshold
+        figures = self._with_baseline(predictions, measure(predictions, threshold=None, rule=rule), None, rule)
+        figures["loss"] = self.validation_loss(predictions)
         self.baseline_threshold = figures.get("frame_baseline/threshold")
         return figures
 
@@ -210,6 +259,16 @@ class LivenessTask:
         self.run.writer.add_text("train/sample_labels", ", ".join(labels), 0)
 
 
+def stored_threshold(payload: dict[str, Any]) -> tuple[float | None, str]:
+    """A checkpoint's (threshold, rule) in log-odds; checkpoints from before the log-odds score
+    (no ``threshold_rule``) stored P(live), which maps to log-odds one to one."""
+    threshold, rule = payload.get("threshold"), payload.get("threshold_rule")
+    if rule is None and threshold is not None:
+        p = min(max(float(threshold), 1e-7), 1.0 - 2.0 ** -24)  # float32 P(live) cannot resolve beyond these
+        threshold, rule = math.log(p) - math.log1p(-p), "eer on val (converted from P(live))"
+    return threshold, rule or "eer on val"
+
+
 class ClassifierTrainer:
     def __init__(self, options: ClassifierOptions):
         self.options = options
@@ -224,26 +283,35 @@ class ClassifierTrainer:
         model = self.build_model(run, len(payload["classes"]))
         model.load_state_dict(payload["model"])
         model.threshold, model.classes = payload.get("threshold"), tuple(payload["classes"])
+        model.threshold, model.threshold_rule = stored_threshold(payload)
         return model.eval()
 
     def eval_loader(self, dataset: Any, preprocess: Any, seed: int) -> Any:
         return image_loader(dataset, eval_transform(preprocess), batch_size=self.options.batch_size,
                             num_workers=self.options.num_workers, seed=seed, shuffle=False)
 
-    def predict(self, score: Callable[[torch.Tensor], np.ndarray], loader: Any, device: torch.device,
+    def predict(self, score: Callable[[torch.Tensor], Any], loader: Any, device: torch.device,
                 frame_score: Callable[[torch.Tensor], np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """Scores of every sample in order, with labels, attack types and (for clips) video ids.
+        """Scores of every sample in order, with labels, attack types, and (when the samples carry
+        them) ``video`` ids, ``path`` and ``subject``.
 
-        `frame_score`, when given, scores each frame of a clip alone (the frame-level baseline of a
-        temporal model); its per-clip mean is returned as ``frame_score``.
+        `score` returns the scores [N], or (scores [N], logits [N, C]), whose logits are returned as
+        ``logits``. `frame_score`, when given, scores each frame of a clip alone (the frame-level
+        baseline of a temporal model); its per-clip mean is returned as ``frame_score``.
         """
-        out: dict[str, list[Any]] = {"score": [], "label": [], "attack_type": [], "video": [], "frame_score": []}
+        out: dict[str, list[Any]] = {key: [] for key in ("score", "logits", "label", "attack_type", "frame_score",
+                                                         *PER_SAMPLE_STRINGS)}
         for batch in reraise_worker_errors(loader):
             x = to_device(inputs_of(batch), device, self.options.channels_last)
-            out["score"].append(score(x))
+            scored = score(x)
+            if isinstance(scored, tuple):
+                scored, logits = scored
+                out["logits"].append(np.asarray(logits))
+            out["score"].append(scored)
             out["label"].append(batch["label"].numpy())
             out["attack_type"].extend(batch.get("attack_type", [""] * len(batch["label"])))
-            out["video"].extend(batch.get("video", []))
+            for key in PER_SAMPLE_STRINGS:
+                out[key].extend(str(v) for v in batch.get(key, []))
             if frame_score is not None:
                 n, t = x.shape[:2]
                 out["frame_score"].append(frame_score(x.flatten(0, 1)).reshape(n, t).mean(axis=1))
@@ -252,10 +320,12 @@ class ClassifierTrainer:
         result = {"score": np.concatenate([s for p in parts for s in p["score"]]),
                   "label": np.concatenate([s for p in parts for s in p["label"]]),
                   "attack_type": np.array([a for p in parts for a in p["attack_type"]])}
-        if out["video"]:
-            result["video"] = np.array([v for p in parts for v in p["video"]])
-        if out["frame_score"]:
-            result["frame_score"] = np.concatenate([s for p in parts for s in p["frame_score"]])
+        for key in ("logits", "frame_score"):
+            if out[key]:
+                result[key] = np.concatenate([s for p in parts for s in p[key]])
+        for key in PER_SAMPLE_STRINGS:
+            if out[key]:
+                result[key] = np.array([v for p in parts for v in p[key]])
         return result
 
     @staticmethod
@@ -270,7 +340,7 @@ class ClassifierTrainer:
     def torch_scorer(model: torch.nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
         @torch.no_grad()
         def score(x: torch.Tensor) -> np.ndarray:
-            return torch.softmax(model(x).float(), dim=1)[:, LIVE].cpu().numpy()
+            return live_log_odds(model(x).float()).cpu().numpy()
 
         return score
 
@@ -295,8 +365,10 @@ class ClassifierTrainer:
         h, w = preprocess.input_size
         metadata = model_metadata(
             run, preprocess, task="liveness", threshold=getattr(model, "threshold", None),
-            score="P(live): higher = more likely live; accept as live when score >= threshold",
+            score="log-odds of live, logit_live - logit_spoof: higher = more likely live, 0 = even; "
+                  "accept as live when score >= threshold",
             classes=",".join(getattr(model, "classes", ("live", "spoof"))))
+        metadata["faceauth.threshold_rule"] = getattr(model, "threshold_rule", None) or "eer on val"
         generator = torch.Generator().manual_seed(0)
         axes = {"input": {0: "batch"}, "score": {0: "batch"}, "logits": {0: "batch"}}
         if getattr(model.backbone, "temporal", False):
@@ -320,4 +392,4 @@ def build(options: ClassifierOptions) -> ClassifierTrainer:
 
 def trainers() -> list[Trainer]:
     return [Trainer(name="classifier", build=build, options=ClassifierOptions,
-                    description="backbone + linear head with a logits loss; liveness metrics; P(live) export")]
+                    description="backbone + linear head with a logits loss; liveness metrics; log-odds export")]

@@ -5,8 +5,8 @@ impostor. This trainer scores verification attempts (`faceauth.plugins.datasets.
 frozen component models and learns the decision over their scores:
 
 - features per attempt (`faceauth.authenticator` computes them, the same code at deployment): the
-  cosine match score of each embedding model (probe vs. the enrolment template), P(live) of the
-  probe from each liveness model, and, with ``quality: true``, the probe's sharpness and brightness;
+  cosine match score of each embedding model (probe vs. the enrolment template), the log-odds of
+  live of the probe from each liveness model (its ``score``), and, with ``quality: true``, the probe's sharpness and brightness;
 - ``mlp``: a small MLP on those features (the fused model that is exported), and beside it the
   field's baselines: ``logistic`` (logistic-regression score fusion, scikit-learn), ``and`` (accept
   when every component accepts at its own threshold: chosen on validation at each component's EER
@@ -76,7 +76,7 @@ log = logging.getLogger(__name__)
 TASK = "fusion"
 MODELS = ("mlp", "logistic", "and", "match")
 SCORED = ("mlp", "logistic", "match")
-_SCORES_VERSION = 1
+_SCORES_VERSION = 2  # 2: liveness features are log-odds of live, no longer P(live)
 
 
 # options ----------------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ class FusionOptions:
 # component models -------------------------------------------------------------------------------------
 @attrs.define
 class Component:
-    """A frozen component model: `score(images)` maps RGB uint8 crops to unit embeddings or P(live)."""
+    """A frozen component model: `score(images)` maps RGB uint8 crops to unit embeddings or log-odds of live."""
 
     role: str
     source: Path
@@ -166,7 +166,7 @@ def load_component(registry: Any, path: str | Path, role: str, where: str) -> Co
     trainer = build_component(registry, recipe, "trainer")
     model = trainer.load_model(Run(recipe, registry, directory=Path(".")), payload).to("cpu")
     preprocess = getattr(model, "preprocess", None) or model.backbone.preprocess
-    threshold = payload.get("threshold")
+    threshold = getattr(model, "threshold", payload.get("threshold"))  # as its trainer reads it
     return Component(role, path, file_sha256(path), None if threshold is None else float(threshold),
                      TorchComponent(role, trainer.torch_scorer(model), preprocess))
 

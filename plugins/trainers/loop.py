@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 import attrs
@@ -125,6 +125,26 @@ def lower_is_better(new: float, old: float) -> bool:
 
 def higher_is_better(new: float, old: float) -> bool:
     return new > old
+
+
+# Ties on the monitored value (a small validation set that separates perfectly early ties every
+# later epoch) go to the higher validation AUC, then the lower validation loss, so the selection
+# does not keep an undertrained epoch. A full tie keeps the earlier epoch.
+TIE_BREAKS: tuple[tuple[str, Callable[[float, float], bool]], ...] = (("auc", higher_is_better),
+                                                                       ("loss", lower_is_better))
+
+
+def improves(candidate: dict[str, float], best: dict[str, float],
+             criteria: Sequence[tuple[str, Callable[[float, float], bool]]]) -> bool:
+    """Whether `candidate` beats `best` on the first of `criteria` (key, is_better) where they differ."""
+    for key, is_better in criteria:
+        new, old = candidate.get(key), best.get(key)
+        if new is None or old is None or not (math.isfinite(new) and math.isfinite(old)):
+            continue
+        if math.isclose(new, old, rel_tol=1e-9, abs_tol=1e-12):
+            continue
+        return is_better(new, old)
+    return False
 
 
 class TrainingLoop:
@@ -317,17 +337,27 @@ class TrainingLoop:
                    **{f"val/{k}": v for k, v in val.items()}}
         self.run.log(figures, step)
         key, is_better = self.task.monitor
-        value = figures["train/loss"] if key == "loss" else val[key]
-        if self.best["value"] is None or is_better(value, self.best["value"]):
-            self.best = {"value": value, "epoch": step, "threshold": val.get("threshold"), "metrics": val}
+        # `loss` is the validation loss when the task computes one, else (no validation loss) the
+        # training loss, and is named so in metrics.json.
+        name, value = (f"val/{key}", val[key]) if key in val or key != "loss" else ("train/loss", figures["train/loss"])
+        criteria = [(key, is_better), *((k, f) for k, f in TIE_BREAKS if k != key)]
+        candidate = {**val, key: value}
+        best = self.best.get("criteria") or {key: self.best["value"]}  # checkpoints from before tie-breaks
+        if self.best["value"] is None or improves(candidate, best, criteria):
+            self.best = {"value": value, "epoch": step, "threshold": val.get("threshold"), "metrics": val,
+                         "monitor": name, "criteria": {k: candidate[k] for k, _ in criteria if k in candidate}}
             self._save("best")
         return figures
 
     def _finish(self, stopped: bool) -> FitResult:
         run, task = self.run, self.task
         result: dict[str, Any] = {"epochs_completed": self.epoch, "global_step": self.global_step,
-                                  "best_epoch": self.best["epoch"], "monitor": f"val/{task.monitor[0]}",
+                                  "best_epoch": self.best["epoch"],
+                                  "monitor": self.best.get("monitor", f"val/{task.monitor[0]}"),
                                   "threshold": self.best["threshold"], "val": self.best["metrics"]}
+        extras = getattr(task, "checkpoint_extras", dict)()
+        if "threshold_rule" in extras:
+            result["threshold_rule"] = extras["threshold_rule"]
         if not stopped and self.best["epoch"] is not None:
             distributed.barrier()
             best = checkpoint.load(run.dir / "checkpoints" / "best.pt", map_location=run.device)
