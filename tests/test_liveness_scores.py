@@ -104,3 +104,31 @@ def test_monitor_loss_is_the_validation_loss_and_the_threshold_rule_is_stored(tm
     meta = faceauth.export.read_metadata(result.dir / "model.onnx")
     assert meta["faceauth.threshold_rule"] == "bpcer=0.1 on val"
     assert float(meta["faceauth.threshold"]) == pytest.approx(result.metrics["threshold"])
+
+
+def test_predictions_carry_path_subject_and_logits() -> None:
+    from torch.utils.data import DataLoader
+
+    samples = [{"image": torch.full((3, 2, 2), float(i)), "label": i % 2, "attack_type": "" if i % 2 == 0 else "print",
+                "path": f"/data/{i}.jpg", "subject": f"s{i // 2}"} for i in range(5)]
+    trainer = ClassifierTrainer(ClassifierOptions(channels_last=False))
+    model = Margin()
+
+    def score(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        logits = model(x)
+        return (logits[:, 0] - logits[:, 1]).numpy(), logits.numpy()
+
+    predictions = trainer.predict(score, DataLoader(samples, batch_size=2), torch.device("cpu"))
+    assert predictions["path"].tolist() == [f"/data/{i}.jpg" for i in range(5)]
+    assert predictions["subject"].tolist() == ["s0", "s0", "s1", "s1", "s2"]
+    assert predictions["logits"].shape == (5, 2) and predictions["score"].tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
+    plain = trainer.predict(ClassifierTrainer.torch_scorer(model), DataLoader(samples, batch_size=2), torch.device("cpu"))
+    assert "logits" not in plain and plain["score"].tolist() == predictions["score"].tolist()
+
+
+def test_checkpoints_from_before_the_log_odds_score_have_their_threshold_converted() -> None:
+    from faceauth.plugins.trainers.classifier import stored_threshold
+
+    threshold, rule = stored_threshold({"threshold": 0.8})  # a P(live) threshold
+    assert threshold == pytest.approx(np.log(0.8 / 0.2)) and "converted from P(live)" in rule
+    assert stored_threshold({"threshold": 1.5, "threshold_rule": "apcer=0.01 on val"}) == (1.5, "apcer=0.01 on val")

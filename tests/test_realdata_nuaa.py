@@ -79,7 +79,8 @@ def test_nuaa_sessions_protocol_on_real_faces(registered, tmp_path):
         *(f"| {name} | {f['apcer']:.4f} | {f['bpcer']:.4f} | {f['acer']:.4f} | {f['hter']:.4f} | {f['eer']:.4f} | "
           f"{f['auc']:.4f} | {f['threshold']:.6g} |" for name, f in (("val (best epoch)", val), ("test", test))),
         "",
-        "Threshold: the validation EER threshold (on P(live)) of the best epoch, applied unchanged to test.",
+        f"Threshold: {result.metrics['threshold_rule']} (on the log-odds of live) at the best epoch "
+        f"({result.metrics['best_epoch']} of {EPOCHS}, by {result.metrics['monitor']}), applied unchanged to test.",
         f"Time: face crops {crops_done - started:.0f} s, training and test {finished - crops_done:.0f} s "
         f"(wall clock; {cpu:.0f} s of CPU time in this process, {os.cpu_count()} CPU cores).",
         "",

@@ -37,7 +37,7 @@ class ResNetFeatures(torch.nn.Module):
                 net, options.pretrained, ignore=("fc.",), prefixes=("net.",),
                 layouts=f"torchvision's resnet{depth} layout (conv1.weight, layer1.0.conv1.weight, ...; fc optional) "
                         f"or faceauth's (net.conv1.weight, ...)")
-        self.num_features = net.fc.in_features
+        self.num_features = self.map_channels = net.fc.in_features
         net.fc = torch.nn.Dropout(options.dropout) if options.dropout else torch.nn.Identity()
         self.net = net
         self.preprocess = Preprocess(input_size=(options.input_size, options.input_size),
@@ -45,6 +45,13 @@ class ResNetFeatures(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def forward_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled features [N, num_features], the last stage's feature map [N, map_channels, h, w])."""
+        net = self.net
+        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        feature_map = net.layer4(net.layer3(net.layer2(net.layer1(x))))
+        return net.fc(torch.flatten(net.avgpool(feature_map), 1)), feature_map
 
 
 def _factory(depth: int):

@@ -30,6 +30,8 @@ from faceauth.components import Trainer
 from faceauth.data import LIVE, Splits, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
 from faceauth.export import Bundle, model_metadata
+from faceauth.plugins.trainers.auxiliary import (AuxiliaryOptions, FourierHead, PixelMapHead, fourier_loss,
+                                                 has_feature_map, pixel_map_loss)
 from faceauth.plugins.trainers.loop import (LoopOptions, TrainingLoop, higher_is_better, image_loader,
                                             lower_is_better, to_device)
 from faceauth.plugins.trainers.transforms import (AugmentOptions, denormalise, eval_transform, spoof_transform,
@@ -48,18 +50,50 @@ def _threshold_rule(instance: Any, attribute: attrs.Attribute, value: str) -> No
 class ClassifierOptions(LoopOptions):
     monitor: Literal["acer", "hter", "eer", "auc", "loss"] = "acer"
     threshold: str = attrs.field(default="eer", validator=_threshold_rule)  # eer | apcer=<rate> | bpcer=<rate>
+    # image: each input image standardised on its own (per channel), inside the model and its export,
+    # so a global brightness, contrast or colour gain cannot be a cue
+    input_norm: Literal["dataset", "image"] = "dataset"
+    pixel_supervision: AuxiliaryOptions = AuxiliaryOptions()  # weight > 0: DeepPixBiS-style map loss
+    fourier: AuxiliaryOptions = AuxiliaryOptions()  # weight > 0: the log-spectrum target
     balance: Literal["none", "sampler"] = "none"  # sampler: draw each class equally often (or use loss.class_weights)
     augment: AugmentOptions = AugmentOptions()
 
 
+def standardise_images(x: torch.Tensor) -> torch.Tensor:
+    """Each image [..., C, H, W] less its own per-channel mean, over its own per-channel std."""
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True)
+    return (x - mean) / (std + 1e-5)
+
+
 class Classifier(torch.nn.Module):
-    def __init__(self, backbone: torch.nn.Module, num_classes: int):
+    """Backbone + linear head; with `pixel_map` / `fourier`, auxiliary heads on the backbone's feature
+    map that only `forward_train` uses (see `faceauth.plugins.trainers.auxiliary`)."""
+
+    def __init__(self, backbone: torch.nn.Module, num_classes: int, *, input_norm: str = "dataset",
+                 pixel_map: bool = False, fourier: bool = False):
         super().__init__()
         self.backbone = backbone
         self.head = torch.nn.Linear(backbone.num_features, num_classes)
+        self.standardise = input_norm == "image"
+        channels = getattr(backbone, "map_channels", 0)
+        self.pixel_head = PixelMapHead(channels) if pixel_map else None
+        self.fourier_head = FourierHead(channels) if fourier else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.head(self.backbone(standardise_images(x) if self.standardise else x))
+
+    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(logits, {"pixel": map logits [N, h, w], "fourier": spectrum [N, h, w]}) of the heads present."""
+        if self.pixel_head is None and self.fourier_head is None:
+            return self(x), {}
+        features, feature_map = self.backbone.forward_map(standardise_images(x) if self.standardise else x)
+        aux = {}
+        if self.pixel_head is not None:
+            aux["pixel"] = self.pixel_head(feature_map)
+        if self.fourier_head is not None:
+            aux["fourier"] = self.fourier_head(feature_map)
+        return self.head(features), aux
 
 
 def live_log_odds(logits: torch.Tensor) -> torch.Tensor:
@@ -184,7 +218,14 @@ class LivenessTask:
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
         x = to_device(inputs_of(batch), self.run.device, self.options.channels_last)
-        return self.criterion(self.model(x), batch["label"].to(self.run.device, non_blocking=True))
+        labels = batch["label"].to(self.run.device, non_blocking=True)
+        logits, aux = self.model.forward_train(x)
+        loss = self.criterion(logits, labels)
+        if "pixel" in aux:
+            loss = loss + self.options.pixel_supervision.weight * pixel_map_loss(aux["pixel"], labels)
+        if "fourier" in aux:
+            loss = loss + self.options.fourier.weight * fourier_loss(aux["fourier"], x)
+        return loss
 
     def _predict(self, loader: Any) -> dict[str, np.ndarray]:
         frame_scorer = getattr(self.model.backbone, "frame_scorer", None)
@@ -274,7 +315,16 @@ class ClassifierTrainer:
         self.options = options
 
     def build_model(self, run: Run, num_classes: int) -> Classifier:
-        return Classifier(build_backbone(run), num_classes)
+        backbone = build_backbone(run)
+        options = self.options
+        wanted = [key for key, aux in (("pixel_supervision", options.pixel_supervision), ("fourier", options.fourier))
+                  if aux.weight > 0]
+        if wanted and not has_feature_map(backbone):
+            raise RecipeError(f"trainer.{wanted[0]}: needs a backbone that exposes its feature map (forward_map, "
+                              f"map_channels), but backbone.name '{run.recipe.backbone.name}' has no feature map "
+                              f"(use e.g. resnet18, or set trainer.{wanted[0]}.weight=0)")
+        return Classifier(backbone, num_classes, input_norm=options.input_norm,
+                          pixel_map=options.pixel_supervision.weight > 0, fourier=options.fourier.weight > 0)
 
     def load_model(self, run: Run, payload: dict[str, Any]) -> Classifier:
         if payload.get("task") != LivenessTask.name:

@@ -46,6 +46,8 @@ class AugmentOptions:
     crop_scale: float = attrs.field(default=0.8, validator=faceauth.schema.fraction)  # 1.0: no random crop
     rotation: float = attrs.field(default=8.0, validator=faceauth.schema.non_negative)  # degrees
     color_jitter: float = attrs.field(default=0.15, validator=faceauth.schema.fraction)
+    # probability of a grey image (3 equal channels): colour cannot be the cue, on live and spoof alike
+    grayscale: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)
     # gamma drawn log-uniformly from [1/(1+gamma), 1+gamma]: exposure / display response
     gamma: float = attrs.field(default=0.0, validator=faceauth.schema.non_negative)
     blur: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)  # probability
@@ -154,6 +156,8 @@ def train_transform(preprocess: Preprocess, augment: AugmentOptions) -> v2.Compo
     if augment.color_jitter > 0:
         j = augment.color_jitter
         steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(0.5, j / 4)))
+    if augment.grayscale > 0:
+        steps.append(v2.RandomGrayscale(augment.grayscale))
     if augment.gamma > 0:
         steps.append(RandomGamma(augment.gamma))
     if augment.blur > 0:
