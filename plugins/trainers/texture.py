@@ -10,7 +10,8 @@ from spoof.
 It is trained and measured through the same recipes, datasets, splits and metrics as the deep
 models. Its score is the classifier's decision function, the log-odds of live (higher = live,
 0 = even), in the same convention as the classifier trainer; the threshold is chosen at the
-validation EER and applied unchanged to test. There is nothing to export to ONNX: the run writes
+validation EER (or by `threshold`, ``apcer=x`` / ``bpcer=x``, as the classifier's) and applied
+unchanged to test. There is nothing to export to ONNX: the run writes
 its fitted parameters to ``lbp.npz`` in the run directory instead.
 """
 
@@ -31,6 +32,7 @@ import faceauth
 from faceauth.components import Trainer
 from faceauth.data import LIVE
 from faceauth.errors import DataError, ExportError, RecipeError
+from faceauth.metrics import parse_threshold_rule
 from faceauth.paths import write_npz
 from faceauth.plugins.trainers.classifier import measure
 from faceauth.runner import FitResult, Run
@@ -43,6 +45,13 @@ def _colour_spaces(instance: Any, attribute: attrs.Attribute, value: Sequence[st
     unknown = [v for v in value if v not in COLOUR_SPACES]
     if not value or unknown:
         raise ValueError(f"{attribute.name}: expected one or more of {', '.join(COLOUR_SPACES)}, got {list(value)!r:.200}")
+
+
+def _threshold_rule(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    try:
+        parse_threshold_rule(value)
+    except ValueError as exc:
+        raise ValueError(f"{attribute.name}: {exc}") from None
 
 
 def _radii(instance: Any, attribute: attrs.Attribute, value: Sequence[int]) -> None:
@@ -59,6 +68,7 @@ class LbpOptions:
     C: float = attrs.field(default=0.1, validator=faceauth.schema.positive)  # inverse L2 strength
     class_weight: Literal["balanced", "none"] = "balanced"
     max_iter: int = attrs.field(default=2000, validator=faceauth.schema.positive)
+    threshold: str = attrs.field(default="eer", validator=_threshold_rule)  # as the classifier's trainer.threshold
 
 
 def lbp_features(image: np.ndarray, options: LbpOptions) -> np.ndarray:
@@ -118,9 +128,11 @@ class LbpTrainer:
         x_train, train = _features(splits.train, self.options, "train")
         model = self._classifier(run.recipe.seed).fit(x_train, train["label"] == LIVE)
         result: dict[str, Any] = {"epochs_completed": 1, "best_epoch": 1, "monitor": "val/eer",
-                                  "num_features": int(x_train.shape[1])}
+                                  "num_features": int(x_train.shape[1]),
+                                  "threshold_rule": f"{self.options.threshold} on val"}
         x_val, val = _features(splits.val, self.options, "val")
-        result["val"] = measure({**val, "score": model.decision_function(x_val)}, threshold=None)
+        result["val"] = measure({**val, "score": model.decision_function(x_val)}, threshold=None,
+                                rule=self.options.threshold)
         result["threshold"] = result["val"]["threshold"]
         if splits.test is not None and len(splits.test):
             x_test, test = _features(splits.test, self.options, "test")
