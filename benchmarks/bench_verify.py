@@ -2,7 +2,7 @@
 the same models run in eager PyTorch, on face crops (no detection, which both would share).
 
 Both engines do the whole decision: prepare each model's input, embed the enrolment image and the
-probe (ResNet-18 embedding model), P(live) of the probe (ResNet-18 liveness model), the probe's
+probe (ResNet-18 embedding model), the log-odds of live of the probe (ResNet-18 liveness model), the probe's
 quality, the fusion MLP. The PyTorch side prepares inputs with the trainers' evaluation transform.
 Each engine is timed in its own block (onnxruntime thread spinning disabled, see
 `faceauth.export.onnx_session`), and "template" rows reuse a stored enrolment template.
@@ -88,12 +88,12 @@ class EagerVerifier:
 
     def verify(self, template: torch.Tensor, probe: np.ndarray) -> tuple[bool, float]:
         from faceauth.authenticator import quality_features
-        from faceauth.data import LIVE
+        from faceauth.plugins.trainers.classifier import live_log_odds
 
         pil = Image.fromarray(probe)
         embedding = torch.nn.functional.normalize(self.modules["embedding"](self.embed_transform(pil)[None]), dim=1)[0]
         match = torch.dot(torch.nn.functional.normalize(template, dim=0), embedding)
-        live = torch.softmax(self.modules["liveness"](self.live_transform(pil)[None]), dim=1)[0, LIVE]
+        live = live_log_odds(self.modules["liveness"](self.live_transform(pil)[None]))[0]
         quality = torch.from_numpy(quality_features(probe))
         score = float(self.modules["fusion"](torch.cat([match[None], live[None], quality])[None])[0])
         return score >= 0.5, score

@@ -41,7 +41,7 @@ __all__ = [
     "CheckpointError",
 ]
 
-_LAZY_MODULES = {"align", "authenticator", "checkpoint", "data", "faces", "video", "metrics", "optim", "paths", "recipe", "registry", "runner", "weights",
+_LAZY_MODULES = {"align", "authenticator", "checkpoint", "console", "data", "faces", "video", "metrics", "optim", "paths", "recipe", "registry", "runner", "weights",
                  "export", "tools"}
 _LAZY_FUNCTIONS = {"Authenticator": "authenticator", "run": "runner", "evaluate": "tools", "export_checkpoint": "tools"}
 

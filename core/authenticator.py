@@ -17,9 +17,12 @@ valid for the scores it was trained on.
 
 How an attempt becomes a decision (the same code computes the training features):
 
-1. every image is read as RGB; with ``detect=True`` OpenCV's Haar cascade finds the largest face and
-   it is cropped as `faceauth.faces.crop_face` crops (square, `margin` around the box, `crop_size`
-   pixels); ``detect=False`` takes the images as face crops already;
+1. every image is read as RGB; with ``detect=True`` each component model's face is found and cropped
+   as that model was trained: its crop geometry (``faceauth.crop`` in its metadata: detector, box
+   scale(s), size, five-point alignment; `faceauth.faces.CropGeometry`) picks the detector (Haar, or
+   MTCNN on onnxruntime) and the crop; the largest face counts; a model without one gets the default
+   geometry (Haar, scale 1.4, 128 px); several scales give one crop each, whose outputs are averaged;
+   ``detect=False`` takes the images as face crops already;
 2. each component model prepares the crop as its metadata says (``preprocess.input_size``,
    ``mean``, ``std`` in 0-1 units, RGB, NCHW; bilinear resize, as training's evaluation transform);
 3. features, in the order of the fusion model's ``faceauth.features``: per embedding model the
@@ -50,7 +53,7 @@ from PIL import Image, UnidentifiedImageError
 
 from faceauth.errors import DataError, ExportError
 from faceauth.export import onnx_session
-from faceauth.faces import HaarCascade, crop_face, first_face
+from faceauth.faces import CropGeometry, crop_faces, face_detector, find_face
 
 __all__ = [
     "EMBEDDING",
@@ -67,6 +70,7 @@ __all__ = [
     "feature_names",
     "file_sha256",
     "match_scores",
+    "model_geometry",
     "open_component",
     "quality_features",
     "unit",
@@ -120,24 +124,35 @@ def _name(item: Input, fallback: str) -> str:
 
 
 class FaceFinder:
-    """The largest face found by `faceauth.faces.HaarCascade`, cropped like `faceauth.faces.crop_face`.
+    """A model's face crops as it was trained to see them: the largest face found by the detector of
+    its crop geometry (`faceauth.faces.face_detector`, no PyTorch), cropped by `faceauth.faces.crop_faces`.
 
-    The cascade settings default to the built-in `haar` detector's, so a face is framed here as the
-    training datasets' crop caches frame it.
+    `FaceFinder.for_model(metadata, where)` reads the geometry a model carries (``faceauth.crop``);
+    a model without one gets `CropGeometry()` (Haar, scale 1.4, 128 px). `mtcnn_weights` is the
+    folder with MTCNN's .onnx files when the geometry's detector is mtcnn.
     """
 
-    def __init__(self, margin: float = 0.2, size: int = 128, *, scale_factor: float = 1.1, min_neighbors: int = 5,
-                 min_size: float = 0.1, max_width: int = 640):
-        self.cascade = HaarCascade(scale_factor, min_neighbors, min_size, max_width)
-        self.margin, self.size = margin, size
+    def __init__(self, geometry: CropGeometry | None = None, *, mtcnn_weights: str | Path | None = None):
+        self.geometry = geometry if geometry is not None else CropGeometry()
+        self.detector = face_detector(self.geometry, mtcnn_weights)
+
+    @classmethod
+    def for_model(cls, metadata: dict[str, str], where: str, *, mtcnn_weights: str | Path | None = None) -> FaceFinder:
+        return cls(model_geometry(metadata, where), mtcnn_weights=mtcnn_weights)
+
+    def crops(self, image: np.ndarray, where: str) -> list[np.ndarray]:
+        """The crops of the largest face of `image` (one per scale); a DataError naming `where` without a face."""
+        return crop_faces(image, find_face(image, self.detector, where), self.geometry, where)
 
     def crop(self, image: np.ndarray, where: str) -> np.ndarray:
-        height, width = image.shape[:2]
-        box = first_face(self.cascade.detect(image), width, height)
-        if box is None:
-            raise DataError(f"{where}: no face found (give a photo with one frontal face, or detect=False "
-                            f"for images that are face crops already)")
-        return crop_face(image, box, self.margin, self.size)
+        """The first scale's crop."""
+        return self.crops(image, where)[0]
+
+
+def model_geometry(metadata: dict[str, str], where: str) -> CropGeometry:
+    """The crop geometry stored in a model's metadata (``faceauth.crop``), or the default one."""
+    text = metadata.get("faceauth.crop", "")
+    return CropGeometry.from_json(text, where) if text else CropGeometry()
 
 
 @attrs.frozen
@@ -286,13 +301,15 @@ class Authenticator:
     `fusion` is the fusion model (``.onnx``). `embedding` / `liveness` (lists of ``.onnx`` files)
     default to the files its metadata lists, next to it; explicit files must be the same models
     (SHA-256 checked). `threshold` replaces the stored decision threshold. `detect`: find and crop
-    the face in each image (OpenCV Haar cascade, largest face) or take the images as crops already.
+    the face in each image as each model's crop geometry says (largest face) or take the images as
+    crops already. `mtcnn_weights`: the folder of MTCNN's .onnx files, for models trained on MTCNN
+    crops (default: ``$FACEAUTH_MTCNN_WEIGHTS``, else the folder recorded at training).
     `threads`: onnxruntime's intra-op threads per model (None: its default, one per core).
     """
 
     def __init__(self, fusion: str | Path, embedding: Sequence[str | Path] | None = None,
                  liveness: Sequence[str | Path] | None = None, *, detect: bool = True, threshold: float | None = None,
-                 margin: float = 0.2, crop_size: int = 128, threads: int | None = None):
+                 mtcnn_weights: str | Path | None = None, threads: int | None = None):
         fusion = Path(fusion)
         if not fusion.is_file():
             raise ExportError(f"{fusion}: fusion model not found")
@@ -324,8 +341,23 @@ class Authenticator:
         if threshold is None and not stored:
             raise ExportError(f"{fusion}: no decision threshold in the metadata; give threshold=...")
         self.threshold = float(threshold if threshold is not None else stored)
-        self.finder = FaceFinder(margin=margin, size=crop_size) if detect else None
+        # One finder per distinct crop geometry (the models', and the fusion model's own for the quality
+        # features), shared by the models using it; "" stands for the images themselves (detect=False).
+        self.finders: dict[str, FaceFinder] = {}
+        self.crop_keys: dict[int, str] = {}  # id(model) -> its finder's key
+        self.quality_key = ""
+        if detect:
+            for model in (m for role in (EMBEDDING, LIVENESS) for m in self.models[role]):
+                self.crop_keys[id(model)] = self._finder(model_geometry(model.metadata, str(model.path)), mtcnn_weights)
+            if self.quality:
+                self.quality_key = self._finder(model_geometry(metadata, str(fusion)), mtcnn_weights)
         self.input_name = self.session.get_inputs()[0].name
+
+    def _finder(self, geometry: CropGeometry, mtcnn_weights: str | Path | None) -> str:
+        key = geometry.to_json()
+        if key not in self.finders:
+            self.finders[key] = FaceFinder(geometry, mtcnn_weights=mtcnn_weights)
+        return key
 
     @classmethod
     def from_dir(cls, models_dir: str | Path, **options: Any) -> Authenticator:
@@ -348,33 +380,56 @@ class Authenticator:
         return cls(found[0], **options)
 
     # steps ------------------------------------------------------------------------------------------
-    def faces(self, items: Sequence[Input], what: str) -> list[np.ndarray]:
-        """RGB face crops of `items` (the images themselves with detect=False)."""
+    def faces(self, items: Sequence[Input], what: str) -> list[dict[str, list[np.ndarray]]]:
+        """Per item, its face crops under each crop geometry in use (keyed by the geometry's JSON; one crop
+        per scale); with detect=False the images themselves, under the key "". A detector shared by
+        several geometries runs once per image."""
         if isinstance(items, (str, Path, Image.Image, np.ndarray)):
             items = [items]
         items = list(items)
         if not items:
             raise DataError(f"{what}: no images given")
-        crops = []
+        faces = []
         for index, item in enumerate(items):
             where = _name(item, f"{what}[{index}]")
             image = as_rgb(item, where)
-            crops.append(self.finder.crop(image, where) if self.finder is not None else image)
-        return crops
+            if not self.finders:
+                faces.append({"": [image]})
+                continue
+            boxes: dict[str, Any] = {}
+            crops = {}
+            for key, finder in self.finders.items():
+                detector = json.dumps([finder.geometry.detector, finder.geometry.detector_options], sort_keys=True)
+                if detector not in boxes:
+                    boxes[detector] = find_face(image, finder.detector, where)
+                crops[key] = crop_faces(image, boxes[detector], finder.geometry, where)
+            faces.append(crops)
+        return faces
+
+    def _outputs(self, model: OnnxComponent, faces: list[dict[str, list[np.ndarray]]]) -> np.ndarray:
+        """`model`'s output per item: unit embeddings [N, D] or scores [N], averaged over the crop scales."""
+        per_item = [face[self.crop_keys.get(id(model), "")] for face in faces]
+        out = model([crop for crops in per_item for crop in crops])
+        bounds = np.cumsum([0] + [len(crops) for crops in per_item])
+        means = np.stack([out[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+        return unit(means) if model.role == EMBEDDING else means.astype(np.float32)
 
     def enroll(self, images: Input | Sequence[Input]) -> Template:
         """The template of one person from one or more enrolment images."""
-        crops = self.faces(images, "enrolled")
-        return Template(tuple(unit(unit(model(crops)).mean(axis=0)) for model in self.models[EMBEDDING]), len(crops))
+        faces = self.faces(images, "enrolled")
+        return Template(tuple(unit(self._outputs(model, faces).mean(axis=0)) for model in self.models[EMBEDDING]),
+                        len(faces))
 
     def features(self, template: Template, probe: Input | Sequence[Input]) -> np.ndarray:
         """The fusion model's input for one attempt: [F] float32, in `feature_names` order."""
-        frames = self.faces(probe, "probe")
-        columns = [match_scores(t, model(frames)) for t, model in zip(template.embeddings, self.models[EMBEDDING])]
-        columns += [model(frames) for model in self.models[LIVENESS]]
-        per_frame = np.stack(columns, axis=1) if columns else np.zeros((len(frames), 0), np.float32)
+        faces = self.faces(probe, "probe")
+        columns = [match_scores(t, self._outputs(model, faces))
+                   for t, model in zip(template.embeddings, self.models[EMBEDDING])]
+        columns += [self._outputs(model, faces) for model in self.models[LIVENESS]]
+        per_frame = np.stack(columns, axis=1) if columns else np.zeros((len(faces), 0), np.float32)
         if self.quality:
-            per_frame = np.concatenate([per_frame, np.stack([quality_features(f) for f in frames])], axis=1)
+            quality = [quality_features(f[self.quality_key][0]) for f in faces]
+            per_frame = np.concatenate([per_frame, np.stack(quality)], axis=1)
         return per_frame.mean(axis=0).astype(np.float32)
 
     def score(self, features: np.ndarray) -> np.ndarray:
@@ -411,7 +466,7 @@ def _describe(decision: Decision) -> str:
 
 def verify_main(argv: Sequence[str] | None = None) -> int:
     """``faceauth-verify --enrolled a.jpg [b.jpg ...] --probe c.jpg --models DIR [--json]``."""
-    from faceauth.cli import _guard
+    from faceauth.cli import _guard, add_version_option
 
     parser = argparse.ArgumentParser(
         prog="faceauth-verify",
@@ -425,12 +480,16 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-detect", action="store_true",
                         help="the images are face crops already (no face detection)")
     parser.add_argument("--threshold", type=float, help="replace the fusion model's decision threshold")
+    parser.add_argument("--mtcnn-weights", metavar="DIR",
+                        help="folder of MTCNN's .onnx files, for models trained on MTCNN crops")
     parser.add_argument("--json", action="store_true", help="print the decision as JSON")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_version_option(parser)
     args = parser.parse_args(argv)
 
     def action() -> int:
-        auth = Authenticator.from_dir(args.models, detect=not args.no_detect, threshold=args.threshold)
+        auth = Authenticator.from_dir(args.models, detect=not args.no_detect, threshold=args.threshold,
+                                      mtcnn_weights=args.mtcnn_weights)
         decision = auth.verify(args.enrolled, args.probe)
         print(json.dumps(decision.to_dict(), indent=2, sort_keys=True) if args.json else _describe(decision))
         return 0

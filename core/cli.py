@@ -2,7 +2,11 @@
 
 A `FaceAuthError` (bad input, a failing plugin) is printed as one line and exits with status 1;
 ``--debug`` shows the traceback instead. A run stopped by Ctrl-C exits with status 130 after saving
-a resumable checkpoint.
+a resumable checkpoint. The tools show faceauth's own log lines (the ``faceauth`` logger), not other
+libraries'; every command has ``--version`` (`add_version_option`).
+
+Start-up stays fast: this module imports no PyTorch, and ``--help``, ``--version`` and ``--list``
+never do (plugins register their components without importing them).
 """
 
 from __future__ import annotations
@@ -17,12 +21,60 @@ from typing import Any
 
 from faceauth.errors import FaceAuthError
 
+__all__ = ["add_version_option", "versions", "run_main", "eval_main", "export_main", "print_components"]
+
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+# Distributions whose versions `--version` reports beside faceauth's and the plugins'.
+REPORTED = ("torch", "torchvision", "onnxruntime", "onnx")
+
+
+def versions() -> list[tuple[str, str]]:
+    """(distribution, version) of faceauth, its main dependencies and every installed plugin
+    package, read from the installed metadata (nothing is imported)."""
+    import importlib.metadata as metadata
+    import platform
+
+    def version_of(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    found = [("faceauth", version_of("faceauth")), ("python", platform.python_version())]
+    found += [(name, version_of(name)) for name in REPORTED]
+    plugins = {ep.dist.name: ep.dist.version for ep in metadata.entry_points(group="faceauth")
+               if ep.dist is not None and ep.dist.name != "faceauth"}
+    return found + [(f"plugin {name}", version) for name, version in sorted(plugins.items())]
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the versions of faceauth, PyTorch, ONNX Runtime and the plugins, and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        found = versions()
+        width = max(len(name) for name, _ in found)
+        try:
+            print("\n".join(f"{name:<{width}}  {version}" for name, version in found), flush=True)
+        except BrokenPipeError:  # piped into `head`: nothing more to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        parser.exit()
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """Give a command ``--version`` (every faceauth command has it)."""
+    parser.add_argument("--version", action=_VersionAction)
 
 
 def _guard(prog: str, debug: bool, action: Callable[[], int]) -> int:
-    # Plugins report progress and skipped samples through the "faceauth" loggers.
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format=f"{prog}: %(message)s")
+    # faceauth's own loggers only: other libraries' log lines are not shown under faceauth's name.
+    logger = logging.getLogger("faceauth")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
     try:
         return action()
     except FaceAuthError as exc:
@@ -36,10 +88,14 @@ def _guard(prog: str, debug: bool, action: Callable[[], int]) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def print_components(extra_plugins: Sequence[Any] = ()) -> None:
     from faceauth.components import KINDS
+    from faceauth.recipe import builtin_recipes
     from faceauth.registry import load_registry
 
     registry = load_registry(extra_plugins)
@@ -48,6 +104,9 @@ def print_components(extra_plugins: Sequence[Any] = ()) -> None:
         for entry in registry.entries(kind):
             print(f"  {entry.component.name:<22} {entry.provider.distribution} {entry.provider.version:<8} "
                   f"{entry.component.description}")
+    print("recipes (faceauth-run NAME):")
+    for name in builtin_recipes():
+        print(f"  {name}")
 
 
 def _summary(result: Any) -> str:
@@ -61,6 +120,8 @@ def _summary(result: Any) -> str:
         lines.append(f"exported: {result.onnx_path}")
     if result.metrics.get("stopped"):
         lines.append(f"stopped: {result.metrics['stopped']}; continue with: faceauth-run --resume {result.dir}")
+    if result.metrics.get("stopped_early"):
+        lines.append(f"stopped early: {result.metrics['stopped_early']}")
     return "\n".join(lines)
 
 
@@ -68,17 +129,21 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="faceauth-run", description="Run a faceauth recipe: train, validate, test and export.",
         epilog="Overrides: any recipe key as a.b.c=value (the value is YAML), e.g. trainer.epochs=50 "
-               "optimizer.lr=0.001 data.root=/data/liveness. resume=RUN_DIR equals --resume RUN_DIR.")
-    parser.add_argument("recipe", nargs="?", help="recipe YAML file (not needed with --resume)")
+               "optimizer.lr=0.001 data.root=/data/liveness; ~a.b deletes a key; backbone.name=X switches a "
+               "component and drops the recipe's options X does not know. resume=RUN_DIR equals --resume RUN_DIR.")
+    parser.add_argument("recipe", nargs="?",
+                        help="recipe YAML file or a built-in recipe's name (see --list; not needed with --resume)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--list", action="store_true", help="list registered components and their plugins")
     parser.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_version_option(parser)
     args = parser.parse_intermixed_args(argv)
     tokens = ([args.recipe] if args.recipe else []) + list(args.overrides)
     first = tokens[0] if tokens else ""
-    is_recipe = "=" not in first or first.endswith((".yaml", ".yml")) or os.path.isfile(first)
+    is_recipe = (("=" not in first and not first.startswith("~")) or first.endswith((".yaml", ".yml"))
+                 or os.path.isfile(first))
     recipe = tokens.pop(0) if tokens and is_recipe else None
     resume = args.resume
     overrides = []
@@ -89,13 +154,13 @@ def run_main(argv: Sequence[str] | None = None) -> int:
             overrides.append(token)
 
     def action() -> int:
+        if args.list:
+            print_components()
+            return 0
         from faceauth.recipe import load_recipe
         from faceauth.registry import load_registry
         from faceauth.runner import run
 
-        if args.list:
-            print_components()
-            return 0
         if args.print_recipe:
             registry = load_registry()
             if resume:
@@ -105,11 +170,11 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                 print(load_recipe(None, overrides, registry=registry, base=base).to_yaml(), end="")
             else:
                 if recipe is None:
-                    parser.error("a recipe file is required")
+                    parser.error("a recipe file or a built-in recipe's name is required")
                 print(load_recipe(recipe, overrides, registry=registry).to_yaml(), end="")
             return 0
         if recipe is None and resume is None:
-            parser.error("a recipe file (or --resume RUN_DIR) is required")
+            parser.error("a recipe file or a built-in recipe's name (or --resume RUN_DIR) is required")
         result = run(recipe, overrides, resume=resume)
         print(_summary(result))
         return EXIT_INTERRUPTED if result.interrupted else 0
@@ -126,6 +191,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the stored recipe")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_version_option(parser)
     args = parser.parse_intermixed_args(argv)
 
     def action() -> int:
@@ -148,6 +214,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", "-o", required=True, help="where to write the .onnx file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the stored recipe (e.g. export.opset=17)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_version_option(parser)
     args = parser.parse_intermixed_args(argv)
 
     def action() -> int:

@@ -7,6 +7,8 @@ returns records of its own kind, so a plugin is pure data plus factories and is 
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -22,11 +24,52 @@ __all__ = [
     "Detector",
     "Preprocess",
     "KINDS",
+    "lazy",
+    "Lazy",
+    "resolve",
 ]
 
 
+@attrs.frozen
+class Lazy:
+    """A reference ``"package.module:attribute"`` imported on first use.
+
+    Records point their `build` (and `options`) at a `Lazy` so that registering a component, and
+    listing it, imports no PyTorch: the module is imported when the component is validated or built.
+    Calling a `Lazy` calls the attribute, with `args` put first (``lazy("m:ResNet", 18)(options)``
+    calls ``ResNet(18, options)``).
+    """
+
+    target: str = attrs.field(validator=attrs.validators.matches_re(r"^[\w.]+:[\w.]+$"))
+    args: tuple[Any, ...] = ()
+
+    def load(self) -> Any:
+        module, _, attribute = self.target.partition(":")
+        found: Any = importlib.import_module(module)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+        return functools.partial(found, *self.args) if self.args else found
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.load()(*args, **kwargs)
+
+    @property
+    def __wrapped__(self) -> Any:  # so that inspect.signature reads the target's parameters
+        return self.load()
+
+
+def lazy(target: str, *args: Any) -> Lazy:
+    """A `Lazy` reference to ``"package.module:attribute"`` (see `Lazy`)."""
+    return Lazy(target, args)
+
+
+def resolve(value: Any) -> Any:
+    """`value`, or what it refers to when it is a `Lazy` reference (a record's `options`, `build`)."""
+    return value.load() if isinstance(value, Lazy) else value
+
+
 def _is_options_class(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and not attrs.has(value):
+    if value is not None and not isinstance(value, Lazy) and not attrs.has(value):
         raise TypeError(f"{attribute.name} must be an attrs class or None, got {value!r}")
 
 
@@ -37,7 +80,7 @@ class Component:
     kind: ClassVar[str] = "component"
     name: str = attrs.field(validator=attrs.validators.matches_re(r"^[a-z][a-z0-9_\-]*$"))
     build: Callable[..., Any] = attrs.field(validator=attrs.validators.is_callable())
-    options: type | None = attrs.field(default=None, validator=_is_options_class)
+    options: type | Lazy | None = attrs.field(default=None, validator=_is_options_class)
     description: str = ""
 
 

@@ -43,14 +43,21 @@ class Bundle:
 def model_metadata(run: Any, preprocess: Any, *, task: str, score: str, threshold: float | None,
                    **extra: str) -> dict[str, str]:
     """The metadata every faceauth model carries: preprocessing, task, score meaning, threshold,
-    the resolved recipe (so `faceauth-eval` can rebuild the data) and the versions that made it."""
+    the resolved recipe (so `faceauth-eval` can rebuild the data), the versions that made it, and the
+    crop geometry of its training faces (``faceauth.crop``, when its data crops faces), which every
+    deployment path reads to crop alike."""
+    from faceauth.faces import crop_geometry
+
+    recipe = run.recipe.to_dict()
+    crop = crop_geometry(recipe)
     return {
         **{f"preprocess.{k}": v for k, v in preprocess.as_metadata().items()},
         "faceauth.task": task,
         "faceauth.score": score,
         "faceauth.threshold": f"{threshold:.9g}" if threshold is not None else "",
-        "faceauth.recipe": json.dumps(run.recipe.to_dict()),
+        "faceauth.recipe": json.dumps(recipe),
         "faceauth.versions": json.dumps(run.versions()),
+        **({"faceauth.crop": crop.to_json()} if crop is not None else {}),
         **{f"faceauth.{k}": v for k, v in extra.items()},
     }
 

@@ -1,5 +1,5 @@
-"""Face boxes, OpenCV's Haar face detector, crops, and the on-disk cache of crops that datasets of raw
-frames share.
+"""Face boxes (with optional landmarks), OpenCV's Haar face detector, crop geometry and crops, the face
+finding every deployment path calls, and the on-disk cache of crops that datasets of raw frames share.
 
 A dataset of raw frames (video, full webcam images) lists its sources, then asks a `CropCache`
 for each source's face crop: the first pass runs the detector (with a progress bar) and stores
@@ -22,26 +22,42 @@ from PIL import Image
 from faceauth.errors import DataError
 from faceauth.paths import atomic_write, cache_dir
 
-__all__ = ["Box", "CropCache", "CropReport", "HaarCascade", "crop_face", "first_face"]
+__all__ = ["Box", "CropCache", "CropGeometry", "CropReport", "HaarCascade", "LANDMARK_NAMES", "crop_face", "crop_faces",
+           "crop_geometry", "face_detector", "find_face", "find_faces", "first_face"]
+
+#: The five landmarks a `Box` may carry, in this order (the order of the ArcFace alignment template).
+LANDMARK_NAMES = ("left eye", "right eye", "nose", "left mouth corner", "right mouth corner")
+
+
+def _landmarks(value: Any) -> tuple[tuple[float, float], ...] | None:
+    if value is None:
+        return None
+    points = np.asarray(value, dtype=np.float64)
+    if points.shape != (5, 2) or not np.isfinite(points).all():
+        raise ValueError(f"landmarks: expected 5 finite (x, y) points ({', '.join(LANDMARK_NAMES)}), got shape "
+                         f"{points.shape}")
+    return tuple((float(x), float(y)) for x, y in points)
 
 
 @attrs.frozen
 class Box:
-    """A face box in pixels: top-left corner, width, height, and a detector score."""
+    """A face box in pixels: top-left corner, width, height, a detector score, and optionally the five
+    landmarks (`LANDMARK_NAMES`, (x, y) in image pixels) of a detector that finds them."""
 
     x: float
     y: float
     w: float
     h: float
     score: float = 1.0
+    landmarks: tuple[tuple[float, float], ...] | None = attrs.field(default=None, converter=_landmarks)
 
     def clamp(self, width: int, height: int) -> Box | None:
-        """This box cut to the image; None when nothing of it is left (a degenerate box)."""
+        """This box cut to the image (landmarks kept as found); None when nothing of it is left."""
         x0, y0 = max(0.0, self.x), max(0.0, self.y)
         x1, y1 = min(float(width), self.x + self.w), min(float(height), self.y + self.h)
         if x1 - x0 < 2 or y1 - y0 < 2:
             return None
-        return Box(x0, y0, x1 - x0, y1 - y0, self.score)
+        return Box(x0, y0, x1 - x0, y1 - y0, self.score, self.landmarks)
 
 
 class HaarCascade:
@@ -87,23 +103,152 @@ def first_face(boxes: list[Box], width: int, height: int) -> Box | None:
     return next((clamped for box in boxes if (clamped := box.clamp(width, height)) is not None), None)
 
 
-def crop_face(image: np.ndarray, box: Box, margin: float, size: int) -> np.ndarray:
-    """A square crop centred on `box`, its side the box's longer side grown by `margin` on each side.
+def crop_face(image: np.ndarray, box: Box, scale: float, size: int) -> np.ndarray:
+    """A square crop centred on `box`, its side the box's longer side times `scale`.
 
     Parts outside the image are filled by repeating the edge pixels, so faces near the border keep
     their scale. Returns a `size` x `size` RGB uint8 array.
     """
     height, width = image.shape[:2]
-    side = max(box.w, box.h) * (1 + 2 * margin)
+    side = max(box.w, box.h) * scale
     cx, cy = box.x + box.w / 2, box.y + box.h / 2
     x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    x1, y1 = x0 + int(round(side)), y0 + int(round(side))
+    x1, y1 = x0 + max(1, int(round(side))), y0 + max(1, int(round(side)))
     pad = max(0, -x0, -y0, x1 - width, y1 - height)
     if pad:
         image = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
         x0, y0, x1, y1 = x0 + pad, y0 + pad, x1 + pad, y1 + pad
     crop = Image.fromarray(image[y0:y1, x0:x1])
     return np.asarray(crop.resize((size, size), Image.BILINEAR))
+
+
+def _scales(value: Any) -> tuple[float, ...]:
+    return (value,) if isinstance(value, (int, float)) else tuple(value)
+
+
+def _check_scales(instance: Any, attribute: attrs.Attribute, value: tuple[float, ...]) -> None:
+    if not value or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 10 for s in value):
+        raise ValueError(f"crop_scale: expected a number in (0, 10] or a list of them (the crop's side is the face "
+                         f"box's longer side times it; e.g. 1.4, or [2.7, 4.0]), got {str(list(value))[:200]}")
+
+
+@attrs.frozen
+class CropGeometry:
+    """How a face becomes a model's input crop, recorded in runs and in exported models (``faceauth.crop``).
+
+    `detector` is the recipe's detector name (None: the training images were crops already, or the
+    dataset's own boxes) and `detector_options` its options. Without alignment each face gives one
+    square crop per scale in `scales` (side = the box's longer side x scale, `size` pixels); several
+    scales make several samples of one face, whose scores are averaged. With `align` the face is
+    warped by its five landmarks onto the ArcFace template (scaled to `size`), as recognition
+    models expect; that needs a detector with landmarks and takes one scale.
+    """
+
+    detector: str | None = "haar"
+    detector_options: dict[str, Any] = attrs.field(factory=dict)
+    scales: tuple[float, ...] = attrs.field(default=(1.4,), converter=_scales, validator=_check_scales)
+    size: int = 128
+    align: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.align and len(self.scales) > 1:
+            raise ValueError(f"crop_align: an aligned crop has one geometry (the ArcFace template); got the scales "
+                             f"{list(self.scales)}")
+        if self.size < 1:
+            raise ValueError(f"crop_size: expected a positive integer, got {self.size!r}")
+
+    def to_json(self) -> str:
+        return json.dumps(attrs.asdict(self), sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> CropGeometry:
+        """The geometry stored in a model's ``faceauth.crop``; an ExportError names the model when it is invalid."""
+        from faceauth.errors import ExportError
+
+        try:
+            data = json.loads(text)
+            return cls(**{k: data[k] for k in ("detector", "detector_options", "scales", "size", "align") if k in data})
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ExportError(f"{where}: invalid faceauth.crop metadata ({str(exc)[:200]}); expected JSON with "
+                              f"detector, scales, size, align") from None
+
+
+def crop_geometry(recipe: dict[str, Any]) -> CropGeometry | None:
+    """The crop geometry a resolved recipe trains with, or None when it does not say.
+
+    A data section that crops faces (``crop_size``, ``crop_scale``, ``crop_align``) gives its geometry
+    with the recipe's ``detector``. A data section of face crops made elsewhere (recognition folders,
+    insightface packs: ArcFace-aligned) with a ``detector`` that finds landmarks (``mtcnn``) gives the
+    aligned geometry at the data's ``align_size`` (default 112), so deployment aligns faces the same way.
+    """
+    data = recipe.get("data")
+    data = data[0] if isinstance(data, list) and data else data
+    detector = dict(recipe.get("detector") or {})
+    name = detector.pop("name", None)
+    if not isinstance(data, dict):
+        return None
+    if "crop_size" not in data:
+        if name != "mtcnn":
+            return None
+        return CropGeometry(detector=name, detector_options=detector, scales=1.0, size=data.get("align_size", 112),
+                            align=True)
+    return CropGeometry(detector=name if name not in (None, "boxes") else None, detector_options=detector,
+                        scales=data.get("crop_scale", 1.4), size=data["crop_size"], align=data.get("crop_align", False))
+
+
+def crop_faces(image: np.ndarray, box: Box, geometry: CropGeometry, where: str = "image") -> list[np.ndarray]:
+    """The crops of one face under `geometry`: the aligned crop, or one scaled crop per scale."""
+    if geometry.align:
+        from faceauth.align import align_five_point
+
+        if box.landmarks is None:
+            raise DataError(f"{where}: the crop geometry aligns faces by their landmarks, and the detector "
+                            f"({geometry.detector}) found none (use a detector with landmarks, e.g. mtcnn)")
+        return [np.asarray(align_five_point(image, box.landmarks, geometry.size))]
+    return [crop_face(image, box, scale, geometry.size) for scale in geometry.scales]
+
+
+def face_detector(geometry: CropGeometry, mtcnn_weights: str | Path | None = None) -> Any:
+    """The detector deployment runs for `geometry`, without PyTorch: OpenCV's Haar cascade (also for crops
+    trained without a detector or with a dataset's boxes) or MTCNN on onnxruntime.
+
+    MTCNN's ONNX files are looked for in `mtcnn_weights`, else in ``$FACEAUTH_MTCNN_WEIGHTS``, else in the
+    folder the model was trained with (``detector_options.weights``).
+    """
+    import os
+
+    options = dict(geometry.detector_options)
+    if geometry.detector == "mtcnn":
+        from faceauth.mtcnn import MtcnnOnnx, MtcnnSettings
+
+        folder = mtcnn_weights or os.environ.get("FACEAUTH_MTCNN_WEIGHTS") or options.pop("weights", None)
+        if not folder:
+            raise DataError("mtcnn: no weights folder (give mtcnn_weights=DIR or set FACEAUTH_MTCNN_WEIGHTS)")
+        options.pop("weights", None)
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()
+                    if k in attrs.fields_dict(MtcnnSettings)}
+        return MtcnnOnnx(folder, MtcnnSettings(**settings))
+    if geometry.detector in (None, "haar"):
+        return HaarCascade(**{k: v for k, v in options.items()
+                              if k in ("scale_factor", "min_neighbors", "min_size", "max_width")})
+    raise DataError(f"crop geometry names the detector {geometry.detector!r}, which deployment cannot run "
+                    f"(it runs haar and mtcnn)")
+
+
+def find_face(image: np.ndarray, detector: Any, where: str) -> Box:
+    """The first (largest) face `detector` finds in `image`, cut to it; a DataError naming `where` when there
+    is none. Every deployment path finds faces with this function (and crops them with `crop_faces`)."""
+    height, width = image.shape[:2]
+    box = first_face(detector.detect(image), width, height)
+    if box is None:
+        raise DataError(f"{where}: no face found (give a photo with one frontal face, or detect=False "
+                        f"for images that are face crops already)")
+    return box
+
+
+def find_faces(image: np.ndarray, detector: Any, geometry: CropGeometry, where: str) -> list[np.ndarray]:
+    """The crops (`crop_faces`) of the face `find_face` finds in `image`."""
+    return crop_faces(image, find_face(image, detector, where), geometry, where)
 
 
 @attrs.define
@@ -125,37 +270,49 @@ class CropReport:
 class CropCache:
     """Face crops of one dataset under one setting, stored as JPEG files keyed by source id.
 
-    `settings` (detector name and options, margin, size, ...) name the cache folder, so changing
-    any of them starts a new cache instead of mixing crops.
+    `settings` (detector name and options, ...) and the `geometry`'s scales, size and alignment name
+    the cache folder, so changing any of them starts a new cache instead of mixing crops. A geometry
+    with several scales stores one crop per scale of each source (the face is detected once).
     """
 
-    def __init__(self, dataset: str, settings: dict[str, Any], detector: Any, *, margin: float, size: int):
-        key = hashlib.sha256(json.dumps({"dataset": dataset, **settings, "margin": margin, "size": size},
+    def __init__(self, dataset: str, settings: dict[str, Any], detector: Any, geometry: CropGeometry):
+        if geometry.align and detector is not None and not getattr(detector, "landmarks", False):
+            from faceauth.errors import RecipeError
+
+            raise RecipeError(f"data.crop_align: aligned crops need a detector that finds the five landmarks "
+                              f"(detector: {{name: mtcnn, weights: DIR}}); {type(detector).__name__} finds none")
+        key = hashlib.sha256(json.dumps({"dataset": dataset, **settings, "scales": list(geometry.scales),
+                                         "size": geometry.size, "align": geometry.align},
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
         self.folder = cache_dir("crops", f"{dataset}-{key}")
-        self.detector, self.margin, self.size = detector, margin, size
+        self.detector, self.geometry = detector, geometry
 
-    def _path(self, source_id: str) -> Path:
+    @property
+    def num_scales(self) -> int:
+        return len(self.geometry.scales)
+
+    def _path(self, source_id: str, scale: int = 0) -> Path:
         digest = hashlib.sha256(source_id.encode()).hexdigest()
-        return self.folder / digest[:2] / f"{digest}.jpg"
+        return self.folder / digest[:2] / (f"{digest}.jpg" if scale == 0 else f"{digest}-{scale}.jpg")
 
     def _no_face_path(self, source_id: str) -> Path:
         return self._path(source_id).with_suffix(".noface")
 
-    def make(self, source_id: str, image: np.ndarray, hint: Box | None = None) -> np.ndarray | None:
-        """Detect, crop and store one source; None (recorded) when no face is found."""
+    def make(self, source_id: str, image: np.ndarray, hint: Box | None = None) -> list[np.ndarray] | None:
+        """Detect, crop and store one source (one crop per scale); None (recorded) when no face is found."""
         height, width = image.shape[:2]
         boxes = self.detector.detect(image, hint=hint) if self.detector is not None else ([hint] if hint else [])
         box = first_face(boxes, width, height)
         path = self._path(source_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if box is None:
+        if box is None or (self.geometry.align and box.landmarks is None):
             self._no_face_path(source_id).touch()
             return None
-        crop = crop_face(image, box, self.margin, self.size)
-        with atomic_write(path) as handle:
-            Image.fromarray(crop).save(handle, format="JPEG", quality=95)
-        return crop
+        crops = crop_faces(image, box, self.geometry, source_id)
+        for scale, crop in reversed(list(enumerate(crops))):  # the first scale's file, written last, marks completion
+            with atomic_write(self._path(source_id, scale)) as handle:
+                Image.fromarray(crop).save(handle, format="JPEG", quality=95)
+        return crops
 
     def status(self, source_id: str) -> str:
         """"crop", "no_face" or "missing"."""
@@ -165,15 +322,15 @@ class CropCache:
             return "no_face"
         return "missing"
 
-    def read(self, source_id: str, load: Callable[[], tuple[np.ndarray, Box | None]]) -> Image.Image:
-        """The cached crop; a damaged entry is rebuilt from the source with `load`."""
-        path = self._path(source_id)
+    def read(self, source_id: str, load: Callable[[], tuple[np.ndarray, Box | None]], scale: int = 0) -> Image.Image:
+        """The cached crop (of the `scale`-th scale); a damaged entry is rebuilt from the source with `load`."""
+        path = self._path(source_id, scale)
         try:
             with Image.open(path) as img:
                 return img.convert("RGB")
         except (OSError, ValueError):
             image, hint = load()
-            crop = self.make(source_id, image, hint)
-            if crop is None:
+            crops = self.make(source_id, image, hint)
+            if crops is None:
                 raise DataError(f"{source_id}: no face found when rebuilding its damaged crop") from None
-            return Image.fromarray(crop)
+            return Image.fromarray(crops[scale])

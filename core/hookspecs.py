@@ -120,7 +120,9 @@ def faceauth_train_start(run: Run) -> None:
 def faceauth_epoch_end(run: Run, epoch: int, metrics: dict[str, float]) -> None:
     """Called after each epoch's validation with that epoch's figures (``train/loss``, ``val/acer`` ...).
 
-    A plugin may call ``run.request_stop(reason)`` here, for example for early stopping.
+    A plugin may call ``run.request_stop(reason)`` here, for example for early stopping: the run
+    then finishes after this epoch (the best checkpoint tested and exported); ``finish=False`` pauses
+    it instead (resumable, as Ctrl-C does).
     """
 
 

@@ -3,12 +3,18 @@
 A recipe has fixed top-level keys (see `Recipe`). Each component section holds ``name`` (a
 registered component of that kind) and that component's options; the component's options class
 validates them, so a typo anywhere is caught before anything runs. Command-line overrides
-``a.b.c=value`` are applied to the raw data first, the value parsed as YAML.
+``a.b.c=value`` are applied to the raw data first, the value parsed as YAML; ``~a.b`` deletes a key.
+An override that changes a section's ``name`` drops the options the recipe gave the old component
+that the new one does not know (keys given on the command line are still checked).
+
+Built-in recipes ship inside the package (`faceauth.recipes`) and are found by name.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.resources
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,10 +24,14 @@ import attrs
 import yaml
 
 from faceauth import schema
+from faceauth.components import resolve as resolve_reference
 from faceauth.errors import PluginError, RecipeError
 from faceauth.registry import Registry, suggest
 
-__all__ = ["Recipe", "Section", "OptimizerConfig", "SchedulerConfig", "load_recipe", "apply_overrides", "read_yaml"]
+__all__ = ["Recipe", "Section", "OptimizerConfig", "SchedulerConfig", "load_recipe", "apply_overrides", "read_yaml",
+           "builtin_recipes", "find_recipe"]
+
+log = logging.getLogger(__name__)
 
 COMPONENT_SECTIONS = {"data": "dataset", "backbone": "backbone", "loss": "loss", "trainer": "trainer",
                       "export": "exporter", "detector": "detector", "test_data": "dataset"}
@@ -165,9 +175,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """A copy of `raw` with each ``a.b.c=value`` applied; the value is parsed as YAML."""
+    """A copy of `raw` with each ``a.b.c=value`` applied (the value is parsed as YAML) and each
+    ``~a.b.c`` deleted."""
     result = copy.deepcopy(dict(raw))
     for item in overrides:
+        if item.startswith("~"):
+            _delete(result, item)
+            continue
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
@@ -191,6 +205,73 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
     return result
 
 
+def _delete(result: dict[str, Any], item: str) -> None:
+    key = item[1:].strip()
+    parts = key.split(".")
+    if not key or "=" in key or any(not part for part in parts):
+        raise RecipeError(f"override '{item}': expected ~key to delete a key, for example ~backbone.dropout")
+    node: Any = result
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(parts[:depth])
+            keys = ", ".join(map(str, node))[:300] if isinstance(node, dict) else "none"
+            raise RecipeError(f"override '{item[:200]}': {key[:200]} names nothing in the recipe "
+                              f"({'keys of ' + where[:200] if where else 'top-level keys'}: {keys or 'none'})")
+        if depth == len(parts) - 1:
+            del node[part]
+        else:
+            node = node[part]
+
+
+def _drop_foreign_options(raw: dict[str, Any], before: Mapping[str, Any], overrides: list[str],
+                          registry: Registry) -> dict[str, Any]:
+    """After an override switched a section's component (``backbone.name=x``), drop the options the
+    recipe gave the old component that the new one does not know, and say which in one line.
+    Keys given on the command line stay, so they are still checked."""
+    given = [item.partition("=")[0].strip() for item in overrides if not item.startswith("~")]
+    for key, kind in COMPONENT_SECTIONS.items():
+        section, old = raw.get(key), before.get(key)
+        if not (isinstance(section, dict) and isinstance(old, dict) and f"{key}.name" in given
+                and section.get("name") != old.get("name")):
+            continue
+        try:
+            options = options_class(registry, kind, str(section.get("name")))
+        except PluginError:
+            continue  # an unknown name: resolving the section names the known ones
+        known = set(schema.field_names(options)) if options is not None else set()
+        dropped = [name for name in section if name != "name" and name not in known and name in old
+                   and not any(g == f"{key}.{name}" or g.startswith(f"{key}.{name}.") for g in given)]
+        for name in dropped:
+            del section[name]
+        if dropped:
+            log.info("%s.name=%s: dropped %s from the recipe (not options of %s '%s')", key, section["name"],
+                     ", ".join(f"{key}.{name}" for name in dropped), kind, section["name"])
+    return raw
+
+
+def builtin_recipes() -> dict[str, Any]:
+    """{name: file} of the recipes that ship inside the package (``faceauth-run NAME`` runs one)."""
+    try:
+        folder = importlib.resources.files("faceauth.recipes")
+    except ModuleNotFoundError:
+        return {}
+    return {entry.name.rsplit(".", 1)[0]: entry for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+            if entry.name.endswith((".yaml", ".yml"))}
+
+
+def find_recipe(name: str | Path) -> Path:
+    """The recipe file `name` names: a file, or else (a bare name) a built-in recipe (``liveness_resnet18``)."""
+    path = Path(name)
+    if path.exists() or path.parent != Path("."):
+        return path  # read_yaml names any problem with the file
+    builtin = builtin_recipes()
+    key = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    if key in builtin:
+        return Path(str(builtin[key]))
+    raise RecipeError(f"{str(name)[:200]}: recipe file not found, and no built-in recipe of that name "
+                      f"(built-in: {', '.join(builtin) or 'none'})")
+
+
 def resolve_section(raw: Any, key: str, kind: str, registry: Registry) -> Section:
     if not isinstance(raw, Mapping) or "name" not in raw:
         known = ", ".join(registry.names(kind))
@@ -205,7 +286,17 @@ def resolve_section(raw: Any, key: str, kind: str, registry: Registry) -> Sectio
         if options:
             raise RecipeError(f"{key}.{next(iter(options))}: {kind} '{name}' takes no options")
         return Section(str(name), None)
-    return Section(str(name), schema.structure(component.options, options, key))
+    return Section(str(name), schema.structure(options_class(registry, kind, str(name)), options, key))
+
+
+def options_class(registry: Registry, kind: str, name: str) -> type | None:
+    """The options class of a registered component, imported now when its record points to it lazily."""
+    entry = registry.entry(kind, name)
+    try:
+        return resolve_reference(entry.component.options)
+    except (ImportError, AttributeError) as exc:
+        raise PluginError(f"{kind} '{name}' from {entry.provider}: its options class failed to import: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def resolve(raw: Mapping[str, Any], registry: Registry, source: str = "<recipe>") -> Recipe:
@@ -236,12 +327,19 @@ def resolve(raw: Mapping[str, Any], registry: Registry, source: str = "<recipe>"
     return Recipe(**attrs.asdict(core, recurse=False), **sections, source=source)
 
 
-def load_recipe(path: str | Path | None, overrides: Iterable[str] = (), *, registry: Registry,
+def load_recipe(path: str | Path | Mapping[str, Any] | None, overrides: Iterable[str] = (), *, registry: Registry,
                 base: Mapping[str, Any] | None = None) -> Recipe:
-    """Read `path` (or start from `base`), apply `overrides`, and validate the result."""
-    raw = read_yaml(path) if path is not None else dict(base or {})
+    """Read `path` (a file or a built-in recipe's name; or take the mapping it is, or start from
+    `base`), apply `overrides`, and validate the result."""
+    if isinstance(path, Mapping):
+        path, base = None, path
+    elif path is not None and not isinstance(path, (str, Path)):
+        raise RecipeError(f"a recipe is a YAML file, a built-in recipe's name or a mapping, not {type(path).__name__}")
+    if path is not None:
+        path = find_recipe(path)
+    before = read_yaml(path) if path is not None else dict(base or {})
     overrides = list(overrides)
-    raw = apply_overrides(raw, overrides)
+    raw = _drop_foreign_options(apply_overrides(before, overrides), before, overrides, registry)
     source = str(path) if path is not None else "<recipe>"
     try:
         return resolve(raw, registry, source=source)

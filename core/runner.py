@@ -2,7 +2,12 @@
 
 `run()` is what ``faceauth-run`` calls; `Run` is what a trainer receives. A run directory holds:
 ``recipe.yaml`` (resolved), ``events.out.tfevents.*`` (TensorBoard), ``checkpoints/{last,best}.pt``,
-``metrics.json`` and ``model.onnx``.
+``epochs.jsonl`` (one line of figures per epoch), ``metrics.json`` and ``model.onnx``.
+
+Stopping: ``run.request_stop(reason)`` (a plugin's early-stopping rule) *finishes* the run after the
+current epoch: the best checkpoint is tested and exported and ``metrics.json`` holds
+``stopped_early: reason``. Ctrl-C and ``trainer.max_steps`` *pause* it
+(``request_stop(reason, finish=False)``): no test, no export, ``stopped: reason``, resumable.
 """
 
 from __future__ import annotations
@@ -10,16 +15,17 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import logging
 import shutil
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from faceauth import checkpoint, distributed
+from faceauth import checkpoint, console, distributed
 from faceauth.data import Splits
 from faceauth.errors import FaceAuthError, PluginError, RecipeError
 from faceauth.paths import atomic_write
@@ -27,6 +33,8 @@ from faceauth.recipe import COMPONENT_SECTIONS, Recipe, load_recipe
 from faceauth.registry import Registry, load_registry
 
 __all__ = ["Run", "Components", "FitResult", "RunResult", "run", "version", "build_component"]
+
+log = logging.getLogger(__name__)
 
 
 def version() -> str:
@@ -103,14 +111,15 @@ class Run:
     """One training run as a trainer sees it.
 
     Public: `recipe`, `dir`, `device`, `epoch`, `resume` (the checkpoint to continue from, or None),
-    `stop_reason`; `build(section)`, `log(scalars, step)`, `writer`, `save_checkpoint(tag, payload)`,
-    `emit(event, **kwargs)`, `request_stop(reason)`.
+    `stop_reason`, `paused`; `build(section)`, `log(scalars, step)`, `writer`, `save_checkpoint(tag, payload)`,
+    `emit(event, **kwargs)`, `request_stop(reason, finish=True)`, `record_epoch(epoch, figures, ...)`.
     """
 
     def __init__(self, recipe: Recipe, registry: Registry, directory: Path, resume: dict[str, Any] | None = None):
         self.recipe, self.registry, self.dir, self.resume = recipe, registry, directory, resume
         self.epoch = 0
         self.stop_reason: str | None = None
+        self.stop_finishes = False  # a finishing stop (tested and exported), not a resumable pause
         self.device = distributed.device(recipe.device)
         self.datasets: dict[str, Any] = {}  # what each data section's build found (counts, skips), for metrics.json
         self._writer: Any = None
@@ -146,14 +155,31 @@ class Run:
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, step)
 
+    def record_epoch(self, epoch: int, figures: dict[str, Any], *, best: bool, seconds: float,
+                     epochs: int | None = None) -> None:
+        """Epoch `epoch` (1-based) is done: its line in ``epochs.jsonl`` and its summary on the console."""
+        if distributed.is_main():
+            console.record_epoch(self.dir, epoch, figures, best=best, seconds=seconds)
+            log.info("%s", console.epoch_line(epoch, epochs or epoch, figures, best, seconds))
+
     # events and stopping ----------------------------------------------------------------------
     def emit(self, event: str, **kwargs: Any) -> None:
         if distributed.is_main():
+            if event == "train_start":  # the data was found: training starts here
+                log.info("run directory: %s%s", self.dir, " (resumed)" if self.resume is not None else "")
             getattr(self.registry.hook(), f"faceauth_{event}")(run=self, **kwargs)
 
-    def request_stop(self, reason: str) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = reason
+    def request_stop(self, reason: str, finish: bool = True) -> None:
+        """Stop training. `finish` (a plugin's early-stopping rule): after the current epoch, test the
+        best checkpoint and export it. ``finish=False`` (Ctrl-C, ``max_steps``): pause at the next
+        step, resumable with ``--resume``; a pause overrides a pending finish."""
+        if self.stop_reason is None or (self.stop_finishes and not finish):
+            self.stop_reason, self.stop_finishes = reason, finish
+
+    @property
+    def paused(self) -> bool:
+        """Whether training stopped for a pause (resumable; no test, no export) rather than finished."""
+        return self.stop_reason is not None and not self.stop_finishes
 
     @contextlib.contextmanager
     def interruptible(self) -> Iterator[None]:
@@ -162,7 +188,7 @@ class Run:
         def on_sigint(signum: int, frame: Any) -> None:
             if self.stop_reason == "interrupted":
                 raise KeyboardInterrupt
-            self.request_stop("interrupted")
+            self.request_stop("interrupted", finish=False)
 
         try:
             previous = signal.signal(signal.SIGINT, on_sigint)
@@ -259,9 +285,10 @@ def _run_dir(recipe: Recipe) -> Path:
     return directory
 
 
-def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resume: str | Path | None = None,
-        extra_plugins: Iterable[Any] = ()) -> RunResult:
-    """Run a recipe (or continue the run in directory `resume`) and return its results."""
+def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterable[str] = (), *,
+        resume: str | Path | None = None, extra_plugins: Iterable[Any] = ()) -> RunResult:
+    """Run a recipe (a YAML file, a built-in recipe's name or a mapping; or continue the run in
+    directory `resume`) and return its results."""
     registry = load_registry(extra_plugins)
     distributed.setup()
     state = None
@@ -302,9 +329,12 @@ def run(recipe: str | Path | None = None, overrides: Iterable[str] = (), *, resu
                     shutil.rmtree(created, ignore_errors=True)
                 raise
         onnx_path = None
-        metrics = {**fit.metrics, "stopped": current.stop_reason, "datasets": current.datasets}
+        metrics = {**fit.metrics, "stopped": current.stop_reason if current.paused else None,
+                   "datasets": current.datasets}
+        if current.stop_reason is not None and not current.paused:
+            metrics["stopped_early"] = current.stop_reason
         if distributed.is_main():
-            if exporter is not None and current.stop_reason is None:
+            if exporter is not None and not current.paused:
                 onnx_path = exporter.export(trainer.export_bundle(current, fit.model), directory / "model.onnx")
             _write_json(directory / "metrics.json", metrics)
         distributed.barrier()

@@ -121,7 +121,7 @@ def test_faces_are_found_in_raw_photos(models_dir: Path, tmp_path: Path) -> None
     face = haar_face()
     frame[20:20 + face.shape[0], 40:40 + face.shape[1]] = face
     Image.fromarray(frame).save(tmp_path / "photo.png")
-    boxes = FaceFinder().cascade.detect(frame)
+    boxes = FaceFinder().detector.detect(frame)
     assert boxes == HaarDetector(HaarOptions()).detect(frame)  # the built-in detector's boxes
     box = boxes[0]  # the largest: the pasted face (its centre within a quarter of its size)
     assert abs(box.x + box.w / 2 - (40 + face.shape[1] / 2)) < face.shape[1] / 4
@@ -195,7 +195,8 @@ def test_the_verify_path_imports_no_torch(models_dir: Path, demo: object) -> Non
         "from faceauth.authenticator import Authenticator, verify_main\n"
         f"auth = Authenticator.from_dir({str(models_dir)!r}, detect=False)\n"
         f"auth.verify({list(attempt.enrol)!r}, {attempt.probe!r})\n"
-        f"Authenticator.from_dir({str(models_dir)!r}).finder.cascade.detect(__import__('numpy').zeros((64, 64, 3), 'uint8'))\n"
+        f"next(iter(Authenticator.from_dir({str(models_dir)!r}).finders.values())).detector.detect("
+        f"__import__('numpy').zeros((64, 64, 3), 'uint8'))\n"
         f"code = verify_main(['--enrolled', *{list(attempt.enrol)!r}, '--probe', {attempt.probe!r}, "
         f"'--models', {str(models_dir)!r}, '--no-detect', '--json'])\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))\n"

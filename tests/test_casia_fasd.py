@@ -97,8 +97,8 @@ def test_face_location_boxes_are_used(tree: Path) -> None:
     item, source = splits.test[3], splits.test.sources[3]
     frame = read_frames(source.path, [source.frame])[0]
     assert source.hint is not None
-    expected = crop_face(frame, source.hint, 0.2, 32).astype(float)
-    elsewhere = crop_face(frame, type(source.hint)(60, 0, 32, 32), 0.2, 32).astype(float)
+    expected = crop_face(frame, source.hint, 1.4, 32).astype(float)
+    elsewhere = crop_face(frame, type(source.hint)(60, 0, 32, 32), 1.4, 32).astype(float)
     crop = np.asarray(item["image"], float)
     assert np.abs(crop - expected).mean() < 6 < np.abs(crop - elsewhere).mean()
     boxes = build(options(tree, frames_per_video=2), detector=ShippedBoxes())   # the `boxes` detector: same crops

@@ -26,7 +26,7 @@ from faceauth.runner import build_component
 REPO = Path(__file__).resolve().parents[1]
 FRAME = (160, 120)          # image width, height: not square, so x and y scale differently
 FACE_AT = (48, 28, 64, 64)  # where the rendered face is pasted, in pixels
-CROP = CropOptions(crop_margin=0.0, crop_size=32)
+CROP = CropOptions(crop_scale=1.0, crop_size=32)
 
 
 def to_frame224(box: tuple[float, float, float, float], width: int = FRAME[0], height: int = FRAME[1]) -> str:
@@ -205,7 +205,7 @@ def test_crop_follows_the_scaled_box(tmp_path):
             path.with_name("000001_BB.txt").write_text("20 50 40 80 0.98\n", encoding="utf-8")
             entries.setdefault(split, {})[f"Data/{split}/{subject}/{kind}/000001.jpg"] = labels(label, 3 * label)
     write_labels(root, entries)
-    splits = load_celeba_spoof(root, val_subjects=0.5, crop=CropOptions(crop_margin=0.0, crop_size=40))
+    splits = load_celeba_spoof(root, val_subjects=0.5, crop=CropOptions(crop_scale=1.0, crop_size=40))
     crop = np.asarray(splits.test[0]["image"]).astype(float)
     assert crop[..., 0].mean() > 240 and crop[..., 2].mean() < 15
 

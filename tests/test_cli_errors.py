@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-import faceauth.plugins.trainers  # noqa: F401  (imports torch at collection, not inside the first test)
+import faceauth.plugins.trainers.classifier  # noqa: F401  (imports torch at collection, not inside the first test)
 from faceauth.cli import eval_main, export_main, run_main
 
 SENTINEL = "results of an earlier run\n"

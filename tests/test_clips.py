@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import faceauth
 from faceauth.data import LIVE, SPOOF
 from faceauth.errors import DataError
-from faceauth.plugins.backbones import temporal
 from faceauth.plugins.datasets import clips as clip_module
 from faceauth.plugins.datasets import demo_clips
 from faceauth.plugins.datasets.clips import ClipSampling, VideoFolderOptions, build_video_folder, clip_indices
@@ -211,22 +208,12 @@ def test_live_faces_are_rendered_per_frame_and_attacks_once(monkeypatch: pytest.
 
 # ---- the recipe ----------------------------------------------------------------------------------
 
-def registration() -> list:
-    """video_folder, demo_clips and lstm as an in-code plugin, until the package hooks list them."""
-    registry, hooks = load_registry(), {}
-    if "demo_clips" not in registry.names("dataset"):
-        hooks["faceauth_datasets"] = faceauth.hookimpl(lambda: [*clip_module.datasets(), *demo_clips.datasets()])
-    if "lstm" not in registry.names("backbone"):
-        hooks["faceauth_backbones"] = faceauth.hookimpl(temporal.backbones)
-    return [types.SimpleNamespace(__name__="clip_components", **hooks)] if hooks else []
-
-
 @pytest.mark.parametrize("overrides", [
     [],
     ["data.name=video_folder", "data.root=/data/videos", "detector.name=haar"],
     ["backbone.encoder_checkpoint=runs/liveness/checkpoints/best.pt", "backbone.freeze_encoder=true"],
 ])
 def test_the_temporal_recipe_and_its_documented_overrides_resolve(overrides: list[str]) -> None:
-    recipe = load_recipe(REPO / "recipes" / "temporal_lstm.yaml", overrides, registry=load_registry(registration()))
+    recipe = load_recipe(REPO / "recipes" / "temporal_lstm.yaml", overrides, registry=load_registry())
     assert recipe.backbone.name == "lstm" and recipe.backbone.options.encoder["input_size"] == 64
     assert recipe.data.options.clip_length == recipe.backbone.options.clip_length == 8

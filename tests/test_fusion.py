@@ -377,7 +377,7 @@ class StopAtEpoch:
     def faceauth_epoch_end(self, run: object, epoch: int, metrics: dict) -> None:
         self.events.append("epoch_end")
         if epoch == self.epoch:
-            run.request_stop("test stop")
+            run.request_stop("test stop", finish=False)  # a pause: resumable
 
     @faceauth.hookimpl
     def faceauth_train_end(self, run: object, metrics: dict) -> None:

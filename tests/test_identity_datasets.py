@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import faceauth.plugins.datasets as datasets_plugin
-from faceauth.components import Dataset
+from faceauth.components import Dataset, resolve
 from faceauth.data import Verification, read_image
 from faceauth.errors import DataError, RecipeError
 from faceauth.plugins.datasets import identity, identity_demo
@@ -340,7 +340,8 @@ def test_recognition_datasets_are_registered_by_the_one_datasets_hook():
     names = [d.name for d in datasets_plugin.faceauth_datasets()]
     assert {"identity_folder", "demo_identities", "recordio"} <= set(names)
     assert all(isinstance(d, Dataset) for d in datasets_plugin.faceauth_datasets())
-    assert [d.name for d in identity.datasets()] == ["identity_folder"]
+    folder = next(d for d in datasets_plugin.faceauth_datasets() if d.name == "identity_folder")
+    assert resolve(folder.options) is IdentityFolderOptions and resolve(folder.build) is identity.build_identity_folder
 
 
 def test_demo_identities_render_once_into_the_identity_folder_layout(isolated_cache):

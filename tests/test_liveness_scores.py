@@ -132,3 +132,20 @@ def test_checkpoints_from_before_the_log_odds_score_have_their_threshold_convert
     threshold, rule = stored_threshold({"threshold": 0.8})  # a P(live) threshold
     assert threshold == pytest.approx(np.log(0.8 / 0.2)) and "converted from P(live)" in rule
     assert stored_threshold({"threshold": 1.5, "threshold_rule": "apcer=0.01 on val"}) == (1.5, "apcer=0.01 on val")
+
+
+@pytest.mark.slow
+def test_a_tie_on_the_monitor_does_not_keep_the_earliest_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation that separates perfectly from epoch 1 (ACER 0 every epoch): the selection goes by AUC, then loss."""
+    from faceauth.plugins.trainers.classifier import LivenessTask
+
+    scripted = {1: {"acer": 0.0, "auc": 0.98, "loss": 0.50}, 2: {"acer": 0.0, "auc": 1.0, "loss": 0.30},
+                3: {"acer": 0.0, "auc": 1.0, "loss": 0.35}}
+    validate = LivenessTask.validate
+    monkeypatch.setattr(LivenessTask, "validate", lambda self, step: {**validate(self, step), **scripted[step]})
+    recipe = {**TINY_RECIPE, "output_dir": str(tmp_path / "runs"), "export": None,
+              "trainer": {**TINY_RECIPE["trainer"], "epochs": 3}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    result = faceauth.run(path)
+    assert result.metrics["best_epoch"] == 2 and result.metrics["monitor"] == "val/acer"

@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 
 import faceauth
-import faceauth.plugins.datasets as datasets_plugin
-from faceauth.plugins.datasets import nuaa
 from faceauth.recipe import load_recipe
 from faceauth.registry import load_registry
 from faceauth.runner import build_component
@@ -31,14 +29,8 @@ FIGURES = Path("/tmp/nuaa_figures.md")
 EPOCHS = 4
 
 
-@pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    if nuaa not in datasets_plugin._MODULES:
-        monkeypatch.setattr(datasets_plugin, "_MODULES", (*datasets_plugin._MODULES, nuaa))
-
-
 @pytest.mark.skipif(not SUBSET.is_dir(), reason=f"{SUBSET} is absent")
-def test_nuaa_sessions_protocol_on_real_faces(registered, tmp_path):
+def test_nuaa_sessions_protocol_on_real_faces(tmp_path):
     overrides = [f"data.root={SUBSET}", f"output_dir={tmp_path / 'runs'}", "run_name=nuaa", f"trainer.epochs={EPOCHS}",
                  "trainer.num_workers=0", "trainer.progress=false", "backbone={name: resnet18, input_size: 64}", "data.validation=subjects",
                  "export=null"]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import faceauth
-import faceauth.plugins.trainers  # noqa: F401  (imports torch at collection, not inside the first test)
+import faceauth.plugins.trainers.classifier  # noqa: F401  (imports torch at collection, not inside the first test)
 from faceauth.cli import run_main
 from faceauth.components import Loss
 from faceauth.errors import RecipeError

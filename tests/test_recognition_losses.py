@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import faceauth.plugins.trainers  # noqa: F401  (imports torchvision at collection, not inside the registry test)
+import faceauth.plugins.trainers.classifier  # noqa: F401  (imports torchvision at collection, not inside the registry test)
 from faceauth.data import Transformed
 from faceauth.errors import DataError, RecipeError
 from faceauth.plugins.losses.margin import (

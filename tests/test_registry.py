@@ -12,7 +12,7 @@ import attrs
 import pytest
 
 import faceauth
-import faceauth.plugins.trainers  # noqa: F401  (imports torch at collection, not inside the first test)
+import faceauth.plugins.trainers.classifier  # noqa: F401  (imports torch at collection, not inside the first test)
 from faceauth.cli import run_main
 from faceauth.components import KINDS, Backbone, Dataset, Loss
 from faceauth.errors import PluginError

@@ -44,10 +44,8 @@ class TinyFrames(torch.nn.Module):
 
 
 def plugins() -> list:
-    """The tiny encoder, and `lstm` until plugins/backbones/__init__.py lists the temporal module."""
+    """The tiny encoder as an in-code plugin."""
     records = [Backbone(name="tiny_frames", build=TinyFrames)]
-    if "lstm" not in load_registry().names("backbone"):
-        records += temporal.backbones()
     return [types.SimpleNamespace(__name__="temporal_tests", faceauth_backbones=faceauth.hookimpl(lambda: records))]
 
 
@@ -179,6 +177,11 @@ def test_wrong_checkpoints_are_named(liveness_checkpoint: Path, tmp_path: Path) 
         build(encoder=RESNET, encoder_checkpoint=str(partial))
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         build(encoder=RESNET, encoder_checkpoint=str(tmp_path / "missing.pt"))
+    recipe = {**payload["recipe"], "trainer": {**payload["recipe"]["trainer"], "input_norm": "image"}}
+    standardised = faceauth.checkpoint.save(tmp_path / "standardised.pt", {**payload, "recipe": recipe})
+    with pytest.raises(CheckpointError, match=r"trained with trainer\.input_norm: image .*use a checkpoint trained "
+                                              r"with input_norm: dataset"):
+        build(encoder=RESNET, encoder_checkpoint=str(standardised))
 
 
 # ---- ONNX ------------------------------------------------------------------------------------------

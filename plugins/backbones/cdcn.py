@@ -24,9 +24,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import faceauth
-from faceauth.components import Backbone, Preprocess
+from faceauth.components import Preprocess
 
-__all__ = ["CdcnOptions", "CentralDifferenceConv2d", "Cdcn", "backbones"]
+__all__ = ["CdcnOptions", "CentralDifferenceConv2d", "Cdcn"]
 
 
 def _theta(instance: object, attribute: attrs.Attribute, value: float) -> None:
@@ -104,8 +104,3 @@ class Cdcn(nn.Module):
 def build(options: CdcnOptions) -> Cdcn:
     return Cdcn(options)
 
-
-def backbones() -> list[Backbone]:
-    return [Backbone(name="cdcn", build=build, options=CdcnOptions,
-                     description="central difference convolution network (CDCN-style, theta option), from scratch; "
-                                 "feature map at input/16 for pixel-wise supervision")]

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import faceauth
-from faceauth.components import Backbone, Preprocess
+from faceauth.components import Preprocess
 from faceauth.errors import CheckpointError
 
-__all__ = ["FaceNetOptions", "InceptionResnetV1", "PUBLIC_CLASSES", "backbones"]
+__all__ = ["FaceNetOptions", "InceptionResnetV1", "PUBLIC_CLASSES"]
 
 INPUT_SIZE = 160
 # (x - 127.5) / 128 on 0-255 pixels, in Preprocess's 0-1 units.
@@ -221,9 +221,3 @@ def _load(module: InceptionResnetV1, path: str, classes: int | None) -> None:
 
 def build(options: FaceNetOptions) -> InceptionResnetV1:
     return InceptionResnetV1(options)
-
-
-def backbones() -> list[Backbone]:
-    return [Backbone(name="facenet", build=build, options=FaceNetOptions,
-                     description="FaceNet Inception-ResNet-v1 (facenet-pytorch), 160x160, "
-                                 "L2-normalised 512-d embedding")]

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 import faceauth
-from faceauth.components import Backbone, Preprocess
+from faceauth.components import Preprocess
 
-__all__ = ["IResNetOptions", "IBasicBlock", "IResNet", "DEPTHS", "backbones"]
+__all__ = ["IResNetOptions", "IBasicBlock", "IResNet", "DEPTHS"]
 
 # Blocks per stage for each depth, as in the public model definitions.
 DEPTHS: dict[int, tuple[int, int, int, int]] = {
@@ -113,19 +113,3 @@ class IResNet(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = self.dropout(torch.flatten(self.bn2(x), 1))
         return self.features(self.fc(x))
-
-
-def _factory(depth: int):
-    def build(options: IResNetOptions) -> IResNet:
-        return IResNet(depth, options)
-
-    return build
-
-
-def backbones() -> list[Backbone]:
-    return [
-        Backbone(name=f"iresnet{depth}", build=_factory(depth), options=IResNetOptions,
-                 description=f"ArcFace IResNet-{depth} (insightface arcface_torch r{depth}), 112x112, "
-                             "512-d embedding by default")
-        for depth in DEPTHS
-    ]

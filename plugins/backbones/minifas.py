@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 import faceauth
-from faceauth.components import Backbone, Preprocess
+from faceauth.components import Preprocess
 from faceauth.plugins.backbones.mobilefacenet import GDC, ConvBN, DepthWise, Residual
 
-__all__ = ["MiniFasOptions", "MiniFas", "backbones"]
+__all__ = ["MiniFasOptions", "MiniFas"]
 
 
 @attrs.frozen
@@ -72,8 +72,3 @@ class MiniFas(nn.Module):
 def build(options: MiniFasOptions) -> MiniFas:
     return MiniFas(options)
 
-
-def backbones() -> list[Backbone]:
-    return [Backbone(name="minifas", build=build, options=MiniFasOptions,
-                     description="mobile liveness network under 0.5 M parameters (MiniFASNet-sized), 80x80, "
-                                 "depthwise-separable; feature map at input/16 for pixel-wise supervision")]

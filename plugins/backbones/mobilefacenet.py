@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 import faceauth
-from faceauth.components import Backbone, Preprocess
+from faceauth.components import Preprocess
 
-__all__ = ["MobileFaceNetOptions", "MobileFaceNet", "backbones"]
+__all__ = ["MobileFaceNetOptions", "MobileFaceNet"]
 
 INPUT_SIZE = 112
 PREPROCESS = Preprocess(input_size=(INPUT_SIZE, INPUT_SIZE), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -136,8 +136,3 @@ class MobileFaceNet(nn.Module):
 
 def build(options: MobileFaceNetOptions) -> MobileFaceNet:
     return MobileFaceNet(options)
-
-
-def backbones() -> list[Backbone]:
-    return [Backbone(name="mobilefacenet", build=build, options=MobileFaceNetOptions,
-                     description="MobileFaceNet (insightface arcface_torch mbf), 112x112, 512-d embedding by default")]

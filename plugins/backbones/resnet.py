@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 import faceauth
-from faceauth.components import Backbone, Preprocess
+from faceauth.components import Preprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -53,17 +53,3 @@ class ResNetFeatures(torch.nn.Module):
         feature_map = net.layer4(net.layer3(net.layer2(net.layer1(x))))
         return net.fc(torch.flatten(net.avgpool(feature_map), 1)), feature_map
 
-
-def _factory(depth: int):
-    def build(options: ResNetOptions) -> ResNetFeatures:
-        return ResNetFeatures(depth, options)
-
-    return build
-
-
-def backbones() -> list[Backbone]:
-    return [
-        Backbone(name=f"resnet{depth}", build=_factory(depth), options=ResNetOptions,
-                 description=f"torchvision ResNet-{depth}, pooled features ({512 if depth < 50 else 2048}-d)")
-        for depth in (18, 34, 50)
-    ]

@@ -20,11 +20,10 @@ import torch
 
 import faceauth
 from faceauth import checkpoint
-from faceauth.components import Backbone
 from faceauth.data import LIVE
 from faceauth.errors import CheckpointError, RecipeError
 
-__all__ = ["FrameScorer", "LstmOptions", "TemporalLstm", "backbones", "build"]
+__all__ = ["FrameScorer", "LstmOptions", "TemporalLstm", "build"]
 
 
 @attrs.frozen
@@ -144,6 +143,10 @@ def _frame_scorer(encoder: torch.nn.Module, options: LstmOptions, components: An
     if section.get("name") != expected:
         raise CheckpointError(f"backbone.encoder_checkpoint: {payload['path']}: expected a '{expected}' backbone "
                               f"(backbone.encoder.name), found '{section.get('name')}'")
+    if (payload.get("recipe", {}).get("trainer") or {}).get("input_norm", "dataset") != "dataset":
+        raise CheckpointError(f"backbone.encoder_checkpoint: {payload['path']}: trained with trainer.input_norm: "
+                              f"image (each image standardised inside the classifier), which the lstm encoder "
+                              f"does not do; use a checkpoint trained with input_norm: dataset")
     if "pretrained" in section:
         section["pretrained"] = None  # the checkpoint's weights replace them; the file may be gone by now
     # The checkpoint's own backbone section, not ours: the classifier as it was trained.
@@ -184,9 +187,3 @@ def build(options: LstmOptions, components: Any) -> TemporalLstm:
                                        f"'{attribute}' attribute (see faceauth.components.Backbone)")
     scorer = _frame_scorer(encoder, options, components) if options.encoder_checkpoint else None
     return TemporalLstm(encoder, options, scorer)
-
-
-def backbones() -> list[Backbone]:
-    return [Backbone(name="lstm", build=build, options=LstmOptions,
-                     description="temporal: a frame encoder (backbone.encoder, any backbone) + LSTM over clips "
-                                 "[N, T, 3, H, W]; optional start from a liveness checkpoint")]

@@ -40,7 +40,6 @@ from typing import Any
 import attrs
 import faceauth
 import numpy as np
-from faceauth.components import Dataset
 from faceauth.data import Splits, read_image
 from faceauth.errors import DataError
 from faceauth.paths import atomic_folder, cache_dir
@@ -57,7 +56,6 @@ __all__ = [
     "AttemptOptions",
     "AttemptSet",
     "DemoAttemptsOptions",
-    "datasets",
     "generate_attempts",
     "index_people",
     "load_attempt_folder",
@@ -200,13 +198,14 @@ def generate_attempts(people: Sequence[Person], per_kind: int, enrol_images: int
     return attempts
 
 
-def _crop_people(people: list[Person], split_dir: Path, detector: Any, margin: float, size: int,
+def _crop_people(people: list[Person], split_dir: Path, detector: Any, scale: float, size: int,
                  settings: dict[str, Any]) -> tuple[list[Person], Callable[[str], Image.Image]]:
     """Crop every image's face once into the crop cache; images without a face are left out (and logged)."""
-    from faceauth.faces import CropCache
+    from faceauth.faces import CropCache, CropGeometry
     from faceauth.plugins.datasets.frames import FrameSource, crop_all
 
-    cache = CropCache("attempt_folder", {"root": str(split_dir), **settings}, detector, margin=margin, size=size)
+    cache = CropCache("attempt_folder", {"root": str(split_dir), **settings}, detector,
+                      CropGeometry(None, scales=scale, size=size))
     sources = [FrameSource(p, None, 0, "", person.name) for person in people
                for p in (*person.live, *(s for s, _ in person.spoof))]
     kept, _ = crop_all(sources, cache, str(split_dir), on_bad_video="error")
@@ -221,9 +220,9 @@ def _crop_people(people: list[Person], split_dir: Path, detector: Any, margin: f
 
 
 def load_attempt_folder(root: Path, options: AttemptOptions, key: str = "data.root", detector: Any = None,
-                        crop: tuple[float, int] = (0.2, 128),
+                        crop: tuple[float, int] = (1.4, 128),
                         detector_settings: dict[str, Any] | None = None) -> Splits:
-    """The attempt splits of an attempt-folder tree (see the module docstring); `crop` = (margin, size)."""
+    """The attempt splits of an attempt-folder tree (see the module docstring); `crop` = (scale, size)."""
     if not root.is_dir():
         raise DataError(f"{key}: {root} is not a directory (expected {LAYOUT})")
     for required in SPLITS:
@@ -253,8 +252,13 @@ def load_attempt_folder(root: Path, options: AttemptOptions, key: str = "data.ro
 @attrs.frozen
 class AttemptFolderOptions(AttemptOptions):
     root: str = ""  # required: root/{train,val,test}/<identity>/{live,spoof}/
-    crop_margin: float = attrs.field(default=0.2, validator=faceauth.schema.non_negative)  # with a detector
+    crop_scale: float = 1.4  # with a detector: the crop side is the face box side x this, in (0, 10]
     crop_size: int = attrs.field(default=128, validator=faceauth.schema.positive)
+
+    def __attrs_post_init__(self) -> None:
+        from faceauth.faces import CropGeometry
+
+        CropGeometry(None, scales=self.crop_scale, size=self.crop_size)  # checks the scale's range
 
 
 def build_attempt_folder(options: AttemptFolderOptions, detector: Any = None) -> Splits:
@@ -263,7 +267,7 @@ def build_attempt_folder(options: AttemptFolderOptions, detector: Any = None) ->
     settings = {"detector": type(detector).__name__, "detector_options": repr(getattr(detector, "options", None))}
     attempt_options = AttemptOptions(options.attempts_per_kind, options.enrol_images, options.seed)
     return load_attempt_folder(Path(options.root).expanduser(), attempt_options, detector=detector,
-                               crop=(options.crop_margin, options.crop_size), detector_settings=settings)
+                               crop=(options.crop_scale, options.crop_size), detector_settings=settings)
 
 
 # the demo set -----------------------------------------------------------------------------------------
@@ -331,14 +335,3 @@ def demo_attempts_root(options: DemoAttemptsOptions) -> Path:
 def build_demo_attempts(options: DemoAttemptsOptions) -> Splits:
     attempt_options = AttemptOptions(options.attempts_per_kind, options.enrol_images, options.seed)
     return load_attempt_folder(demo_attempts_root(options), attempt_options, key="demo_attempts")
-
-
-def datasets() -> list[Dataset]:
-    return [
-        Dataset(name="attempt_folder", build=build_attempt_folder, options=AttemptFolderOptions,
-                description="verification attempts (genuine, impostor, spoof) from root/{train,val,test}/<identity>/"
-                            "{live,spoof}/"),
-        Dataset(name="demo_attempts", build=build_demo_attempts, options=DemoAttemptsOptions,
-                description="verification attempts on procedurally rendered people with print/replay attacks, "
-                            "rendered once into the cache"),
-    ]

@@ -25,14 +25,13 @@ from typing import Any
 
 import attrs
 
-from faceauth.components import Dataset
 from faceauth.data import LIVE, SPOOF, Splits
 from faceauth.errors import DataError
 from faceauth.plugins.datasets.frames import hold_out_subjects, open_fraction
 from faceauth.plugins.datasets.liveness_videos import FACE_DIR, VideoFile, VideoOptions, build_video_splits, video_root
 from faceauth.video import videos_under
 
-__all__ = ["CasiaFasdOptions", "STEMS", "build", "datasets"]
+__all__ = ["CasiaFasdOptions", "STEMS", "build"]
 
 STEMS = {"1": "", "2": "", "HR_1": "",
          "3": "warped_photo", "4": "warped_photo", "HR_2": "warped_photo",
@@ -84,9 +83,3 @@ def build(options: CasiaFasdOptions, detector: Any = None) -> Splits:
         videos["test"] += _subject_videos(root, "test_release", subject)
     info = {"val_subjects": [f"train:{s}" for s in train_subjects if s in val]}
     return build_video_splits("casia_fasd", root, videos, options, detector, info)
-
-
-def datasets() -> list[Dataset]:
-    return [Dataset(name="casia_fasd", build=build, options=CasiaFasdOptions,
-                    description="CASIA-FASD videos (root/{train,test}_release/<subject>/*.avi), face-cropped; "
-                                "faces from the recipe's detector or root/face-locations/")]

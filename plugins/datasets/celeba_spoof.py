@@ -36,16 +36,15 @@ import attrs
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from faceauth.components import Dataset
 from faceauth.data import LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache
-from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, detector_settings,
+from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, crop_geometry_of, detector_settings,
                                               hold_out_subjects, open_fraction, report_missing,
                                               warn_shared_subjects)
 
 __all__ = ["ATTACK_TYPES", "CelebASpoofOptions", "LabelEntry", "read_labels", "read_box",
-           "load_celeba_spoof", "datasets"]
+           "load_celeba_spoof"]
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +251,7 @@ def load_celeba_spoof(root: str | Path, *, val_subjects: float = 0.1, seed: int 
               "val": [e for e in train_all if e.subject in held], "test": test_all}
     chosen = {split: _limited(entries, limit, seed, split) for split, entries in chosen.items()}
 
-    cache = CropCache("celeba_spoof", detector_settings(detector), detector, margin=crop.crop_margin,
-                      size=crop.crop_size)
+    cache = CropCache("celeba_spoof", detector_settings(detector), detector, crop_geometry_of(crop))
     boxes: Counter = Counter()
     extras: dict[str, tuple[int, int, int]] = {}
     sources = {split: _sources(root, entries, label_files["test" if split == "test" else "train"], boxes, extras)
@@ -286,12 +284,4 @@ def _log_boxes(boxes: Counter) -> None:
 
 def build(options: CelebASpoofOptions, detector: Any = None) -> Splits:
     return load_celeba_spoof(options.root, val_subjects=options.val_subjects, seed=options.seed, limit=options.limit,
-                             crop=CropOptions(options.crop_margin, options.crop_size), detector=detector)
-
-
-def datasets() -> list[Dataset]:
-    return [
-        Dataset(name="celeba_spoof", build=build, options=CelebASpoofOptions,
-                description="CelebA-Spoof images (root/Data, root/metas/intra_test); detector 'boxes' uses the shipped "
-                            "boxes; subject-disjoint validation"),
-    ]
+                             crop=CropOptions(options.crop_scale, options.crop_size, options.crop_align), detector=detector)

@@ -18,7 +18,7 @@ Sampling: `clip_length` (T) frames per clip, spread evenly over the whole video
 over the video. A video shorter than one clip gives one clip padded by repeating its last sampled
 frame (``short_video: pad``) or none (``skip``); both are counted and logged.
 
-Faces: with a ``detector`` in the recipe each sampled frame is cropped to its face (``crop_margin``,
+Faces: with a ``detector`` in the recipe each sampled frame is cropped to its face (``crop_scale``,
 ``crop_size``); without one the whole frame is used, made square by repeating its edge pixels and
 resized to ``crop_size`` — right for videos that already show a face crop, as ``demo_clips`` do.
 Crops go through `CropCache` and frame counts through `FrameCounts`, so a second run decodes no
@@ -42,14 +42,13 @@ from PIL import Image
 
 import faceauth
 from faceauth import video as fa_video
-from faceauth.components import Dataset
 from faceauth.data import LIVE, SPOOF, Splits, check_classes
-from faceauth.errors import DataError
-from faceauth.faces import Box, CropCache
-from faceauth.plugins.datasets.frames import FrameCounts, FrameSource, crop_all, detector_settings
+from faceauth.errors import DataError, RecipeError
+from faceauth.faces import Box, CropCache, CropGeometry
+from faceauth.plugins.datasets.frames import FrameCounts, FrameSource, crop_all, crop_geometry_of, detector_settings
 
 __all__ = ["CLASSES", "ClipDataset", "ClipOptions", "ClipReport", "ClipSampling", "ClipVideo", "VideoFolderOptions", "WholeFrame",
-           "build_clip_splits", "clip_cache", "clip_dataset", "clip_indices", "datasets", "load_video_folder"]
+           "build_clip_splits", "clip_cache", "clip_dataset", "clip_indices", "load_video_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +71,11 @@ class ClipOptions(ClipSampling):
     """Clip sampling, what to do with undecodable videos, and the face-crop settings."""
 
     on_bad_video: Literal["skip", "error"] = "skip"
-    crop_margin: float = attrs.field(default=0.2, validator=faceauth.schema.non_negative)
+    crop_scale: float = 1.4  # the crop's side: the face box's longer side times this, in (0, 10]
     crop_size: int = attrs.field(default=128, validator=faceauth.schema.positive)
+
+    def __attrs_post_init__(self) -> None:
+        crop_geometry_of(self)
 
 
 @attrs.frozen(kw_only=True)
@@ -213,10 +215,15 @@ def clip_cache(name: str, detector: Any, options: ClipOptions, settings: Mapping
     the same videos uses and both share their crops. A dataset whose faces come from shipped boxes
     alone (no detector) makes its own `CropCache` with ``detector=None`` and passes `hints`.
     """
+    geometry = crop_geometry_of(options)
+    if len(geometry.scales) > 1 or geometry.align:
+        raise RecipeError(f"data.crop_scale: clips take one crop scale without alignment, got "
+                          f"{list(geometry.scales)}{' aligned' if geometry.align else ''}")
     if detector is None:
-        return CropCache(name, {"detector": "whole-frame"}, WholeFrame(), margin=0.0, size=options.crop_size)
+        return CropCache(name, {"detector": "whole-frame"}, WholeFrame(), CropGeometry(None, scales=1.0,
+                                                                                       size=options.crop_size))
     settings = detector_settings(detector) if settings is None else settings
-    return CropCache(name, dict(settings), detector, margin=options.crop_margin, size=options.crop_size)
+    return CropCache(name, dict(settings), detector, geometry)
 
 
 def _cut(video: Any, total: int, sampling: ClipSampling, hints: Mapping[int, Box],
@@ -366,9 +373,3 @@ def load_video_folder(root: Path, options: ClipOptions, detector: Any = None, *,
 
 def build_video_folder(options: VideoFolderOptions, detector: Any = None) -> Splits:
     return load_video_folder(Path(options.root).expanduser().resolve(), options, detector)
-
-
-def datasets() -> list[Dataset]:
-    return [Dataset(name="video_folder", build=build_video_folder, options=VideoFolderOptions,
-                    description="clips of root/{train,val,test}/{live,spoof}/ videos (spoof/<attack type>/ optional); "
-                                "face crops with the recipe's detector, else whole frames")]

@@ -27,7 +27,6 @@ from pathlib import Path
 import attrs
 import faceauth
 import numpy as np
-from faceauth.components import Dataset
 from faceauth.data import Splits
 from faceauth.paths import atomic_folder, cache_dir
 from faceauth.video import write_video
@@ -40,7 +39,7 @@ from faceauth.plugins.datasets.demo_render import (
     sample_identity,
 )
 
-__all__ = ["DemoClipsOptions", "build_demo_clips", "datasets", "demo_clips_root", "render_video", "write_clip_demo"]
+__all__ = ["DemoClipsOptions", "build_demo_clips", "demo_clips_root", "render_video", "write_clip_demo"]
 
 VERSION = 1  # bump when the rendering changes, so cached sets are not reused
 KINDS = ("live", "print", "replay")
@@ -197,9 +196,3 @@ def build_demo_clips(options: DemoClipsOptions) -> Splits:
     sampling = attrs.asdict(options, filter=lambda a, _: a.name in attrs.fields_dict(ClipSampling))
     clip_options = ClipOptions(**sampling, crop_size=options.size, on_bad_video="error")
     return load_video_folder(demo_clips_root(options), clip_options, None, name="demo_clips", key="demo_clips")
-
-
-def datasets() -> list[Dataset]:
-    return [Dataset(name="demo_clips", build=build_demo_clips, options=DemoClipsOptions,
-                    description="procedural face videos: live (blinks, head motion, light drift), rigid print and "
-                                "flickering replay; rendered once into the cache, read as clips")]

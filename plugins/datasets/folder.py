@@ -22,7 +22,6 @@ from typing import Any
 import attrs
 
 import faceauth
-from faceauth.components import Dataset
 from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes, read_image
 from faceauth.errors import DataError
 from faceauth.paths import cache_dir
@@ -124,12 +123,3 @@ def build_folder(options: FolderOptions) -> Splits:
 
 def build_demo(options: DemoOptions) -> Splits:
     return load_folder(demo_root(options), key="demo")
-
-
-def datasets() -> list[Dataset]:
-    return [
-        Dataset(name="folder", build=build_folder, options=FolderOptions,
-                description="root/{train,val,test}/{live,spoof}/ (spoof/<attack type>/ optional); no root: demo set"),
-        Dataset(name="demo", build=build_demo, options=DemoOptions,
-                description="procedurally rendered live, print and replay faces, generated once into the cache"),
-    ]

@@ -23,7 +23,7 @@ from tqdm import tqdm
 import faceauth
 from faceauth.data import LIVE, SPOOF, read_image
 from faceauth.errors import DataError
-from faceauth.faces import Box, CropCache, CropReport
+from faceauth.faces import Box, CropCache, CropGeometry, CropReport
 from faceauth.paths import atomic_write, cache_dir
 from faceauth.video import frame_count, read_frames
 
@@ -32,10 +32,25 @@ log = logging.getLogger(__name__)
 
 @attrs.frozen
 class CropOptions:
-    """Face-crop settings shared by the raw-frame datasets (the detector is the recipe's `detector`)."""
+    """Face-crop settings shared by the raw-frame datasets (the detector is the recipe's `detector`).
 
-    crop_margin: float = attrs.field(default=0.2, validator=faceauth.schema.non_negative)
+    `crop_scale`: the crop's side is the face box's longer side times this, in (0, 10] (Silent-Face
+    crops at 2.7 and 4.0); a list of scales makes one sample per scale of each face. `crop_align`:
+    warp the face onto the ArcFace five-point template instead (needs a detector with landmarks).
+    """
+
+    crop_scale: float | list[float] = 1.4
     crop_size: int = attrs.field(default=128, validator=faceauth.schema.positive)
+    crop_align: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        crop_geometry_of(self)  # checks the scales (a ValueError becomes a recipe error naming the key)
+
+
+def crop_geometry_of(options: Any) -> CropGeometry:
+    """The crop geometry of a dataset's options (`crop_scale`, `crop_size`, `crop_align`; the detector is the recipe's)."""
+    return CropGeometry(detector=None, scales=options.crop_scale, size=options.crop_size,
+                        align=getattr(options, "crop_align", False))
 
 
 @attrs.frozen
@@ -63,21 +78,24 @@ class CroppedFaces:
     """Face crops of a list of sources, read from the cache (a damaged entry is rebuilt).
 
     With no cache the sources are face crops already (e.g. NUAA's detected variant) and are decoded
-    as they are.
+    as they are. A cache of several crop scales gives one sample per source and scale (scale-major
+    within a source), all in the source's "video" group, so per-video scores average the scales.
     """
 
     def __init__(self, sources: Sequence[FrameSource], cache: CropCache | None = None):
         self.sources, self.cache = list(sources), cache
-        self.labels = [s.label for s in self.sources]
-        self.attack_types = [s.attack_type for s in self.sources]
-        self.subjects = [s.subject for s in self.sources]
+        self.scales = cache.num_scales if cache is not None else 1
+        self.labels = [s.label for s in self.sources for _ in range(self.scales)]
+        self.attack_types = [s.attack_type for s in self.sources for _ in range(self.scales)]
+        self.subjects = [s.subject for s in self.sources for _ in range(self.scales)]
 
     def __len__(self) -> int:
-        return len(self.sources)
+        return len(self.sources) * self.scales
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        source = self.sources[index]
-        image = read_image(source.path) if self.cache is None else self.cache.read(source.source_id, source.load)
+        source, scale = self.sources[index // self.scales], index % self.scales
+        image = (read_image(source.path) if self.cache is None
+                 else self.cache.read(source.source_id, source.load, scale))
         # "video" groups the frames of one video, so liveness metrics are per video as the field
         # reports them; a still image is its own group.
         return {"image": image, "label": source.label, "attack_type": source.attack_type, "subject": source.subject,

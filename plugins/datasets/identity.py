@@ -33,13 +33,16 @@ an LFW ``pairs.txt`` (``lfw_pairs``) or insightface ``.bin`` packs (``verificati
 
 Unaligned photos can be aligned when read: ``landmarks`` names a CSV of ``path,x1,y1,...,x5,y5``
 rows (path relative to root; eyes, nose, mouth corners), and each image is warped onto the
-ArcFace template at ``align_size`` pixels (`faceauth.align`).
+ArcFace template at ``align_size`` pixels (`faceauth.align`). Without a CSV, a recipe detector that
+finds landmarks (``detector: {name: mtcnn, weights: DIR}``) gives them, detected once and cached
+(`faceauth.plugins.datasets.detected_landmarks`); images without a face are left out.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -49,20 +52,21 @@ import attrs
 import numpy as np
 
 import faceauth
-from faceauth.components import Dataset
 from faceauth.data import IMAGE_SUFFIXES, Splits, Verification, read_image
 from faceauth.errors import DataError
 from faceauth.paths import cache_dir, read_npz, write_npz
 from faceauth.plugins.datasets.pairs import generate_pairs, read_bin, read_lfw_pairs
 
 __all__ = ["IdentityIndex", "IdentityImages", "index_identity_folder", "hold_out_identities", "read_landmarks",
-           "load_identity_folder", "external_verification", "IdentityFolderOptions", "datasets"]
+           "load_identity_folder", "external_verification", "IdentityFolderOptions"]
 
 LAYOUT = "root/<identity>/*.jpg"
 _INDEX_VERSION = 1
 # A scan is cached only when every folder it listed is older than this (timestamp ticks are
 # 1-10 ms on Linux file systems, 1-2 s on some others; the margin also absorbs small clock skew
 # between a network file server and this machine).
+log = logging.getLogger(__name__)
+
 _RACY_NS = 2_000_000_000
 
 
@@ -376,9 +380,11 @@ def load_identity_folder(root: str | Path, *, val_identities: float = 0.1, pairs
                          min_images: int = 1, seed: int = 0, lfw_pairs: str | None = None,
                          lfw_root: str | None = None, verification: list[str] | tuple[str, ...] = (),
                          landmarks: str | None = None, align_size: int = 112, key: str = "data.root",
-                         use_cache: bool = True) -> Splits:
+                         use_cache: bool = True, detector: Any = None) -> Splits:
     index = index_identity_folder(root, min_images, key, use_cache=use_cache)
     points = read_landmarks(landmarks, index) if landmarks is not None else None
+    if points is None and detector is not None:
+        points = _detected_landmarks(index, detector)
     counts = index.counts()
     where = f"{key}: {index.root}"
     if len(index.names) < 2:
@@ -391,12 +397,13 @@ def load_identity_folder(root: str | Path, *, val_identities: float = 0.1, pairs
     relabel = np.full(len(index.names), -1, dtype=np.int64)
     relabel[train_ids] = np.arange(len(train_ids))
     relabel[held] = np.arange(len(held))
-    train_pos = np.flatnonzero(~is_held[index.owner])
+    has_face = np.ones(len(index.owner), dtype=bool) if points is None else ~np.isnan(points).any(axis=(1, 2))
+    train_pos = np.flatnonzero(~is_held[index.owner] & has_face)
     train = IdentityImages(index, train_pos, relabel[index.owner[train_pos]], points, align_size)
 
     val = None
     if len(held):
-        val_pos = np.flatnonzero(is_held[index.owner])
+        val_pos = np.flatnonzero(is_held[index.owner] & has_face)
         images = IdentityImages(index, val_pos, relabel[index.owner[val_pos]], points, align_size)
         val = held_out_verification(images, len(held), pairs_per_identity, seed, where)
 
@@ -408,6 +415,20 @@ def load_identity_folder(root: str | Path, *, val_identities: float = 0.1, pairs
             "root": str(index.root), "val_identities": len(held), "val_pairs": 0 if val is None else len(val.pairs),
             "verification": {name: len(v.pairs) for name, v in external.items()}, "index_from_cache": index.from_cache}
     return Splits(train=train, val=val, test=test, classes=classes, info=info, more_tests={v.name: v for v in more})
+
+
+def _detected_landmarks(index: IdentityIndex, detector: Any) -> np.ndarray:
+    from faceauth.plugins.datasets.detected_landmarks import detect_landmarks
+    from faceauth.plugins.datasets.frames import detector_settings
+
+    paths = [os.path.join(index.root, index.names[o], os.fsdecode(f))
+             for o, f in zip(index.owner.tolist(), index.files.tolist())]
+    points = detect_landmarks(paths, detector, detector_settings(detector), index.root)
+    faceless = np.flatnonzero(np.isnan(points).any(axis=(1, 2)))
+    if len(faceless):
+        log.warning("identity_folder: no face found in %d of %d images; left out (e.g. %s)", len(faceless),
+                    len(paths), paths[int(faceless[0])])
+    return points
 
 
 @attrs.frozen
@@ -430,16 +451,9 @@ class IdentityFolderOptions:
     index_cache: bool = True
 
 
-def build_identity_folder(options: IdentityFolderOptions) -> Splits:
+def build_identity_folder(options: IdentityFolderOptions, detector: Any = None) -> Splits:
     return load_identity_folder(
         options.root, val_identities=options.val_identities, pairs_per_identity=options.pairs_per_identity,
         min_images=options.min_images, seed=options.seed, lfw_pairs=options.lfw_pairs, lfw_root=options.lfw_root,
         verification=options.verification, landmarks=options.landmarks, align_size=options.align_size,
-        use_cache=options.index_cache)
-
-
-def datasets() -> list[Dataset]:
-    return [
-        Dataset(name="identity_folder", build=build_identity_folder, options=IdentityFolderOptions,
-                description="root/<identity>/*.jpg (CASIA-WebFace, VGGFace2, LFW); held-out identities validate"),
-    ]
+        use_cache=options.index_cache, detector=detector)

@@ -14,13 +14,12 @@ from pathlib import Path
 import attrs
 import faceauth
 import numpy as np
-from faceauth.components import Dataset
 from faceauth.data import Splits
 from faceauth.paths import atomic_folder, cache_dir
 from faceauth.plugins.datasets.identity import load_identity_folder
 from PIL import Image
 
-__all__ = ["DemoIdentitiesOptions", "write_identity_demo", "demo_identities_root", "datasets"]
+__all__ = ["DemoIdentitiesOptions", "write_identity_demo", "demo_identities_root"]
 
 _VERSION = 1
 
@@ -82,10 +81,3 @@ def demo_identities_root(options: DemoIdentitiesOptions) -> Path:
 def build_demo_identities(options: DemoIdentitiesOptions) -> Splits:
     return load_identity_folder(demo_identities_root(options), val_identities=options.val_identities,
                                 pairs_per_identity=options.pairs_per_identity, seed=options.seed, key="demo")
-
-
-def datasets() -> list[Dataset]:
-    return [
-        Dataset(name="demo_identities", build=build_demo_identities, options=DemoIdentitiesOptions,
-                description="procedurally rendered people, several captures each, generated once into the cache"),
-    ]

@@ -32,7 +32,7 @@ from faceauth.data import Splits, check_classes
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache
 from faceauth.plugins.datasets.clips import CLASSES, ClipSampling, build_clip_splits
-from faceauth.plugins.datasets.frames import (CropOptions, FrameCounts, FrameSource, crop_all, detector_settings,
+from faceauth.plugins.datasets.frames import (CropOptions, FrameCounts, FrameSource, crop_all, crop_geometry_of, detector_settings,
                                               warn_shared_subjects)
 
 __all__ = ["FACE_DIR", "VideoFile", "VideoOptions", "build_video_splits", "read_face_file", "video_root"]
@@ -180,8 +180,7 @@ def build_video_splits(name: str, root: Path, videos: dict[str, list[VideoFile]]
                         len(face_files), missing[0], "; their frames count as faceless" if detector is None else "")
     warn_shared_subjects(name, [v.subject for split in ("train", "val") for v in videos.get(split, [])],
                          [v.subject for v in videos.get("test", [])], "; test figures are not subject-independent")
-    cache = CropCache(name, {**detector_settings(detector), "hints": hints}, detector, margin=options.crop_margin,
-                      size=options.crop_size)
+    cache = CropCache(name, {**detector_settings(detector), "hints": hints}, detector, crop_geometry_of(options))
     counts = FrameCounts(name, root)
     info = {**info, "root": str(root), "task": "liveness", "dataset": name,
             "videos": {split: len(vs) for split, vs in videos.items()}, "crop_cache": str(cache.folder)}

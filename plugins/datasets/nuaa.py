@@ -52,14 +52,13 @@ from typing import Any, Literal
 
 import attrs
 
-from faceauth.components import Dataset
 from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import CropCache
-from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, detector_settings, hold_out_subjects, open_fraction,
+from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, crop_geometry_of, detector_settings, hold_out_subjects, open_fraction,
                                               report_missing, warn_shared_subjects)
 
-__all__ = ["NuaaOptions", "VARIANTS", "parse_name", "scan", "read_list", "by_session", "load_nuaa", "datasets"]
+__all__ = ["NuaaOptions", "VARIANTS", "parse_name", "scan", "read_list", "by_session", "load_nuaa"]
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +240,7 @@ def load_nuaa(root: str | Path, *, protocol: str = "sessions", variant: str = "r
                        for i in images] for split, images in parts.items()}
     no_face: dict[str, int] = {}
     if variant == "raw":
-        cache = CropCache("nuaa-raw", detector_settings(detector), detector, margin=crop.crop_margin,
-                          size=crop.crop_size)
+        cache = CropCache("nuaa-raw", detector_settings(detector), detector, crop_geometry_of(crop))
         splits = {}
         for split, listed in sources.items():
             splits[split], report = crop_all(listed, cache, f"nuaa {split}")
@@ -261,12 +259,5 @@ def load_nuaa(root: str | Path, *, protocol: str = "sessions", variant: str = "r
 
 def build(options: NuaaOptions, detector: Any = None) -> Splits:
     return load_nuaa(options.root, protocol=options.protocol, variant=options.variant, val_subjects=options.val_subjects,
-                     validation=options.validation, val_session=options.val_session, seed=options.seed, crop=CropOptions(options.crop_margin, options.crop_size), detector=detector)
-
-
-def datasets() -> list[Dataset]:
-    return [
-        Dataset(name="nuaa", build=build, options=NuaaOptions,
-                description="NUAA Photograph Imposter Database (ClientRaw/ImposterRaw or the face variants); "
-                            "train sessions 01+02, test 03, or the shipped lists"),
-    ]
+                     validation=options.validation, val_session=options.val_session, seed=options.seed,
+                     crop=CropOptions(options.crop_scale, options.crop_size, options.crop_align), detector=detector)

@@ -45,7 +45,6 @@ import attrs
 import numpy as np
 
 import faceauth
-from faceauth.components import Dataset
 from faceauth.data import Splits, Verification
 from faceauth.errors import DataError
 from faceauth.paths import cache_dir, read_npz, write_npz
@@ -53,7 +52,7 @@ from faceauth.plugins.datasets.identity import external_verification, held_out_v
 from faceauth.plugins.datasets.pairs import decode_image
 
 __all__ = ["MAGIC", "RecordIndex", "RecordFile", "RecordImages", "load_index", "load_recordio",
-           "write_recordio", "RecordIOOptions", "datasets"]
+           "write_recordio", "RecordIOOptions"]
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -510,13 +509,6 @@ def build_recordio(options: RecordIOOptions) -> Splits:
     return load_recordio(options.root, val_identities=options.val_identities,
                          pairs_per_identity=options.pairs_per_identity, seed=options.seed,
                          verification=options.verification)
-
-
-def datasets() -> list[Dataset]:
-    return [
-        Dataset(name="recordio", build=build_recordio, options=RecordIOOptions,
-                description="insightface MXNet RecordIO pack (train.rec/.idx/property), read without MXNet"),
-    ]
 
 
 # --- writing ------------------------------------------------------------------------------------

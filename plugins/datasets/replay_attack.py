@@ -27,13 +27,12 @@ from typing import Any
 
 import attrs
 
-from faceauth.components import Dataset
 from faceauth.data import LIVE, SPOOF, Splits
 from faceauth.errors import DataError
 from faceauth.plugins.datasets.liveness_videos import FACE_DIR, VideoFile, VideoOptions, build_video_splits, video_root
 from faceauth.video import videos_under
 
-__all__ = ["ReplayAttackOptions", "build", "datasets", "parse_name"]
+__all__ = ["ReplayAttackOptions", "build", "parse_name"]
 
 ATTACK_TYPES = ("print", "mobile", "highdef")
 SPLITS = {"train": "train", "devel": "val", "test": "test"}
@@ -83,9 +82,3 @@ def build(options: ReplayAttackOptions, detector: Any = None) -> Splits:
     root = video_root(options.root, "replay_attack", tuple(SPLITS), LAYOUT)
     videos = {ours: _split_videos(root, theirs) for theirs, ours in SPLITS.items()}
     return build_video_splits("replay_attack", root, videos, options, detector, {"val_split": "devel"})
-
-
-def datasets() -> list[Dataset]:
-    return [Dataset(name="replay_attack", build=build, options=ReplayAttackOptions,
-                    description="Idiap Replay-Attack videos (root/{train,devel,test}/{real,attack/*}/*.mov), "
-                                "face-cropped; boxes from root/face-locations/ or the recipe's detector")]

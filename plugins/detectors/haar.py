@@ -13,7 +13,6 @@ import attrs
 import numpy as np
 
 import faceauth
-from faceauth.components import Detector
 from faceauth.errors import DataError, PluginError
 from faceauth.faces import Box, HaarCascade
 
@@ -40,12 +39,3 @@ class HaarDetector(HaarCascade):
 class ShippedBoxes:
     def detect(self, image: np.ndarray, hint: Box | None = None) -> list[Box]:
         return [hint] if hint is not None else []
-
-
-def detectors() -> list[Detector]:
-    return [
-        Detector(name="haar", build=HaarDetector, options=HaarOptions,
-                 description="OpenCV frontal-face Haar cascade (model ships in the opencv wheel)"),
-        Detector(name="boxes", build=lambda: ShippedBoxes(),
-                 description="the face boxes the dataset ships (no detection)"),
-    ]

@@ -1,10 +1,11 @@
-"""Built-in exporters."""
+"""Built-in exporters, registered without importing them (`faceauth.components.lazy`)."""
 
 import faceauth
-from faceauth.components import Exporter
-from faceauth.plugins.exporters import onnx_exporter
+from faceauth.components import Exporter, lazy
 
 
 @faceauth.hookimpl
 def faceauth_exporters() -> list[Exporter]:
-    return [*onnx_exporter.exporters()]
+    return [Exporter(name="onnx", build=lazy("faceauth.plugins.exporters.onnx_exporter:OnnxExporter"),
+                     options=lazy("faceauth.plugins.exporters.onnx_exporter:OnnxOptions"),
+                     description="ONNX with dynamic batch, metadata, onnx.checker and an onnxruntime parity check")]

@@ -19,7 +19,6 @@ import onnx
 import torch
 
 import faceauth
-from faceauth.components import Exporter
 from faceauth.errors import ExportError
 from faceauth.export import PARITY_TOLERANCE, Bundle, onnx_session, run_session
 from faceauth.paths import atomic_write
@@ -121,8 +120,3 @@ class OnnxExporter:
             handle.flush()
             check_parity(Path(handle.name), bundle, self.options.tolerance, path)
         return path
-
-
-def exporters() -> list[Exporter]:
-    return [Exporter(name="onnx", build=OnnxExporter, options=OnnxOptions,
-                     description="ONNX with dynamic batch, metadata, onnx.checker and an onnxruntime parity check")]

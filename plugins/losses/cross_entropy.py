@@ -6,7 +6,6 @@ import attrs
 import torch
 
 import faceauth
-from faceauth.components import Loss
 from faceauth.errors import RecipeError
 
 
@@ -25,8 +24,3 @@ def build(options: CrossEntropyOptions, num_classes: int, num_features: int = 0)
             )
         weight = torch.tensor(options.class_weights, dtype=torch.float32)
     return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=options.label_smoothing)
-
-
-def losses() -> list[Loss]:
-    return [Loss(name="cross_entropy", build=build, options=CrossEntropyOptions, consumes="logits",
-                 description="softmax cross-entropy; class_weights balance live and spoof")]

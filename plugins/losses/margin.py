@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 
 import faceauth
-from faceauth.components import Loss
 
 __all__ = [
     "margin_logits",
@@ -40,7 +39,6 @@ __all__ = [
     "build_arcface",
     "build_cosface",
     "build_combined_margin",
-    "losses",
 ]
 
 # The derivative of acos is infinite at +-1 (an embedding exactly on its centre), which would make
@@ -170,15 +168,3 @@ def build_cosface(options: CosFaceOptions, num_classes: int, num_features: int) 
 def build_combined_margin(options: CombinedMarginOptions, num_classes: int, num_features: int) -> MarginSoftmaxLoss:
     return MarginSoftmaxLoss(num_classes, num_features, m1=options.m1, m2=options.m2, m3=options.m3,
                              scale=options.scale)
-
-
-def losses() -> list[Loss]:
-    return [
-        Loss(name="arcface", build=build_arcface, options=ArcFaceOptions, consumes="embeddings",
-             description="additive angular margin softmax: s*cos(theta+m); owns the class centres"),
-        Loss(name="cosface", build=build_cosface, options=CosFaceOptions, consumes="embeddings",
-             description="additive cosine margin softmax: s*(cos(theta)-m); owns the class centres"),
-        Loss(name="combined_margin", build=build_combined_margin, options=CombinedMarginOptions,
-             consumes="embeddings",
-             description="combined margin softmax: s*(cos(m1*theta+m2)-m3); owns the class centres"),
-    ]

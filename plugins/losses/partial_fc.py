@@ -37,10 +37,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from faceauth import distributed
-from faceauth.components import Loss
 from faceauth.plugins.losses.margin import CombinedMarginOptions, margin_logits
 
-__all__ = ["PartialFC", "PartialFCOptions", "shard_bounds", "softmax_cross_entropy", "build_partial_fc", "losses"]
+__all__ = ["PartialFC", "PartialFCOptions", "shard_bounds", "softmax_cross_entropy", "build_partial_fc"]
 
 # Centres are initialised in blocks of this many classes, each from its own seeded generator, so a
 # class's initial centre is the same whichever process holds it.
@@ -290,9 +289,3 @@ class PartialFCOptions(CombinedMarginOptions):
 def build_partial_fc(options: PartialFCOptions, num_classes: int, num_features: int) -> PartialFC:
     return PartialFC(num_classes, num_features, m1=options.m1, m2=options.m2, m3=options.m3, scale=options.scale,
                      sample_rate=options.sample_rate)
-
-
-def losses() -> list[Loss]:
-    return [Loss(name="partial_fc", build=build_partial_fc, options=PartialFCOptions, consumes="embeddings",
-                 description="combined margin softmax with class centres sharded over processes and sampled "
-                             "negatives (Partial FC); for 10^5 to 10^6 identities")]

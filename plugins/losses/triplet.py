@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 
 import faceauth
-from faceauth.components import Loss
 from faceauth.errors import DataError
 
-__all__ = ["TripletOptions", "BatchHardTripletLoss", "pairwise_distances", "build_triplet", "losses"]
+__all__ = ["TripletOptions", "BatchHardTripletLoss", "pairwise_distances", "build_triplet"]
 
 # Distances are square roots of values clamped to this: the root's derivative is infinite at 0
 # (two identical embeddings, e.g. an image repeated by the sampler).
@@ -84,8 +83,3 @@ class BatchHardTripletLoss(torch.nn.Module):
 
 def build_triplet(options: TripletOptions, num_classes: int = 0, num_features: int = 0) -> BatchHardTripletLoss:
     return BatchHardTripletLoss(margin=options.margin, squared=options.squared)
-
-
-def losses() -> list[Loss]:
-    return [Loss(name="triplet", build=build_triplet, options=TripletOptions, consumes="embeddings",
-                 description="batch-hard triplet loss on L2-normalised embeddings; needs P x K batches")]

@@ -24,9 +24,8 @@ import torch
 from torchvision.utils import make_grid
 
 import faceauth
-from faceauth import distributed
+from faceauth import console, distributed
 from faceauth import metrics as fa_metrics
-from faceauth.components import Trainer
 from faceauth.data import LIVE, Splits, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
 from faceauth.export import Bundle, model_metadata
@@ -351,7 +350,7 @@ class ClassifierTrainer:
         """
         out: dict[str, list[Any]] = {key: [] for key in ("score", "logits", "label", "attack_type", "frame_score",
                                                          *PER_SAMPLE_STRINGS)}
-        for batch in reraise_worker_errors(loader):
+        for batch in console.progress(reraise_worker_errors(loader), len(loader), enabled=self.options.progress):
             x = to_device(inputs_of(batch), device, self.options.channels_last)
             scored = score(x)
             if isinstance(scored, tuple):
@@ -438,8 +437,3 @@ class ClassifierTrainer:
 
 def build(options: ClassifierOptions) -> ClassifierTrainer:
     return ClassifierTrainer(options)
-
-
-def trainers() -> list[Trainer]:
-    return [Trainer(name="classifier", build=build, options=ClassifierOptions,
-                    description="backbone + linear head with a logits loss; liveness metrics; log-odds export")]

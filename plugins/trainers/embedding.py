@@ -18,9 +18,8 @@ import torch
 from torchvision.utils import make_grid
 
 import faceauth
-from faceauth import distributed
+from faceauth import console, distributed
 from faceauth import metrics as fa_metrics
-from faceauth.components import Trainer
 from faceauth.data import Splits, Verification, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
 from faceauth.export import Bundle, model_metadata
@@ -180,7 +179,7 @@ class EmbeddingTrainer:
         loader = image_loader(images, eval_transform(preprocess), batch_size=self.options.batch_size,
                               num_workers=self.options.num_workers, seed=seed, shuffle=False)
         chunks = []
-        for batch in reraise_worker_errors(loader):
+        for batch in console.progress(reraise_worker_errors(loader), len(loader), enabled=self.options.progress):
             x = to_device(batch["image"], device, self.options.channels_last)
             embedding = embed_fn(x)
             if self.options.flip_test:
@@ -232,8 +231,3 @@ class EmbeddingTrainer:
 
 def build(options: EmbeddingOptions) -> EmbeddingTrainer:
     return EmbeddingTrainer(options)
-
-
-def trainers() -> list[Trainer]:
-    return [Trainer(name="embedding", build=build, options=EmbeddingOptions,
-                    description="face embeddings with a margin or triplet loss; verification metrics; embedding export")]

@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -65,7 +66,6 @@ from faceauth.authenticator import (
     quality_features,
     unit,
 )
-from faceauth.components import Trainer
 from faceauth.errors import CheckpointError, DataError, RecipeError
 from faceauth.export import Bundle
 from faceauth.paths import cache_dir, read_npz, write_npz
@@ -659,6 +659,7 @@ class FusionTrainer:
         loss_fn = torch.nn.BCEWithLogitsLoss()
         while state["epoch"] < options.epochs and run.stop_reason is None:
             epoch = run.epoch = state["epoch"]
+            started = time.perf_counter()
             model.train()
             order = torch.randperm(len(x), generator=torch.Generator().manual_seed(run.recipe.seed * 100003 + epoch))
             total = 0.0
@@ -677,6 +678,8 @@ class FusionTrainer:
                                  "model": copy.deepcopy(model.state_dict())}
                 run.save_checkpoint("best", {"task": TASK, "model": model.state_dict(), "epoch": epoch,
                                              "threshold": figures["val/threshold"], **setup.extras})
+            run.record_epoch(epoch, figures, best=state["best"]["epoch"] == epoch, seconds=time.perf_counter() - started,
+                             epochs=options.epochs)
             run.emit("epoch_end", epoch=epoch, metrics=figures)
             if epoch % options.checkpoint_every == 0 or epoch == options.epochs or run.stop_reason is not None:
                 self._save_last(run, model, optimizer, state, setup.extras)
@@ -691,7 +694,7 @@ class FusionTrainer:
         trained = {c.role: c.trained for c in components if c.trained is not None}
         if trained:
             result["component_runs"] = trained
-        if run.stop_reason is not None:
+        if run.paused:
             return result
         matchers = [i for i, c in enumerate(components) if c.role == EMBEDDING]
         scorers = {"mlp": lambda f: _scores(model, f), "logistic": setup.logistic,
@@ -848,9 +851,3 @@ def _data_name(recipe: Any) -> str:
 
 def build(options: FusionOptions) -> FusionTrainer:
     return FusionTrainer(options)
-
-
-def trainers() -> list[Trainer]:
-    return [Trainer(name="fusion", build=build, options=FusionOptions,
-                    description="MLP fusion of match and liveness scores on verification attempts; FAR/FRR/HTER/SFAR "
-                                "beside AND and logistic-regression baselines; fusion ONNX export")]

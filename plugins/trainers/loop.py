@@ -16,10 +16,9 @@ from typing import Any, Literal, Protocol
 
 import attrs
 import torch
-from tqdm import tqdm
 
 import faceauth
-from faceauth import checkpoint, distributed
+from faceauth import checkpoint, console, distributed
 from torch.utils.data import DataLoader
 
 from faceauth.data import EpochSampler, Transformed, reraise_worker_errors
@@ -236,15 +235,18 @@ class TrainingLoop:
             self.task.log_samples()
         while self.epoch < self.options.epochs:
             run.epoch = self.epoch
+            started = time.perf_counter()
             if not self._train_epoch():
                 self._save("last")
                 return self._finish(stopped=True)
             figures = self._end_epoch()
+            run.record_epoch(self.epoch + 1, figures, best=self.best["epoch"] == self.epoch + 1,
+                             seconds=time.perf_counter() - started, epochs=self.options.epochs)
             run.emit("epoch_end", epoch=self.epoch, metrics=figures)
             self.epoch, self.position, self.loss_sum, self.loss_count = self.epoch + 1, 0, 0.0, 0
             self._save("last")
-            if run.stop_reason is not None:
-                return self._finish(stopped=True)
+            if run.stop_reason is not None:  # a pause, or an early stop that finishes (tested, exported)
+                return self._finish(stopped=run.paused)
         return self._finish(stopped=False)
 
     def _train_epoch(self) -> bool:
@@ -254,9 +256,8 @@ class TrainingLoop:
         if task.head is not None:
             task.head.train()
         task.set_epoch(self.epoch, self.position)
-        bar = tqdm(total=self.steps_per_epoch, initial=self.position, desc=f"epoch {self.epoch + 1}/{options.epochs}",
-                   unit="step", disable=not (options.progress and distributed.is_main()), leave=False,
-                   dynamic_ncols=True)
+        bar = console.step_progress(self.steps_per_epoch, self.position, f"epoch {self.epoch + 1}/{options.epochs}",
+                                    enabled=options.progress and distributed.is_main())
         started, seen = time.perf_counter(), 0
         try:
             for batch in reraise_worker_errors(task.train_loader):
@@ -271,9 +272,9 @@ class TrainingLoop:
                 if self.global_step % options.log_every == 0:
                     run.log({"train/loss_step": loss, "train/lr": self.scheduler.get_last_lr()[0]}, self.global_step)
                 if options.max_steps is not None and self.global_step >= options.max_steps:
-                    run.request_stop(f"max_steps={options.max_steps} reached")
+                    run.request_stop(f"max_steps={options.max_steps} reached", finish=False)
                 self._agree_on_stop()
-                if run.stop_reason is not None and self.position < self.steps_per_epoch:
+                if run.paused and self.position < self.steps_per_epoch:  # a finishing stop ends the epoch first
                     return False
         finally:
             bar.close()
@@ -283,9 +284,9 @@ class TrainingLoop:
     def _agree_on_stop(self) -> None:
         """Under torchrun, a stop asked on any process (Ctrl-C) stops all of them at the same step."""
         if distributed.active():
-            reasons = [r for r in distributed.gather(self.run.stop_reason) if r is not None]
-            if reasons:
-                self.run.request_stop(reasons[0])
+            asked = [(r, f) for r, f in distributed.gather((self.run.stop_reason, self.run.stop_finishes)) if r is not None]
+            for reason, finish in asked:
+                self.run.request_stop(reason, finish=finish)
 
     def _step(self, batch: dict[str, Any]) -> float:
         with torch.autocast(device_type=self.run.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
@@ -329,7 +330,8 @@ class TrainingLoop:
     def _end_epoch(self) -> dict[str, float]:
         step = self.epoch + 1
         self.task.model.eval()
-        val = self.task.validate(step)
+        with console.phase(f"val {step}/{self.options.epochs}"):
+            val = self.task.validate(step)
         sums = distributed.gather((self.loss_sum, self.loss_count, self.images_per_second))
         figures = {"train/loss": sum(s for s, _, _ in sums) / max(1, sum(c for _, c, _ in sums)),
                    "train/lr": self.scheduler.get_last_lr()[0],
@@ -363,7 +365,9 @@ class TrainingLoop:
             best = checkpoint.load(run.dir / "checkpoints" / "best.pt", map_location=run.device)
             task.model.load_state_dict(best["model"])
             task.model.eval()
-            for label, figures in task.test(self.epoch, self.best["threshold"]).items():
+            with console.phase("test"):
+                tested = task.test(self.epoch, self.best["threshold"])
+            for label, figures in tested.items():
                 result[label] = figures
                 run.log({f"{label}/{k}": v for k, v in figures.items()}, self.epoch)
         task.model.threshold = self.best["threshold"]

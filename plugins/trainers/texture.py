@@ -29,7 +29,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import faceauth
-from faceauth.components import Trainer
 from faceauth.data import LIVE
 from faceauth.errors import DataError, ExportError, RecipeError
 from faceauth.metrics import parse_threshold_rule
@@ -158,8 +157,3 @@ class LbpTrainer:
 def build(options: LbpOptions) -> LbpTrainer:
     return LbpTrainer(options)
 
-
-def trainers() -> list[Trainer]:
-    return [Trainer(name="lbp", build=build, options=LbpOptions,
-                    description="classical liveness baseline: colour LBP histograms + logistic regression; "
-                                "score = log-odds of live; writes lbp.npz, no ONNX")]
