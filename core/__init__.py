@@ -31,6 +31,7 @@ __all__ = [
     "run",
     "evaluate",
     "Authenticator",
+    "Liveness",
     "export_checkpoint",
     "FaceAuthError",
     "RecipeError",
@@ -41,9 +42,9 @@ __all__ = [
     "CheckpointError",
 ]
 
-_LAZY_MODULES = {"align", "authenticator", "checkpoint", "console", "data", "faces", "video", "metrics", "optim", "paths", "recipe", "registry", "runner", "weights",
-                 "export", "tools"}
-_LAZY_FUNCTIONS = {"Authenticator": "authenticator", "run": "runner", "evaluate": "tools", "export_checkpoint": "tools"}
+_LAZY_MODULES = {"align", "authenticator", "checkpoint", "console", "data", "faces", "images", "video", "metrics", "optim", "paths", "recipe", "registry", "runner", "weights",
+                 "export", "tools", "liveness", "predict", "report"}
+_LAZY_FUNCTIONS = {"Authenticator": "authenticator", "Liveness": "liveness", "run": "runner", "evaluate": "tools", "export_checkpoint": "tools"}
 
 
 def __getattr__(name: str) -> Any:

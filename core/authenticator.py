@@ -49,11 +49,12 @@ from typing import Any
 
 import attrs
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from faceauth.errors import DataError, ExportError
-from faceauth.export import onnx_session
-from faceauth.faces import CropGeometry, crop_faces, face_detector, find_face
+from faceauth.errors import DataError, ExportError, quote
+from faceauth.export import metadata_json, metadata_threshold, onnx_session
+from faceauth.faces import CropGeometry, crop_faces, face_detector, find_face, first_face
+from faceauth.images import decode_image
 
 __all__ = [
     "EMBEDDING",
@@ -80,6 +81,7 @@ __all__ = [
 EMBEDDING, LIVENESS, FUSION = "embedding", "liveness", "fusion"
 QUALITY_FEATURES = ("quality/sharpness", "quality/brightness")
 _QUALITY_SIZE = 112
+MAX_INPUT_SIDE = 4096  # a model's stated input side, in pixels: more is damaged metadata, not a model
 Input = Any  # a path (str or Path), a PIL image, or an HxWx3 (or HxW) uint8 RGB array
 
 
@@ -101,11 +103,7 @@ def feature_names(num_embedding: int, num_liveness: int, quality: bool) -> list[
 def as_rgb(item: Input, where: str = "image") -> np.ndarray:
     """An HxWx3 uint8 RGB array from a path, a PIL image or an array; anything unreadable is a DataError."""
     if isinstance(item, (str, Path)):
-        try:
-            with Image.open(item) as img:
-                return np.asarray(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise DataError(f"{item}: cannot read image ({exc})") from None
+        return np.asarray(decode_image(item))
     if isinstance(item, Image.Image):
         return np.asarray(item.convert("RGB"))
     if isinstance(item, np.ndarray):
@@ -148,6 +146,12 @@ class FaceFinder:
         """The first scale's crop."""
         return self.crops(image, where)[0]
 
+    def find(self, image: np.ndarray, where: str = "image") -> list[np.ndarray] | None:
+        """The crops of the largest face of `image` (one per scale), or None when there is no face."""
+        height, width = image.shape[:2]
+        box = first_face(self.detector.detect(image), width, height)
+        return None if box is None else crop_faces(image, box, self.geometry, where)
+
 
 def model_geometry(metadata: dict[str, str], where: str) -> CropGeometry:
     """The crop geometry stored in a model's metadata (``faceauth.crop``), or the default one."""
@@ -165,16 +169,34 @@ class ImagePreprocess:
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str], where: str) -> ImagePreprocess:
-        try:
-            h, w = (int(v) for v in metadata["preprocess.input_size"].split(","))
-            mean = tuple(float(v) for v in metadata["preprocess.mean"].split(","))
-            std = tuple(float(v) for v in metadata["preprocess.std"].split(","))
-            order = metadata.get("preprocess.channel_order", "RGB")
-        except (KeyError, ValueError) as exc:
-            raise ExportError(f"{where}: missing or invalid preprocessing metadata ({exc}); "
-                              f"expected preprocess.input_size, preprocess.mean, preprocess.std") from None
-        if len(mean) != 3 or len(std) != 3 or order != "RGB":
-            raise ExportError(f"{where}: unsupported preprocessing (mean {mean}, std {std}, channel order {order})")
+        """The preprocessing a model's metadata states; anything missing, malformed or out of range is an
+        ExportError naming the key (a std of 0 or a NaN mean would turn every image into NaNs)."""
+        def numbers(key: str, count: int, kind: type) -> tuple:
+            text = metadata.get(key)
+            if text is None:
+                raise ExportError(f"{where}: no {key} in the model's metadata (expected preprocess.input_size, "
+                                  f"preprocess.mean, preprocess.std)")
+            try:
+                values = tuple(kind(v) for v in text.split(",", count)) if len(text) < 200 else ()
+            except ValueError:
+                values = ()
+            if len(values) != count:
+                raise ExportError(f"{where}: {key} in the model's metadata is {quote(text, 80)}; expected {count} "
+                                  f"{'integers' if kind is int else 'numbers'} separated by commas")
+            return values
+
+        h, w = numbers("preprocess.input_size", 2, int)
+        mean, std = numbers("preprocess.mean", 3, float), numbers("preprocess.std", 3, float)
+        order = metadata.get("preprocess.channel_order", "RGB")
+        if not (1 <= h <= MAX_INPUT_SIDE and 1 <= w <= MAX_INPUT_SIDE):
+            raise ExportError(f"{where}: preprocess.input_size in the model's metadata is {h},{w}; expected sides of "
+                              f"1 to {MAX_INPUT_SIDE} pixels")
+        if not all(np.isfinite(mean)) or not all(np.isfinite(v) and v > 0 for v in std):
+            raise ExportError(f"{where}: preprocessing in the model's metadata has mean {quote(mean)} and std "
+                              f"{quote(std)}; expected finite means and positive finite stds")
+        if order != "RGB":
+            raise ExportError(f"{where}: preprocess.channel_order in the model's metadata is {quote(order, 40)}; "
+                              f"expected 'RGB'")
         return cls((h, w), mean, std)  # type: ignore[arg-type]
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -215,9 +237,14 @@ class OnnxComponent:
     def __init__(self, path: str | Path, role: str, session: Any, metadata: dict[str, str]):
         self.path, self.role, self.session, self.metadata = Path(path), role, session, metadata
         self.preprocess = ImagePreprocess.from_metadata(metadata, str(path))
-        threshold = metadata.get("faceauth.threshold", "")
-        self.threshold = float(threshold) if threshold else None
-        self.input_name = session.get_inputs()[0].name
+        self.threshold = metadata_threshold(metadata, path)
+        inputs = session.get_inputs()
+        shape = list(inputs[0].shape) if inputs else []
+        stated = [3, *self.preprocess.input_size]
+        if len(shape) != 4 or any(isinstance(d, int) and d != s for d, s in zip(shape[1:], stated)):
+            raise ExportError(f"{path}: the model takes input of shape {quote(shape, 80)}, but its metadata states "
+                              f"[N, {', '.join(map(str, stated))}]")
+        self.input_name = inputs[0].name
         self._sha256: str | None = None
 
     @property
@@ -233,6 +260,7 @@ class OnnxComponent:
 
 def article(role: str) -> str:
     """"an embedding", "a liveness": for messages."""
+    role = role if len(role) <= 40 else quote(role, 40)
     return f"an {role}" if role[:1] in ("a", "e", "i", "o", "u") else f"a {role}"
 
 
@@ -240,17 +268,20 @@ def _task_of(metadata: dict[str, str]) -> str:
     return metadata.get("faceauth.task", "") or "unknown"
 
 
-def open_component(path: str | Path, role: str, where: str | None = None, threads: int | None = None) -> OnnxComponent:
-    """Load an exported model and check that it is of `role` ("embedding" or "liveness") by its faceauth.task."""
+def open_component(path: str | Path, role: str, where: str | None = None, threads: int | None = None,
+                   providers: Sequence[str] | None = None) -> OnnxComponent:
+    """Load an exported model and check that it is of `role` ("embedding" or "liveness") by its faceauth.task.
+
+    `threads` and `providers` are `faceauth.export.onnx_session`'s."""
     path = Path(path)
     where = where or str(path)
     if not path.is_file():
         raise ExportError(f"{where}: {path} not found (expected {article(role)} model exported as .onnx)")
-    session = onnx_session(path, threads)
+    session = onnx_session(path, threads, providers)
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     task = _task_of(metadata)
     if task != role:
-        raise ExportError(f"{where}: {path.name} is {article(task)} model (faceauth.task={task!r}); "
+        raise ExportError(f"{where}: {path.name} is {article(task)} model (faceauth.task={quote(task, 60)}); "
                           f"expected {article(role)} model")
     return OnnxComponent(path, role, session, metadata)
 
@@ -286,12 +317,27 @@ class Decision:
 
 
 def _components_from(metadata: dict[str, str], where: str) -> tuple[list[dict[str, Any]], list[str]]:
-    try:
-        components = json.loads(metadata["faceauth.components"])
-        features = json.loads(metadata["faceauth.features"])
-    except (KeyError, json.JSONDecodeError):
-        raise ExportError(f"{where}: no faceauth.components / faceauth.features in the metadata "
-                          f"(is it a fusion model exported by faceauth?)") from None
+    """The fusion model's component records and feature names, each checked: a record is
+    ``{"role": "embedding"|"liveness", "file": a name in the models directory, "sha256": 64 hex digits}``."""
+    components = metadata_json(metadata, "faceauth.components", where, list)
+    features = metadata_json(metadata, "faceauth.features", where, list)
+    for index, record in enumerate(components):
+        file = record.get("file") if isinstance(record, dict) else None
+        sha = record.get("sha256") if isinstance(record, dict) else None
+        problem = (
+            "is not a mapping" if not isinstance(record, dict)
+            else f"has role {quote(record.get('role'), 40)}, not 'embedding' or 'liveness'"
+            if record.get("role") not in (EMBEDDING, LIVENESS)
+            else f"has file {quote(file, 80)}, not a file name in the models directory"
+            if not isinstance(file, str) or not file or Path(file).name != file or file in (".", "..")
+            else f"has sha256 {quote(sha, 80)}, not 64 hexadecimal digits"
+            if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha))
+            else None)
+        if problem:
+            raise ExportError(f"{where}: faceauth.components[{index}] in the model's metadata {problem}")
+    if not all(isinstance(name, str) for name in features):
+        raise ExportError(f"{where}: faceauth.features in the model's metadata is {quote(features, 80)}; "
+                          f"expected a list of feature names")
     return components, features
 
 
@@ -304,19 +350,21 @@ class Authenticator:
     the face in each image as each model's crop geometry says (largest face) or take the images as
     crops already. `mtcnn_weights`: the folder of MTCNN's .onnx files, for models trained on MTCNN
     crops (default: ``$FACEAUTH_MTCNN_WEIGHTS``, else the folder recorded at training).
-    `threads`: onnxruntime's intra-op threads per model (None: its default, one per core).
+    `threads`: onnxruntime's intra-op threads per model (None: its default, one per core); `providers`:
+    its execution providers in order (None: the CPU; see `faceauth.export.onnx_session`).
     """
 
     def __init__(self, fusion: str | Path, embedding: Sequence[str | Path] | None = None,
                  liveness: Sequence[str | Path] | None = None, *, detect: bool = True, threshold: float | None = None,
-                 mtcnn_weights: str | Path | None = None, threads: int | None = None):
+                 mtcnn_weights: str | Path | None = None, threads: int | None = None,
+                 providers: Sequence[str] | None = None):
         fusion = Path(fusion)
         if not fusion.is_file():
             raise ExportError(f"{fusion}: fusion model not found")
-        self.session = onnx_session(fusion, threads)
+        self.session = onnx_session(fusion, threads, providers)
         metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if _task_of(metadata) != FUSION:
-            raise ExportError(f"{fusion}: {article(_task_of(metadata))} model (faceauth.task={_task_of(metadata)!r}); "
+            raise ExportError(f"{fusion}: {article(_task_of(metadata))} model (faceauth.task={quote(_task_of(metadata), 60)}); "
                               f"expected a fusion model")
         listed, self.feature_names = _components_from(metadata, str(fusion))
         self.path, self.metadata = fusion, metadata
@@ -327,7 +375,7 @@ class Authenticator:
             paths = [fusion.parent / c["file"] for c in expected] if given[role] is None else list(given[role])
             if len(paths) != len(expected):
                 raise ExportError(f"{fusion}: trained with {len(expected)} {role} model(s), given {len(paths)}")
-            self.models[role] = [open_component(p, role, threads=threads) for p in paths]
+            self.models[role] = [open_component(p, role, threads=threads, providers=providers) for p in paths]
             for model, record in zip(self.models[role], expected):
                 if model.sha256 != record["sha256"]:
                     raise ExportError(f"{model.path}: not the {role} model this fusion model was trained with "
@@ -336,11 +384,18 @@ class Authenticator:
         self.quality = all(name in self.feature_names for name in QUALITY_FEATURES)
         expected_names = feature_names(len(self.models[EMBEDDING]), len(self.models[LIVENESS]), self.quality)
         if expected_names != self.feature_names:
-            raise ExportError(f"{fusion}: unsupported feature order {self.feature_names} (expected {expected_names})")
-        stored = metadata.get("faceauth.threshold", "")
-        if threshold is None and not stored:
+            raise ExportError(f"{fusion}: unsupported feature order {quote(self.feature_names)} "
+                              f"(expected {quote(expected_names)})")
+        stored = metadata_threshold(metadata, fusion)
+        if threshold is None and stored is None:
             raise ExportError(f"{fusion}: no decision threshold in the metadata; give threshold=...")
+        if threshold is not None and not (isinstance(threshold, (int, float)) and np.isfinite(threshold)):
+            raise ExportError(f"threshold: expected a finite number, got {quote(threshold, 80)}")
         self.threshold = float(threshold if threshold is not None else stored)
+        shape = list(self.session.get_inputs()[0].shape)
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != len(self.feature_names)):
+            raise ExportError(f"{fusion}: the model takes input of shape {quote(shape, 80)}, but its metadata lists "
+                              f"{len(self.feature_names)} features")
         # One finder per distinct crop geometry (the models', and the fusion model's own for the quality
         # features), shared by the models using it; "" stands for the images themselves (detect=False).
         self.finders: dict[str, FaceFinder] = {}

@@ -7,17 +7,19 @@ of the plugins used, which is all `faceauth-eval` and `faceauth-export` need.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from faceauth.errors import CheckpointError
+from faceauth.errors import CheckpointError, quote
 from faceauth.paths import atomic_write
 
-__all__ = ["FORMAT", "save", "load", "rng_state", "set_rng_state"]
+__all__ = ["FORMAT", "save", "load", "recipe_of", "fitting", "rng_state", "set_rng_state"]
 
 FORMAT = "faceauth-checkpoint-1"
 
@@ -25,14 +27,21 @@ FORMAT = "faceauth-checkpoint-1"
 def save(path: Path, payload: dict[str, Any]) -> Path:
     """Write `payload` to `path` through a temporary file and a rename: never a half-written file."""
     path = Path(path)
-    with atomic_write(path, durable=True) as handle:
-        torch.save({"format": FORMAT, **payload}, handle)
+    try:
+        with atomic_write(path, durable=True) as handle:
+            torch.save({"format": FORMAT, **payload}, handle)
+    except OSError as exc:  # a full disk, a read-only folder: atomic_write names `path` and the cause
+        kept = f"; the previous {path.name} is kept" if path.is_file() else ""
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({exc.strerror or exc}){kept}") from exc
     return path
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save`; anything else is a CheckpointError naming the file."""
     path = Path(path)
+    if path.is_dir() and (path / "recipe.yaml").is_file() and not (path / "checkpoints" / "last.pt").is_file():
+        raise CheckpointError(f"{path}: this run has no checkpoint ({path / 'checkpoints' / 'last.pt'} is missing): "
+                              f"it stopped before its first one was written; start it again from {path / 'recipe.yaml'}")
     if path.is_dir():
         path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
     if not path.is_file():
@@ -45,6 +54,28 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(f"{path}: not a faceauth checkpoint (expected format {FORMAT!r})")
     payload["path"] = str(path)
     return payload
+
+
+def recipe_of(payload: dict[str, Any]) -> dict[str, Any]:
+    """The resolved recipe a loaded checkpoint carries, or a CheckpointError naming the file."""
+    recipe = payload.get("recipe")
+    if not isinstance(recipe, dict):
+        raise CheckpointError(f"{payload.get('path', 'checkpoint')}: no recipe in this checkpoint (expected 'recipe', "
+                              f"the mapping faceauth-run stores); was it written by faceauth?")
+    return recipe
+
+
+@contextlib.contextmanager
+def fitting(payload: dict[str, Any], what: str = "the model") -> Iterator[None]:
+    """Turn a state_dict that does not fit the recipe's model (load_state_dict's RuntimeError, a missing
+    or mistyped entry) into one CheckpointError line naming the file."""
+    try:
+        yield
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        lines = str(exc).strip().splitlines()
+        detail = quote(" ".join(line.strip() for line in lines[:3]), 300) if lines else type(exc).__name__
+        raise CheckpointError(f"{payload.get('path', 'checkpoint')}: its weights do not fit {what} of its recipe "
+                              f"({detail})") from None
 
 
 def rng_state() -> dict[str, Any]:

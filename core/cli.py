@@ -166,7 +166,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
             if resume:
                 from faceauth import checkpoint
 
-                base = checkpoint.load(resume)["recipe"]
+                base = checkpoint.recipe_of(checkpoint.load(resume))
                 print(load_recipe(None, overrides, registry=registry, base=base).to_yaml(), end="")
             else:
                 if recipe is None:
@@ -188,8 +188,12 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model", help="checkpoint (.pt), run directory, or exported .onnx")
     parser.add_argument("--data", help="dataset root (replaces data.root of the stored recipe)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--ijb", metavar="ROOT",
+                        help="an IJB-B / IJB-C release (loose_crop/, meta/): its 1:1 protocol (embedding models)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the stored recipe")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--report", metavar="DIR", help="write the liveness report (report.md, scores.csv, "
+                                                        "DET/ROC/score figures) into DIR")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     add_version_option(parser)
     args = parser.parse_intermixed_args(argv)
@@ -197,7 +201,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     def action() -> int:
         from faceauth.tools import evaluate
 
-        figures = evaluate(args.model, args.data, split=args.split, overrides=args.overrides)
+        figures = evaluate(args.model, args.data, split=args.split, overrides=args.overrides, ijb=args.ijb,
+                           report=args.report)
         if args.json:
             print(json.dumps(figures, indent=2, sort_keys=True))
         else:

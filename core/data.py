@@ -18,16 +18,17 @@ from typing import Any
 import attrs
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from faceauth.errors import DataError, FaceAuthError
+from faceauth.images import decode_image
+from faceauth.video import IMAGE_SUFFIXES  # defined there, torch-free, for the deployment side
 
 __all__ = ["LIVE", "SPOOF", "Splits", "Verification", "read_image", "Transformed", "EpochSampler", "reraise_worker_errors",
-           "IMAGE_SUFFIXES", "check_classes"]
+           "IMAGE_SUFFIXES", "check_classes", "TemplateVerification"]
 
 LIVE, SPOOF = 0, 1
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff")
 
 
 @attrs.frozen
@@ -94,6 +95,38 @@ class Verification:
             raise ValueError(f"verification set {self.name!r}: pairs must be (N, 2) with one is_same per pair")
 
 
+@attrs.frozen(eq=False)
+class TemplateVerification:
+    """A template-based 1:1 verification protocol (IJB-B / IJB-C): pairs of templates, not of images.
+
+    A template is a set of faces of one person from several media (photos, video frames); its
+    feature pools its faces' embeddings. `images` holds the faces (items with ``image``);
+    `face_template[i]` is face i's template (an index into `template_ids`), `face_media[i]` its
+    media id and `face_score[i]` its detector score. `pairs` is a (P, 2) array of template indices
+    and `is_same` a (P,) bool array, in the order the protocol lists them. `detector_score` weights
+    each face by its detector score before pooling; `norm_score` keeps each face embedding's norm
+    (a quality cue) instead of normalising it first.
+    """
+
+    name: str
+    images: Dataset
+    face_template: np.ndarray
+    face_media: np.ndarray
+    face_score: np.ndarray
+    template_ids: np.ndarray
+    pairs: np.ndarray
+    is_same: np.ndarray
+    detector_score: bool = True
+    norm_score: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        faces = len(self.face_template)
+        if len(self.face_media) != faces or len(self.face_score) != faces:
+            raise ValueError(f"template set {self.name!r}: one template, media and score per face")
+        if self.pairs.ndim != 2 or self.pairs.shape[1] != 2 or len(self.pairs) != len(self.is_same):
+            raise ValueError(f"template set {self.name!r}: pairs must be (N, 2) with one is_same per pair")
+
+
 class JoinedDataset(ConcatDataset):
     """`torch.utils.data.ConcatDataset` that keeps the parts' `labels` lists, when they all have one."""
 
@@ -104,12 +137,8 @@ class JoinedDataset(ConcatDataset):
 
 
 def read_image(path: str | Path) -> Image.Image:
-    """Decode an image file to RGB; an unreadable or corrupt file raises DataError naming it."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from None
+    """Decode an image file to RGB; an unreadable, corrupt or oversized file raises DataError naming it."""
+    return decode_image(path)
 
 
 class Transformed(Dataset):

@@ -1,7 +1,8 @@
 """Several processes, one run: PyTorch's own distributed engine under ``torchrun``.
 
 ``torchrun --nproc_per_node=N -m faceauth RECIPE`` starts N processes with RANK, WORLD_SIZE and
-LOCAL_RANK set; `setup()` joins them into one process group (gloo on CPU, NCCL on GPU). Every
+LOCAL_RANK set; `setup()` joins them into one process group whose backend follows the run's device
+(gloo for a CPU run on any host, NCCL when each process has a GPU of its own). Every
 rank trains on its share of each global batch and DDP averages the gradients; only rank 0 writes
 logs, checkpoints, metrics and the exported model. Without torchrun, world size is 1 and every
 function here is a no-op.
@@ -19,18 +20,38 @@ import torch.distributed as dist
 
 from faceauth.errors import RecipeError
 
-__all__ = ["setup", "active", "rank", "world_size", "is_main", "barrier", "broadcast", "gather", "check_same",
+__all__ = ["setup", "backend_for", "active", "rank", "world_size", "is_main", "barrier", "broadcast", "gather", "check_same",
            "device", "split_batch", "agree_on_overflow", "any_rank"]
 
 
 def setup(device_setting: str = "auto") -> None:
-    """Join the process group torchrun describes (once); nothing when not launched by torchrun."""
+    """Join the process group torchrun describes (once); nothing when not launched by torchrun.
+
+    `device_setting` is the recipe's ``device``: the backend is `backend_for` it.
+    """
     if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
-    use_cuda = torch.cuda.is_available() and device_setting in ("auto", "cuda")
-    if use_cuda:
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    backend = backend_for(device_setting, torch.cuda.device_count(), local_processes)
+    if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    dist.init_process_group(backend=backend)
+
+
+def backend_for(device_setting: str, gpus: int, local_processes: int) -> str:
+    """The process-group backend for a run on `device_setting` with `gpus` visible GPUs and
+    `local_processes` processes on this machine: gloo for a CPU run (whatever the host has), NCCL
+    when every process gets a GPU of its own; a RecipeError when the processes would share GPUs."""
+    wants_cuda = device_setting.startswith("cuda") or (device_setting == "auto" and gpus > 0)
+    if not wants_cuda:
+        return "gloo"
+    if gpus == 0:
+        raise RecipeError(f"device: {device_setting!r} but torch sees no CUDA device; use device=cpu or auto")
+    if local_processes > gpus:
+        raise RecipeError(f"device: {device_setting!r}: {local_processes} processes on this machine but {gpus} GPU(s); "
+                          f"NCCL needs a GPU per process: start at most {gpus} (torchrun --nproc_per_node={gpus}) "
+                          f"or set device=cpu to train on the CPU with gloo")
+    return "nccl"
 
 
 def active() -> bool:
@@ -50,12 +71,22 @@ def is_main() -> bool:
 
 
 def device(setting: str) -> torch.device:
-    """The device of this process: under torchrun with CUDA, the GPU of its local rank."""
+    """The device of this process (the recipe's ``device``): ``auto`` is CUDA when present; with
+    CUDA and no index, under torchrun, the GPU of this process's local rank."""
     if setting == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    return torch.device(setting)
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise RecipeError(f"device: {setting!r} but torch sees no CUDA device (torch {torch.__version__}); "
+                          f"use device=cpu or auto")
+    if setting == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        chosen = torch.device(setting)
+    except RuntimeError:
+        raise RecipeError(f"device: expected auto, cpu, cuda or cuda:N, got {setting[:100]!r}") from None
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise RecipeError(f"device: {setting!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return chosen
 
 
 def barrier() -> None:

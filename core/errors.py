@@ -7,6 +7,9 @@ else that escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
 __all__ = [
     "FaceAuthError",
     "RecipeError",
@@ -15,6 +18,7 @@ __all__ = [
     "TrainingError",
     "ExportError",
     "CheckpointError",
+    "quote",
 ]
 
 
@@ -44,3 +48,24 @@ class ExportError(FaceAuthError):
 
 class CheckpointError(FaceAuthError):
     """A checkpoint is missing, damaged, or of the wrong kind for what was asked."""
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, 160, 60, 160
+_REPR.maxdict = _REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdeque = 8
+
+
+def quote(value: Any, limit: int = 200) -> str:
+    """`repr(value)` for a message, at most `limit` characters, in time and memory that do not grow with `value`.
+
+    Every message that shows a user's value goes through this: a recipe value, a key, a metadata
+    field may be megabytes long or nested without end (a YAML alias bomb), and a message must stay one
+    readable line. Long values end in "...".
+    """
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):  # an integer beyond str()'s digit limit, a repr that recurses
+        digits = f" of about {int(value.bit_length() * 0.30103) + 1} digits" if isinstance(value, int) else ""
+        text = f"<{type(value).__name__}{digits}>"
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."

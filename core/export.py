@@ -7,16 +7,18 @@ The exporter component turns a `Bundle` into a file; this module stays on the re
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
 
-from faceauth.errors import ExportError
+from faceauth.errors import ExportError, quote
 
-__all__ = ["Bundle", "model_metadata", "onnx_session", "read_metadata", "recipe_from_metadata", "run_session",
-           "PARITY_TOLERANCE"]
+__all__ = ["Bundle", "check_providers", "model_metadata", "onnx_session", "read_metadata", "recipe_from_metadata", "run_session",
+           "PARITY_TOLERANCE", "metadata_json", "metadata_threshold"]
 
 PARITY_TOLERANCE = 1e-4
 
@@ -29,6 +31,11 @@ class Bundle:
     `dynamic_axes` names the axes that must stay free in the exported graph (``{"input": {0:
     "batch"}}``). `check_inputs` are further input tuples the exported model is compared on (for
     example other sequence lengths). `metadata` values are strings stored in the model file.
+
+    For int8 export (``export.quantize: int8``): `calibration()` yields input tuples (numpy
+    float32 batches of validation data); `evaluate(score)` returns the test split's metrics of a
+    scorer (a batch tensor in, scores out), and `parity_metric` names the one int8 may change only
+    within ``export.int8_max_change``.
     """
 
     module: Any
@@ -38,6 +45,9 @@ class Bundle:
     dynamic_axes: dict[str, dict[int, str]]
     metadata: dict[str, str]
     check_inputs: tuple[tuple[Any, ...], ...] = ()
+    calibration: Callable[[], Iterable[tuple[np.ndarray, ...]]] | None = None
+    evaluate: Callable[[Callable[[Any], np.ndarray]], dict[str, float]] | None = None
+    parity_metric: str = ""
 
 
 def model_metadata(run: Any, preprocess: Any, *, task: str, score: str, threshold: float | None,
@@ -62,10 +72,39 @@ def model_metadata(run: Any, preprocess: Any, *, task: str, score: str, threshol
     }
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session with spinning disabled (idle spinning slows whatever runs next)."""
+CPU = "CPUExecutionProvider"
+
+
+def check_providers(providers: Sequence[str] | None) -> list[str]:
+    """The execution providers to ask onnxruntime for, in order; None: the CPU alone.
+
+    A provider this onnxruntime build does not have is an ExportError naming the installed ones
+    (``onnxruntime-gpu`` brings CUDAExecutionProvider and TensorrtExecutionProvider).
+    """
     import onnxruntime as ort
 
+    if providers is None:
+        return [CPU]
+    if isinstance(providers, str):
+        providers = [p.strip() for p in providers.split(",") if p.strip()]
+    installed = ort.get_available_providers()
+    for name in providers:
+        if name not in installed:
+            raise ExportError(f"execution provider {str(name)[:80]!r} is not installed (installed: {', '.join(installed)})")
+    if not providers:
+        raise ExportError(f"no execution provider given (installed: {', '.join(installed)})")
+    return list(providers)
+
+
+def onnx_session(path: str | Path, threads: int | None = None, providers: Sequence[str] | None = None) -> Any:
+    """An onnxruntime session with spinning disabled (idle spinning slows whatever runs next).
+
+    `providers`: execution provider names in order of preference (`check_providers`); the default
+    is the CPU alone. `threads`: intra-op threads (None: onnxruntime's default, one per core).
+    """
+    import onnxruntime as ort
+
+    chosen = check_providers(providers)
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -73,7 +112,7 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=chosen)
     except Exception as exc:
         raise ExportError(f"{path}: onnxruntime cannot load this model ({str(exc).splitlines()[0]})") from None
 
@@ -84,11 +123,40 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def recipe_from_metadata(metadata: dict[str, str], path: str | Path) -> dict[str, Any]:
+def metadata_json(metadata: dict[str, str], key: str, path: str | Path, expected: type) -> Any:
+    """The JSON value of metadata `key`, which must be a `expected` (dict or list); anything else
+    (missing, not JSON, nested past Python's recursion limit, another type) is an ExportError naming the key."""
+    what = "a mapping" if expected is dict else "a list"
     try:
-        return json.loads(metadata["faceauth.recipe"])
-    except (KeyError, json.JSONDecodeError):
-        raise ExportError(f"{path}: no faceauth recipe in the model's metadata (was it exported by faceauth?)") from None
+        value = json.loads(metadata[key])
+    except KeyError:
+        raise ExportError(f"{path}: no {key} in the model's metadata (was it exported by faceauth?)") from None
+    except (json.JSONDecodeError, RecursionError, ValueError):
+        raise ExportError(f"{path}: {key} in the model's metadata is not readable JSON "
+                          f"({quote(metadata[key], 80)}); expected {what}") from None
+    if not isinstance(value, expected):
+        raise ExportError(f"{path}: {key} in the model's metadata is {quote(value, 80)}; expected {what}")
+    return value
+
+
+def recipe_from_metadata(metadata: dict[str, str], path: str | Path) -> dict[str, Any]:
+    return metadata_json(metadata, "faceauth.recipe", path, dict)
+
+
+def metadata_threshold(metadata: dict[str, str], path: str | Path) -> float | None:
+    """The decision threshold `faceauth.threshold` (None when the model has none); a value that is not a
+    finite number is an ExportError: a NaN threshold would reject everything without a word."""
+    text = metadata.get("faceauth.threshold", "")
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ExportError(f"{path}: faceauth.threshold in the model's metadata is {quote(text, 80)}; "
+                          f"expected a finite number")
+    return value
 
 
 def run_session(session: Any, *inputs: np.ndarray) -> list[np.ndarray]:

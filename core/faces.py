@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import attrs
 import numpy as np
 from PIL import Image
 
-from faceauth.errors import DataError
+from faceauth.errors import DataError, quote
 from faceauth.paths import atomic_write, cache_dir
 
 __all__ = ["Box", "CropCache", "CropGeometry", "CropReport", "HaarCascade", "LANDMARK_NAMES", "crop_face", "crop_faces",
@@ -67,21 +69,39 @@ class HaarCascade:
     Frames wider than `max_width` are downscaled first; faces smaller than `min_size` of the shorter
     side (and 16 pixels) are ignored. The built-in `haar` detector and `faceauth.authenticator` both
     detect with it, so a face is framed at deployment as the training datasets' crop caches frame it.
+
+    One object may be used from any number of threads: OpenCV's cascade keeps scratch state of its
+    own while it detects, so each thread loads its own copy on first use (about 10 ms), and the
+    threads then detect in parallel (`benchmarks/bench_haar_threads.py` compares this with a lock).
     """
 
     FILE = "haarcascade_frontalface_default.xml"
 
     def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: float = 0.1,
                  max_width: int = 640):
-        import cv2
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
-        path = Path(cv2.data.haarcascades) / self.FILE
-        self.cascade = cv2.CascadeClassifier(str(path))
-        if self.cascade.empty():
-            raise DataError(f"cannot load OpenCV's face detector {path} (an opencv-python 4.x wheel ships it; "
-                            f"5.x does not)")
+        for name, value, valid, wanted in (
+                ("scale_factor", scale_factor, number(scale_factor) and scale_factor > 1, "a number above 1"),
+                ("min_neighbors", min_neighbors, isinstance(min_neighbors, int) and 0 <= min_neighbors <= 1000,
+                 "a whole number from 0 to 1000"),
+                ("min_size", min_size, number(min_size) and 0 <= min_size <= 1, "a fraction from 0 to 1"),
+                ("max_width", max_width, isinstance(max_width, int) and 16 <= max_width <= 16384,
+                 "a whole number from 16 to 16384")):
+            if not valid:  # OpenCV would fail (or loop) inside the first detection instead
+                raise DataError(f"Haar cascade {name}: expected {wanted}, got {quote(value, 60)}")
         self.scale_factor, self.min_neighbors, self.min_size, self.max_width = (scale_factor, min_neighbors, min_size,
                                                                                 max_width)
+        self._local = threading.local()
+        self._cascade()  # fail here, not in the first detection, when OpenCV has no cascade
+
+    def _cascade(self) -> Any:
+        """This thread's own cascade, loaded on its first use."""
+        cascade = getattr(self._local, "cascade", None)
+        if cascade is None:
+            cascade = self._local.cascade = _load_cascade(self.FILE)
+        return cascade
 
     def detect(self, image: np.ndarray, hint: Box | None = None) -> list[Box]:
         """The faces in an HxWx3 uint8 RGB image, largest first; `hint` is ignored."""
@@ -92,10 +112,26 @@ class HaarCascade:
         if scale < 1.0:
             grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         side = max(16, int(min(grey.shape) * self.min_size))
-        found = self.cascade.detectMultiScale(grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                              minSize=(side, side))
+        found = self._cascade().detectMultiScale(grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+                                                 minSize=(side, side))
         boxes = [Box(x / scale, y / scale, w / scale, h / scale) for x, y, w, h in np.asarray(found).reshape(-1, 4)]
         return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)
+
+
+def _load_cascade(name: str) -> Any:
+    """OpenCV's cascade `name`, or a DataError saying which OpenCV lacks it and what to install."""
+    import cv2
+
+    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    if not hasattr(cv2, "CascadeClassifier") or folder is None:
+        raise DataError(f"OpenCV {cv2.__version__} has no Haar cascades (cv2.CascadeClassifier and cv2.data are "
+                        f"gone in 5.x); install opencv-python-headless 4.x: pip install 'opencv-python-headless<5'")
+    path = Path(folder) / name
+    cascade = cv2.CascadeClassifier(str(path))
+    if cascade.empty():
+        raise DataError(f"cannot load OpenCV's face detector {path} (the opencv-python-headless 4.x wheel ships "
+                        f"it: pip install 'opencv-python-headless<5')")
+    return cascade
 
 
 def first_face(boxes: list[Box], width: int, height: int) -> Box | None:
@@ -167,8 +203,15 @@ class CropGeometry:
 
         try:
             data = json.loads(text)
-            return cls(**{k: data[k] for k in ("detector", "detector_options", "scales", "size", "align") if k in data})
-        except (ValueError, TypeError, AttributeError) as exc:
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON mapping")
+            geometry = cls(**{k: data[k] for k in ("detector", "detector_options", "scales", "size", "align") if k in data})
+            if not (isinstance(geometry.size, int) and geometry.size <= 4096 and isinstance(geometry.align, bool)
+                    and isinstance(geometry.detector, (str, type(None))) and isinstance(geometry.detector_options, dict)):
+                raise ValueError("size must be an integer of at most 4096 pixels, align true or false, detector a "
+                                 "name, detector_options a mapping")
+            return geometry
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
             raise ExportError(f"{where}: invalid faceauth.crop metadata ({str(exc)[:200]}); expected JSON with "
                               f"detector, scales, size, align") from None
 
@@ -231,7 +274,7 @@ def face_detector(geometry: CropGeometry, mtcnn_weights: str | Path | None = Non
     if geometry.detector in (None, "haar"):
         return HaarCascade(**{k: v for k, v in options.items()
                               if k in ("scale_factor", "min_neighbors", "min_size", "max_width")})
-    raise DataError(f"crop geometry names the detector {geometry.detector!r}, which deployment cannot run "
+    raise DataError(f"crop geometry names the detector {quote(geometry.detector, 60)}, which deployment cannot run "
                     f"(it runs haar and mtcnn)")
 
 
@@ -292,7 +335,7 @@ class CropCache:
         return len(self.geometry.scales)
 
     def _path(self, source_id: str, scale: int = 0) -> Path:
-        digest = hashlib.sha256(source_id.encode()).hexdigest()
+        digest = hashlib.sha256(source_id.encode("utf-8", "surrogateescape")).hexdigest()  # names need not be UTF-8
         return self.folder / digest[:2] / (f"{digest}.jpg" if scale == 0 else f"{digest}-{scale}.jpg")
 
     def _no_face_path(self, source_id: str) -> Path:

@@ -17,7 +17,7 @@ Liveness conventions (vocabulary of ISO/IEC 30107-3)
 * EER: the ROC point minimising |pooled APCER - BPCER|, reported as the mean of the two (finite
   samples rarely cross exactly); the EER threshold is that point's threshold.
 * AUC takes live as the positive class.
-* BPCER@APCER=x: the lowest BPCER among thresholds whose pooled APCER <= x.
+* BPCER@APCER=x (x = 1%, 5%, 10%): the lowest BPCER among thresholds whose pooled APCER <= x.
 * Without attack types every attack belongs to one type named ``"attack"``.
 * ``threshold=None`` uses the EER threshold of the scores given (what validation does); a test
   run passes the validation threshold, which is applied unchanged.
@@ -32,6 +32,10 @@ Verification conventions (LFW protocol)
 * FAR: share of impostor pairs accepted; TAR: share of genuine pairs accepted.
 * TAR@FAR=x is NaN when there are fewer than 1/x impostor pairs, because such a FAR cannot be
   told apart from zero and the number would be an optimistic guess.
+* The ROC table (IJB-B / IJB-C) lists TAR at FAR = 1e-6 ... 1e-1 with the TAR@FAR rule above:
+  the operating point never exceeds the FAR asked for. (insightface's IJB script takes the ROC
+  point nearest to the FAR, which may lie just above it; with millions of impostor pairs the two
+  differ by at most one step of the curve.)
 * k-fold accuracy: contiguous folds in the order given (as pairs.txt lists them); each fold is
   scored with the threshold that maximises accuracy on the other folds.
 """
@@ -41,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import auc, roc_auc_score, roc_curve
 
 __all__ = [
     "eer_threshold",
@@ -52,6 +56,9 @@ __all__ = [
     "tar_at_far",
     "kfold_accuracy",
     "verification_metrics",
+    "ROC_TABLE_FARS",
+    "far_key",
+    "roc_table",
 ]
 
 # Rates are ratios of counts; a target such as 0.05 typed by a user may differ from k/n in the
@@ -213,6 +220,7 @@ def liveness_metrics(
         "auc": float(roc_auc_score(live, s)),
         "bpcer_at_apcer_1pct": _min_bpcer_at_apcer(fpr, tpr, 0.01),
         "bpcer_at_apcer_5pct": _min_bpcer_at_apcer(fpr, tpr, 0.05),
+        "bpcer_at_apcer_10pct": _min_bpcer_at_apcer(fpr, tpr, 0.10),
         "threshold": threshold,
         "num_live": float(live.sum()),
         "num_attack": float((~live).sum()),
@@ -297,3 +305,31 @@ def verification_metrics(scores, is_same, folds: int = 10) -> dict[str, float]:
         "tar_at_far_1e-4": _tar_from_roc(fpr, tpr, num_impostor, 1e-4),
         "num_pairs": float(len(s)),
     }
+
+
+#: The false accept rates of the IJB-B / IJB-C 1:1 ROC table.
+ROC_TABLE_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def far_key(far: float) -> str:
+    """The metric name of TAR at `far`: ``tar_at_far_1e-4`` (as in `verification_metrics`)."""
+    mantissa, exponent = f"{far:.0e}".split("e")
+    return f"tar_at_far_{mantissa}e{int(exponent)}"
+
+
+def roc_table(scores, is_same, fars: Sequence[float] = ROC_TABLE_FARS) -> dict[str, float]:
+    """TAR at each FAR of `fars` (NaN where too few impostor pairs resolve it), EER and AUC.
+
+    One ROC curve (scikit-learn's `roc_curve`) serves every row; for template protocols with
+    millions of pairs, where k-fold accuracy means nothing.
+    """
+    for far in fars:
+        if not 0.0 < far <= 1.0:
+            raise ValueError(f"far must be in (0, 1], got {far}")
+    s, same = _check_inputs(scores, is_same, "is_same")
+    fpr, tpr, thresholds = _roc(s, same)
+    num_impostor = int((~same).sum())
+    table = {far_key(far): _tar_from_roc(fpr, tpr, num_impostor, far) for far in fars}
+    table.update({"eer": _eer_from_roc(fpr, tpr, thresholds)[0], "auc": float(auc(fpr, tpr)),
+                  "num_genuine": float(len(s) - num_impostor), "num_impostor": float(num_impostor)})
+    return table

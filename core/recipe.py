@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import importlib.resources
+import itertools
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -25,7 +26,7 @@ import yaml
 
 from faceauth import schema
 from faceauth.components import resolve as resolve_reference
-from faceauth.errors import PluginError, RecipeError
+from faceauth.errors import PluginError, RecipeError, quote
 from faceauth.registry import Registry, suggest
 
 __all__ = ["Recipe", "Section", "OptimizerConfig", "SchedulerConfig", "load_recipe", "apply_overrides", "read_yaml",
@@ -147,14 +148,59 @@ _Loader.add_implicit_resolver(
 )
 
 
+# A recipe is a few hundred values; aliases may repeat a section, but never expand it past this many nodes
+# (a YAML "billion laughs" alias bomb expands a few hundred bytes into gigabytes).
+MAX_EXPANDED_NODES = 10_000
+MAX_RECIPE_BYTES = 1 << 20
+MAX_FLOW_DEPTH = 64
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many nodes `node` becomes once every alias is expanded, counted without expanding (each node once)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        if known < 0:
+            raise yaml.YAMLError("an alias refers to a node that contains it (a recursive structure)")
+        return known
+    sizes[id(node)] = -1
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[id(node)] = size
+    if size > MAX_EXPANDED_NODES:
+        raise yaml.YAMLError(f"aliases expand it past {MAX_EXPANDED_NODES} values (an alias bomb?)")
+    return size
+
+
 def parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    """YAML text as data; aliases that expand past `MAX_EXPANDED_NODES` values are refused before any is built."""
+    depth = 0
+    for depth in itertools.accumulate((char in "[{") - (char in "]}") for char in text if char in "[]{}"):
+        if depth > MAX_FLOW_DEPTH:  # PyYAML's scanner slows quadratically with the depth, and recurses
+            raise yaml.YAMLError(f"nested more than {MAX_FLOW_DEPTH} levels deep")
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {})
+        return loader.construct_document(node)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise yaml.YAMLError(quote(str(exc), 120)) from None
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML file, or a RecipeError naming the file (and line and column)."""
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: {path.stat().st_size} bytes; a recipe file is at most {MAX_RECIPE_BYTES}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{path}: recipe file not found") from None
@@ -185,12 +231,12 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
-            raise RecipeError(f"override '{item}': expected key=value, for example trainer.epochs=10")
+            raise RecipeError(f"override {quote(item)}: expected key=value, for example trainer.epochs=10")
         try:
             value = parse_yaml(text) if text.strip() else None
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise RecipeError(f"override '{item}': the value is not valid YAML ({problem})") from None
+            raise RecipeError(f"override {quote(item)}: the value is not valid YAML ({problem})") from None
         node = result
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -199,7 +245,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
                 child = node[part] = {}
             if not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
-                raise RecipeError(f"override '{item}': {where} is {child!r}, not a section with keys")
+                raise RecipeError(f"override {quote(item)}: {where} is {quote(child)}, not a section with keys")
             node = child
         node[parts[-1]] = value
     return result
@@ -275,8 +321,11 @@ def find_recipe(name: str | Path) -> Path:
 def resolve_section(raw: Any, key: str, kind: str, registry: Registry) -> Section:
     if not isinstance(raw, Mapping) or "name" not in raw:
         known = ", ".join(registry.names(kind))
-        raise RecipeError(f"{key}: expected a mapping with 'name' (a registered {kind}: {known}), got {raw!r}")
+        raise RecipeError(f"{key}: expected a mapping with 'name' (a registered {kind}: {known}), got {quote(raw)}")
     name = raw["name"]
+    if not isinstance(name, (str, int)) or isinstance(name, bool) or len(str(name)) > 100:
+        known = ", ".join(registry.names(kind))
+        raise RecipeError(f"{key}.name: expected the name of a registered {kind} ({known}), got {quote(name)}")
     try:
         component = registry.get(kind, str(name))
     except PluginError as exc:
@@ -284,7 +333,7 @@ def resolve_section(raw: Any, key: str, kind: str, registry: Registry) -> Sectio
     options = {k: v for k, v in raw.items() if k != "name"}
     if component.options is None:
         if options:
-            raise RecipeError(f"{key}.{next(iter(options))}: {kind} '{name}' takes no options")
+            raise RecipeError(f"{key}.{schema.key_name(next(iter(options)))}: {kind} '{name}' takes no options")
         return Section(str(name), None)
     return Section(str(name), schema.structure(options_class(registry, kind, str(name)), options, key))
 
@@ -305,7 +354,8 @@ def resolve(raw: Mapping[str, Any], registry: Registry, source: str = "<recipe>"
     for key in core_raw:
         if key not in schema.field_names(_Core):
             known = [*schema.field_names(_Core), *COMPONENT_SECTIONS]
-            raise RecipeError(f"{source}: {key}: unknown key (known: {', '.join(known)}){suggest(str(key), known)}")
+            raise RecipeError(f"{source}: {schema.key_name(key)}: unknown key (known: {', '.join(known)})"
+                              f"{suggest(str(key)[:100], known)}")
     try:
         core = schema.structure(_Core, core_raw, "$")
         sections: dict[str, Section | None] = {}
@@ -349,5 +399,5 @@ def load_recipe(path: str | Path | Mapping[str, Any] | None, overrides: Iterable
         for item in reversed(overrides):
             key = item.partition("=")[0].strip()
             if message.startswith((f"{key}:", f"{key}.", f"{key}[")):
-                raise RecipeError(f"override '{item}': {message}") from None
+                raise RecipeError(f"override {quote(item)}: {message}") from None
         raise

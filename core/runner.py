@@ -13,6 +13,7 @@ current epoch: the best checkpoint is tested and exported and ``metrics.json`` h
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -27,8 +28,9 @@ import attrs
 
 from faceauth import checkpoint, console, distributed
 from faceauth.data import Splits
-from faceauth.errors import FaceAuthError, PluginError, RecipeError
-from faceauth.paths import atomic_write
+from faceauth.images import utf8_text
+from faceauth.errors import FaceAuthError, PluginError, RecipeError, TrainingError, quote
+from faceauth.paths import atomic_link, atomic_write, folder_lock, sweep_temporaries, write_fault
 from faceauth.recipe import COMPONENT_SECTIONS, Recipe, load_recipe
 from faceauth.registry import Registry, load_registry
 
@@ -72,6 +74,8 @@ def build_component(registry: Registry, recipe: Recipe, section_key: str, **kwar
 def _build(registry: Registry, recipe: Recipe, section: Any, kind: str, **kwargs: Any) -> Any:
     entry = registry.entry(kind, section.name)
     args = (section.options,) if entry.component.options is not None else ()
+    if kind == "dataset" and "splits" in kwargs and not _accepts(entry.component.build, "splits"):
+        kwargs.pop("splits")  # a dataset that cannot build fewer splits builds them all
     if kind == "dataset" and _accepts(entry.component.build, "detector"):
         kwargs["detector"] = build_component(registry, recipe, "detector") if recipe.detector is not None else None
     if _accepts(entry.component.build, "components"):
@@ -112,20 +116,27 @@ class Run:
 
     Public: `recipe`, `dir`, `device`, `epoch`, `resume` (the checkpoint to continue from, or None),
     `stop_reason`, `paused`; `build(section)`, `log(scalars, step)`, `writer`, `save_checkpoint(tag, payload)`,
-    `emit(event, **kwargs)`, `request_stop(reason, finish=True)`, `record_epoch(epoch, figures, ...)`.
+    `link_checkpoint(source, tag)`, `emit(event, **kwargs)`, `request_stop(reason, finish=True)`,
+    `record_epoch(epoch, figures, ...)`.
     """
 
-    def __init__(self, recipe: Recipe, registry: Registry, directory: Path, resume: dict[str, Any] | None = None):
+    def __init__(self, recipe: Recipe, registry: Registry, directory: Path, resume: dict[str, Any] | None = None,
+                 splits: tuple[str, ...] | None = None):
         self.recipe, self.registry, self.dir, self.resume = recipe, registry, directory, resume
+        self.splits = splits  # the splits this run needs (None: all); a dataset whose build takes `splits` gets it
         self.epoch = 0
+        self.started = time.time()  # for the wall time in reports
         self.stop_reason: str | None = None
         self.stop_finishes = False  # a finishing stop (tested and exported), not a resumable pause
         self.device = distributed.device(recipe.device)
         self.datasets: dict[str, Any] = {}  # what each data section's build found (counts, skips), for metrics.json
         self._writer: Any = None
+        self._recipe_written = resume is None  # a resumed run's recipe.yaml is rewritten only once restored
 
     # components -------------------------------------------------------------------------------
     def build(self, section_key: str, **kwargs: Any) -> Any:
+        if self.splits is not None and COMPONENT_SECTIONS.get(section_key) == "dataset":
+            kwargs.setdefault("splits", self.splits)
         built = build_component(self.registry, self.recipe, section_key, **kwargs)
         if isinstance(built, Splits):
             self.datasets[section_key] = built.info
@@ -153,7 +164,7 @@ class Run:
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         for key, value in scalars.items():
-            self.writer.add_scalar(key, value, step)
+            self.writer.add_scalar(utf8_text(key), value, step)  # keys may hold folder names (attack types)
 
     def record_epoch(self, epoch: int, figures: dict[str, Any], *, best: bool, seconds: float,
                      epochs: int | None = None) -> None:
@@ -205,7 +216,24 @@ class Run:
         """Written by rank 0; every rank waits until it is on disk."""
         path = self.dir / "checkpoints" / f"{tag}.pt"
         if distributed.is_main():
+            self.write_recipe()  # a resumed run's first checkpoint comes after its restore
             checkpoint.save(path, {**payload, "recipe": self.recipe.to_dict(), "versions": self.versions(), "tag": tag})
+            self.emit("checkpoint_saved", path=path, epoch=self.epoch, tag=tag)
+        distributed.barrier()
+        return path
+
+    def write_recipe(self) -> None:
+        """Write ``recipe.yaml`` (once; on resume only after the checkpoint was restored, i.e. with the first save)."""
+        if not self._recipe_written and distributed.is_main():
+            _write_text(self.dir / "recipe.yaml", self.recipe.to_yaml())
+            self._recipe_written = True
+
+    def link_checkpoint(self, source: str, tag: str) -> Path:
+        """Make checkpoint `tag` the file checkpoint `source` is (an epoch that is both the last and the
+        best is written once); rank 0 links, every rank waits."""
+        path = self.dir / "checkpoints" / f"{tag}.pt"
+        if distributed.is_main():
+            atomic_link(path.with_name(f"{source}.pt"), path)
             self.emit("checkpoint_saved", path=path, epoch=self.epoch, tag=tag)
         distributed.barrier()
         return path
@@ -238,7 +266,7 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
             if found:
                 return found
         return None
-    return None if a == b else f"{path}: {a!r} in the checkpoint, {b!r} in the recipe"
+    return None if a == b else f"{path}: {quote(a)} in the checkpoint, {quote(b)} given"
 
 
 @attrs.frozen
@@ -257,6 +285,23 @@ class RunResult:
     metrics: dict[str, Any]
     interrupted: bool
     onnx_path: Path | None
+
+
+def _naming_write_faults(function: Any) -> Any:
+    """A failed write in a run (a full disk, a read-only folder) as one line naming the file and the cause;
+    what the run wrote before it stays (every file is written atomically)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except OSError as exc:
+            fault = write_fault(exc)
+            if fault is None or fault.filename is None:
+                raise
+            raise TrainingError(f"{fault.filename}: cannot write ({fault.strerror or fault})") from exc
+
+    return wrapper
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -285,19 +330,21 @@ def _run_dir(recipe: Recipe) -> Path:
     return directory
 
 
+@_naming_write_faults
 def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterable[str] = (), *,
         resume: str | Path | None = None, extra_plugins: Iterable[Any] = ()) -> RunResult:
     """Run a recipe (a YAML file, a built-in recipe's name or a mapping; or continue the run in
     directory `resume`) and return its results."""
     registry = load_registry(extra_plugins)
-    distributed.setup()
     state = None
     if resume is not None:
         state = checkpoint.load(Path(resume))
-        recipe_obj = load_recipe(None, overrides, registry=registry, base=state["recipe"])
+        stored = checkpoint.recipe_of(state)
+        recipe_obj = load_recipe(None, overrides, registry=registry, base=stored)
+        _check_resume_overrides(load_recipe(None, (), registry=registry, base=stored), recipe_obj, overrides, resume)
         if recipe is not None:
             given = load_recipe(recipe, overrides, registry=registry)
-            difference = _first_difference(state["recipe"], given.to_dict())
+            difference = _first_difference(stored, given.to_dict())
             if difference:
                 raise RecipeError(f"{recipe}: the run in {resume} was made with another recipe ({difference}); "
                                   f"resume with --resume alone, or start a new run")
@@ -307,15 +354,17 @@ def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterabl
             raise RecipeError("no recipe given (a YAML file such as recipes/liveness_resnet18.yaml)")
         recipe_obj = load_recipe(recipe, overrides, registry=registry)
         directory = None
+    distributed.setup(recipe_obj.device)
     trainer = build_component(registry, recipe_obj, "trainer")
     exporter = build_component(registry, recipe_obj, "export") if recipe_obj.export is not None else None
     distributed.check_same("the resolved recipe", recipe_obj.to_dict())
     created = None
+    held = contextlib.ExitStack()  # the run directory's lock, held until the run ends
     if distributed.is_main():
         created = _first_missing(Path(recipe_obj.output_dir).absolute()) if directory is None else None
         directory = directory or _run_dir(recipe_obj)
         created = created or (directory.absolute() if state is None else None)
-        (directory / "recipe.yaml").write_text(recipe_obj.to_yaml(), encoding="utf-8")
+        _take_run_dir(held, directory, write_recipe=recipe_obj.to_yaml() if state is None else None)
     directory = distributed.broadcast(directory)
     current = Run(recipe_obj, registry, directory, resume=state)
     try:
@@ -326,6 +375,7 @@ def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterabl
                 # Bad input found before anything was trained: leave no empty run directory behind.
                 if created is not None and not (directory / "checkpoints").exists():
                     current.close()
+                    held.close()
                     shutil.rmtree(created, ignore_errors=True)
                 raise
         onnx_path = None
@@ -334,13 +384,55 @@ def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterabl
         if current.stop_reason is not None and not current.paused:
             metrics["stopped_early"] = current.stop_reason
         if distributed.is_main():
+            current.write_recipe()
+            _write_json(directory / "metrics.json", metrics)  # before the export: a failed export keeps the figures
             if exporter is not None and not current.paused:
-                onnx_path = exporter.export(trainer.export_bundle(current, fit.model), directory / "model.onnx")
-            _write_json(directory / "metrics.json", metrics)
+                onnx_path = _export(exporter, trainer.export_bundle(current, fit.model), directory)
         distributed.barrier()
     finally:
         current.close()
+        held.close()
     return RunResult(directory, metrics, current.stop_reason == "interrupted", onnx_path)
+
+
+def _take_run_dir(held: contextlib.ExitStack, directory: Path, write_recipe: str | None) -> None:
+    """Lock `directory` for this run (released by `held`), sweep the temporary files a killed run left, and
+    write ``recipe.yaml`` when given (a resumed run rewrites it only once its checkpoint is restored)."""
+    held.enter_context(folder_lock(directory))
+    try:
+        swept = sweep_temporaries(directory)
+        if swept:
+            logging.getLogger("faceauth").info("removed %d temporary file(s) of an interrupted write (%s)",
+                                               len(swept), ", ".join(p.name for p in swept[:3]))
+        if write_recipe is not None:
+            _write_text(directory / "recipe.yaml", write_recipe)
+    except BaseException:
+        held.close()
+        raise
+
+
+def _check_resume_overrides(stored: Recipe, resumed: Recipe, overrides: list[str], resume: str | Path) -> None:
+    """Overrides given with --resume may change only `RESUMABLE_KEYS`, as a recipe file given with it."""
+    difference = _first_difference(stored.to_dict(), resumed.to_dict())
+    if difference is None:
+        return
+    key = difference.partition(":")[0]
+    named = [item for item in overrides if key.startswith(item.partition("=")[0].strip())]
+    where = f"override {quote(named[-1])}" if named else "overrides"
+    raise RecipeError(f"{where}: the run in {resume} was made with another recipe ({difference}); a resumed run may "
+                      f"change only {', '.join(RESUMABLE_KEYS)}; start a new run for anything else")
+
+
+def _export(exporter: Any, bundle: Any, directory: Path) -> Path:
+    try:
+        return exporter.export(bundle, directory / "model.onnx")
+    except FaceAuthError as exc:
+        raise type(exc)(f"{exc} (the run's figures are kept in {directory / 'metrics.json'})") from None
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_write(path) as handle:
+        handle.write(text.encode("utf-8"))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -20,9 +20,9 @@ from typing import Any, Literal, Union
 import attr
 import attrs
 
-from faceauth.errors import RecipeError
+from faceauth.errors import RecipeError, quote
 
-__all__ = ["structure", "unstructure", "positive", "non_negative", "fraction", "field_names"]
+__all__ = ["structure", "unstructure", "positive", "non_negative", "fraction", "field_names", "key_name"]
 
 
 def _describe(tp: Any) -> str:
@@ -62,11 +62,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 return _convert(arg, value, path)
             except RecipeError:
                 continue
-        raise RecipeError(f"{path}: expected {_describe(tp)}, got {value!r}")
+        raise RecipeError(f"{path}: expected {_describe(tp)}, got {quote(value)}")
     if origin is Literal:
         if any(value == arg and type(value) is type(arg) for arg in args):
             return value
-        raise RecipeError(f"{path}: expected {_describe(tp)}, got {value!r}")
+        raise RecipeError(f"{path}: expected {_describe(tp)}, got {quote(value)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -88,12 +88,19 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             return tuple(items) if origin is tuple else items
     elif origin is dict:
         if isinstance(value, Mapping):
-            return {str(k): _convert(args[1], v, f"{path}.{k}") for k, v in value.items()}
+            return {str(k): _convert(args[1], v, f"{path}.{key_name(k)}") for k, v in value.items()}
     elif attrs.has(tp):
         return structure(tp, value, path)
     else:
         raise TypeError(f"faceauth.schema cannot structure fields of type {tp!r} ({path})")
-    raise RecipeError(f"{path}: expected {_describe(tp)}, got {value!r}")
+    raise RecipeError(f"{path}: expected {_describe(tp)}, got {quote(value)}")
+
+
+def key_name(key: Any) -> str:
+    """A recipe key as messages show it inside a dotted path: itself when short and plain, else quoted."""
+    if isinstance(key, str) and len(key) <= 60 and key.isprintable():
+        return key
+    return quote(key, 60)
 
 
 def field_names(cls: type) -> list[str]:
@@ -107,13 +114,14 @@ def structure(cls: type, data: Any, path: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise RecipeError(f"{path}: expected a mapping of keys to values, got {data!r}")
+        raise RecipeError(f"{path}: expected a mapping of keys to values, got {quote(data)}")
     hints = typing.get_type_hints(cls)
     known = field_names(cls)
     for key in data:
         if key not in known:
             raise RecipeError(
-                f"{path}.{key}: unknown key (known: {', '.join(known) or 'none'}){suggest(str(key), known)}"
+                f"{path}.{key_name(key)}: unknown key (known: {', '.join(known) or 'none'})"
+                f"{suggest(str(key)[:100], known)}"
             )
     kwargs = {}
     for field in attrs.fields(cls):
@@ -139,7 +147,7 @@ def unstructure(instance: Any) -> Any:
 def _check(predicate: Any, wanted: str) -> Any:
     def validator(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value is not None and not predicate(value):
-            raise ValueError(f"{attribute.name}: expected {wanted}, got {value!r}")
+            raise ValueError(f"{attribute.name}: expected {wanted}, got {quote(value)}")
 
     return validator
 

@@ -13,9 +13,11 @@ import numpy as np
 
 from faceauth.errors import DataError
 
-__all__ = ["VIDEO_SUFFIXES", "frame_count", "read_frames", "sample_indices", "videos_under", "write_video"]
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "clip_indices", "clip_span", "frame_count", "padded_clip", "read_frames", "sample_indices",
+           "videos_under", "write_video"]
 
 VIDEO_SUFFIXES = (".avi", ".mov", ".mp4", ".webm", ".mkv")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff")  # faceauth.data re-exports it
 
 
 # Codecs the FFmpeg inside the opencv-python wheel both writes and reads back.
@@ -103,3 +105,39 @@ def sample_indices(total: int, count: int, stride: int | None = None, offset: in
             return list(range(total))
         return [int(round(x)) for x in np.linspace(0, total - 1, count)]
     return [i for i in range(offset, total, stride)][:count]
+
+
+def clip_span(length: int, stride: int | None) -> int:
+    """Frames a video must have for one clip of `length` frames without padding."""
+    return length if stride is None else (length - 1) * stride + 1
+
+
+def clip_indices(total: int, length: int, stride: int | None, count: int) -> list[list[int]]:
+    """The frame indices of `count` clips of `length` frames of a video of `total` frames; [] when too short.
+
+    Evenly spread clips (`stride` None) interleave: clip k starts k/K of a frame step after clip
+    k-1, so the first clip starts at frame 0 and the last ends at the last frame. Strided clips
+    start at offsets spread from 0 to the last possible start. Identical clips (a video just long
+    enough) count once. Training's clip datasets and `faceauth-predict` cut videos with this.
+    """
+    if total < clip_span(length, stride):
+        return []
+    if count == 1:
+        clips = [sample_indices(total, length, stride)]
+    elif stride is None:
+        step = (total - 1) / (length - 1 + (count - 1) / count)
+        clips = [[round(k * step / count + i * step) for i in range(length)] for k in range(count)]
+    else:
+        offsets = np.linspace(0, total - clip_span(length, stride), count)
+        clips = [sample_indices(total, length, stride, round(o)) for o in offsets]
+    unique: list[list[int]] = []
+    for clip in clips:
+        if clip not in unique:
+            unique.append(clip)
+    return unique
+
+
+def padded_clip(total: int, length: int, stride: int | None) -> list[int]:
+    """The one clip of a short video: the frames it has, then its last sampled frame repeated."""
+    indices = sample_indices(total, length, stride)
+    return indices + [indices[-1]] * (length - len(indices))

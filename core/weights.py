@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +12,26 @@ import torch
 
 from faceauth.errors import CheckpointError
 
-__all__ = ["load_pretrained"]
+__all__ = ["load_pretrained", "restoring", "is_restoring"]
+
+_RESTORING = contextvars.ContextVar("faceauth_restoring", default=False)
+
+
+@contextlib.contextmanager
+def restoring() -> Iterator[None]:
+    """Components built inside get their weights from a checkpoint or an exported model afterwards, so the
+    files they would start from (``backbone.pretrained``, a temporal model's encoder checkpoint) are not read:
+    a trained model evaluates and exports with no other file."""
+    token = _RESTORING.set(True)
+    try:
+        yield
+    finally:
+        _RESTORING.reset(token)
+
+
+def is_restoring() -> bool:
+    """True inside `restoring()`: a builder should make its modules' structure only, reading no weight file."""
+    return _RESTORING.get()
 
 
 def _state_dict_of(payload: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -38,6 +60,8 @@ def load_pretrained(module: torch.nn.Module, path: str | Path, *, ignore: tuple[
     `prefixes`: prefixes every key of a file in another accepted layout carries (the first one all
     keys share is removed). `layouts` describes the accepted layouts in the mismatch error.
     """
+    if is_restoring():
+        return  # the restored weights replace these
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"backbone.pretrained: {path} does not exist (a local .pth/.pt state_dict file)")

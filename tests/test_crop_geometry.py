@@ -146,3 +146,42 @@ def test_an_mtcnn_geometry_without_its_onnx_files_names_the_export_command(tmp_p
 def test_crop_options_default_to_the_old_margin() -> None:
     assert CropOptions().crop_scale == 1.4  # crop_margin 0.2 on each side: 1 + 2 x 0.2
     assert CroppedFaces([], None).scales == 1
+
+
+def test_fusion_warns_about_components_trained_on_other_crops(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from faceauth.plugins.trainers.fusion import Component, warn_other_crops
+
+    def score(images: object) -> np.ndarray:
+        return np.zeros(1)
+
+    same = Component("liveness", Path("live.onnx"), "", None, score, geometry=CropGeometry())
+    aligned = Component("embedding", Path("arcface.onnx"), "", None, score,
+                        geometry=CropGeometry("mtcnn", size=112, align=True))
+    with caplog.at_level(logging.WARNING, logger="faceauth"):
+        assert warn_other_crops({"data": {"name": "demo_attempts"}}, [same, aligned]) == ["arcface.onnx"]
+    assert "trained on other face crops than the attempts'" in caplog.text
+    assert warn_other_crops({"data": {"name": "attempt_folder", "crop_size": 112}, "detector": {"name": "mtcnn"}},
+                            [aligned]) == ["arcface.onnx"]  # a scaled crop is not an aligned one
+
+
+def test_nuaa_raw_frames_through_the_recipe_give_one_sample_per_scale(tmp_path: Path) -> None:
+    from faceauth.runner import build_component
+    from tests.test_nuaa import SUBJECTS, haar_frames, write_tree
+
+    frames = haar_frames(3)
+    base = tmp_path / "NUAA"
+    write_tree(base, "raw", subjects=SUBJECTS[:3], image=lambda s: frames[s])
+    recipe = load_recipe(REPO / "recipes" / "liveness_nuaa.yaml",
+                         [f"data.root={base}", "data.crop_size=24", "data.crop_scale=[1.0, 2.7]"],
+                         registry=load_registry())
+    splits = build_component(load_registry(), recipe, "data")
+    test = splits.test
+    assert len(test) == 2 * len(test.sources) and test.labels[0::2] == test.labels[1::2]
+    tight, loose = test[0], test[1]
+    assert tight["path"] == loose["path"] and tight["image"].size == loose["image"].size == (24, 24)
+    # the 2.7 crop holds the 1.0 crop in its middle (1/2.7 of its side)
+    inner = np.asarray(loose["image"].resize((65, 65)), int)[23:42, 23:42]
+    centre = np.asarray(tight["image"].resize((19, 19)), int)
+    assert np.abs(inner - centre).mean() < np.abs(inner - np.asarray(loose["image"].resize((19, 19)), int)).mean()

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 RECIPE = {
     "seed": 0,
+    "device": "cpu",  # CPU semantics (gloo) on any host, a GPU one included
     "data": {"name": "stripes", "train": 64, "val": 32, "test": 32},
     "backbone": {"name": "tiny_cnn", "width": 8, "norm": "group"},
     "loss": {"name": "cross_entropy"},

@@ -15,6 +15,7 @@ import yaml
 
 import faceauth
 from faceauth.cli import eval_main, export_main, run_main, versions
+from faceauth.predict import predict_main
 from faceauth.components import Dataset, Lazy, lazy, resolve
 from faceauth.errors import PluginError, RecipeError
 from faceauth.recipe import builtin_recipes, find_recipe, load_recipe
@@ -148,7 +149,7 @@ def test_cli_and_listing_import_no_torch() -> None:
 
 # ---- --version and logging -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("main", [run_main, eval_main, export_main])
+@pytest.mark.parametrize("main", [run_main, eval_main, export_main, predict_main])
 def test_every_command_has_version(main, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])

@@ -45,7 +45,7 @@ def test_result_is_flat_dict_of_python_floats_with_the_documented_keys():
     m = metrics.liveness_metrics(SCORES, IS_LIVE, TYPES, threshold=0.5)
     assert set(m) == {
         "apcer", "apcer_print", "apcer_replay", "bpcer", "acer", "hter", "eer", "auc",
-        "bpcer_at_apcer_1pct", "bpcer_at_apcer_5pct", "threshold", "num_live", "num_attack",
+        "bpcer_at_apcer_1pct", "bpcer_at_apcer_5pct", "bpcer_at_apcer_10pct", "threshold", "num_live", "num_attack",
         "accuracy",
     }  # fmt: skip
     assert all(type(v) is float for v in m.values())
@@ -134,6 +134,7 @@ def test_bpcer_at_apcer():
     m = metrics.liveness_metrics(live + attack, [True] * 10 + [False] * 100)
     assert m["bpcer_at_apcer_1pct"] == pytest.approx(0.8)
     assert m["bpcer_at_apcer_5pct"] == pytest.approx(0.4)
+    assert m["bpcer_at_apcer_10pct"] == pytest.approx(0.4)  # attacks 0.90 .. 0.99 allowed: no further live score
 
 
 # --- verification ----------------------------------------------------------------------------

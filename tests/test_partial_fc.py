@@ -316,7 +316,7 @@ def test_embedding_trainer_trains_with_partial_fc(tmp_path: Path) -> None:
 
 # Group norm does not depend on how the batch is split, so 1 and 2 processes reach the same weights;
 # the clipping threshold is far below the gradient norm, so the clipped norm spans the processes.
-TINY = {**RECIPE, "backbone": {"name": "tiny_cnn", "width": 8, "norm": "group"},
+TINY = {**RECIPE, "device": "cpu", "backbone": {"name": "tiny_cnn", "width": 8, "norm": "group"},
         "trainer": {**RECIPE["trainer"], "grad_clip": 1.0, "channels_last": False, "flip_test": False}}
 
 

@@ -312,7 +312,8 @@ def test_round_trip_without_export(registry):
 def test_to_dict_holds_every_default(registry):
     data = load_recipe(HEADLINE, registry=registry).to_dict()
     assert data["trainer"]["augment"]["crop_scale"] == 0.8
-    assert data["export"] == {"name": "onnx", "opset": 18, "tolerance": pytest.approx(1e-4)}
+    assert data["export"] == {"name": "onnx", "opset": 18, "tolerance": pytest.approx(1e-4), "quantize": "none",
+                              "calibration_samples": 256, "int8_max_change": 0.01, "require_speedup": True}
     assert data["run_name"] is None and data["device"] == "auto"
 
 
@@ -356,5 +357,5 @@ def test_a_nested_section_set_in_part_keeps_its_own_defaults(registry):
 def test_gpu_path_options_are_validated(registry):
     recipe = load_recipe(HEADLINE, ["trainer.amp_dtype=bfloat16", "trainer.compile=true"], registry=registry)
     assert recipe.trainer.options.amp_dtype == "bfloat16" and recipe.trainer.options.compile is True
-    with pytest.raises(RecipeError, match=r"trainer.amp_dtype: expected one of 'float16', 'bfloat16', got 'float8'"):
+    with pytest.raises(RecipeError, match=r"trainer.amp_dtype: expected one of 'auto', 'float16', 'bfloat16', got 'float8'"):
         load_recipe(HEADLINE, ["trainer.amp_dtype=float8"], registry=registry)

@@ -16,14 +16,15 @@ pytestmark = pytest.mark.slow
 
 
 class _NanAfter(torch.nn.Module):
-    """Cross-entropy for the first `good` calls, NaN after."""
+    """Cross-entropy for the first `good` training calls, NaN after (validation loss calls, made
+    without gradients, are not counted)."""
 
     def __init__(self, good: int):
         super().__init__()
         self.calls, self.good = 0, good
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
+        self.calls += torch.is_grad_enabled()
         loss = torch.nn.functional.cross_entropy(logits, target)
         return loss if self.calls <= self.good else loss * float("nan")
 

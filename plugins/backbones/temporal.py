@@ -185,5 +185,13 @@ def build(options: LstmOptions, components: Any) -> TemporalLstm:
         if not hasattr(encoder, attribute):
             raise faceauth.PluginError(f"backbone.encoder: backbone '{options.encoder.get('name')}' has no "
                                        f"'{attribute}' attribute (see faceauth.components.Backbone)")
-    scorer = _frame_scorer(encoder, options, components) if options.encoder_checkpoint else None
+    scorer = None
+    if options.encoder_checkpoint and faceauth.weights.is_restoring():
+        # Weights come from this model's own checkpoint or export: the frame scorer's structure is the encoder's
+        # (its weights were loaded strictly into it) and a live/spoof head; its file is not needed any more.
+        scorer_backbone = encoder if options.freeze_encoder else components.build(
+            "backbone", options.encoder, key="backbone.encoder")
+        scorer = FrameScorer(scorer_backbone, torch.nn.Linear(encoder.num_features, 2))
+    elif options.encoder_checkpoint:
+        scorer = _frame_scorer(encoder, options, components)
     return TemporalLstm(encoder, options, scorer)

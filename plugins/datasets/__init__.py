@@ -54,4 +54,6 @@ def faceauth_datasets() -> list[Dataset]:
         _dataset("demo_attempts", "attempts", "build_demo_attempts", "DemoAttemptsOptions",
                  "verification attempts on procedurally rendered people with print/replay attacks, "
                  "rendered once into the cache"),
+        _dataset("ijb", "ijb", "build_ijb", "IJBOptions",
+                 "IJB-B / IJB-C 1:1 template verification (loose crops, 5-point landmarks); a test set"),
     ]

@@ -34,10 +34,12 @@ from typing import Any
 
 import attrs
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from faceauth.data import LIVE, SPOOF, Splits, check_classes
-from faceauth.errors import DataError
+from faceauth.errors import DataError, quote
+from faceauth.images import image_size
+from faceauth.paths import inside
 from faceauth.faces import Box, CropCache
 from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, crop_geometry_of, detector_settings,
                                               hold_out_subjects, open_fraction, report_missing,
@@ -90,10 +92,13 @@ class LabelEntry:
 
 
 def _entry(path: Path, key: Any, value: Any) -> LabelEntry:
-    where = f"{path}: entry {key!r}"
+    where = f"{path}: entry {quote(key, 120)}"
     if not isinstance(value, list) or len(value) != NUM_LABELS or set(map(type, value)) != {int}:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise DataError(f"{where}: expected a list of {NUM_LABELS} integers, got {shown}")
+    if not isinstance(key, str):
+        raise DataError(f"{where}: expected a path like Data/train/<subject>/{{live,spoof}}/<name>.jpg")
+    inside("data.root", key, where)
     parts = key.split("/")
     if len(parts) != 5 or parts[0] != "Data" or parts[3] not in ("live", "spoof") or not parts[2]:
         raise DataError(f"{where}: expected a path like Data/train/<subject>/{{live,spoof}}/<name>.jpg")
@@ -179,12 +184,9 @@ def read_box(path: Path, width: int, height: int) -> tuple[Box | None, str]:
 def _image_size(path: Path) -> tuple[int, int] | None:
     """(width, height) from the image header (nothing is decoded); None when the file does not exist."""
     try:
-        with Image.open(path) as image:
-            return image.size
+        return image_size(path)
     except FileNotFoundError:
         return None
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from None
 
 
 # --- the dataset -------------------------------------------------------------------------------------------

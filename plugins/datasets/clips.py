@@ -105,39 +105,17 @@ class WholeFrame:
 
 def frames_needed(sampling: ClipSampling) -> int:
     """Frames a video must have for one clip without padding."""
-    stride = sampling.clip_stride
-    return sampling.clip_length if stride is None else (sampling.clip_length - 1) * stride + 1
+    return fa_video.clip_span(sampling.clip_length, sampling.clip_stride)
 
 
 def clip_indices(total: int, sampling: ClipSampling) -> list[list[int]]:
-    """The frame indices of each clip of a video of `total` frames; [] when it is too short for one.
-
-    Evenly spread clips interleave: clip k starts k/K of a frame step after clip k-1, so the first
-    clip starts at frame 0 and the last ends at the last frame. Strided clips start at offsets
-    spread from 0 to the last possible start. Identical clips (a video just long enough) count once.
-    """
-    length, stride, count = sampling.clip_length, sampling.clip_stride, sampling.clips_per_video
-    if total < frames_needed(sampling):
-        return []
-    if count == 1:
-        clips = [fa_video.sample_indices(total, length, stride)]
-    elif stride is None:
-        step = (total - 1) / (length - 1 + (count - 1) / count)
-        clips = [[round(k * step / count + i * step) for i in range(length)] for k in range(count)]
-    else:
-        offsets = np.linspace(0, total - frames_needed(sampling), count)
-        clips = [fa_video.sample_indices(total, length, stride, round(o)) for o in offsets]
-    unique: list[list[int]] = []
-    for clip in clips:
-        if clip not in unique:
-            unique.append(clip)
-    return unique
+    """The frame indices of each clip of a video of `total` frames (`faceauth.video.clip_indices`)."""
+    return fa_video.clip_indices(total, sampling.clip_length, sampling.clip_stride, sampling.clips_per_video)
 
 
 def padded_clip(total: int, sampling: ClipSampling) -> list[int]:
     """The one clip of a short video: the frames it has, then its last sampled frame repeated."""
-    indices = fa_video.sample_indices(total, sampling.clip_length, sampling.clip_stride)
-    return indices + [indices[-1]] * (sampling.clip_length - len(indices))
+    return fa_video.padded_clip(total, sampling.clip_length, sampling.clip_stride)
 
 
 # ---- the dataset ---------------------------------------------------------------------------------
@@ -353,23 +331,35 @@ def index_video_split(split_dir: Path) -> list[ClipVideo]:
             else:
                 attack_type = parts[0] if len(parts) > 1 else "spoof"
                 found.append(ClipVideo(path, SPOOF, attack_type, parts[1] if len(parts) > 2 else ""))
+    _refuse_subjects_as_attack_types(split_dir, found)
     return found
 
 
+def _refuse_subjects_as_attack_types(split_dir: Path, videos: list[ClipVideo]) -> None:
+    """The layout is spoof/<attack type>/[<subject>/]: a spoof/<x>/ folder named like a live subject folder
+    is spoof/<subject>/ misplaced, which would make every subject an attack type. Refuse it, naming it."""
+    subjects = {video.subject for video in videos if video.label == LIVE and video.subject}
+    misread = sorted({video.attack_type for video in videos if video.label == SPOOF and video.attack_type in subjects})
+    if misread:
+        raise DataError(f"{split_dir / 'spoof' / misread[0]}: named like the live subject folder live/{misread[0]}/, "
+                        f"but the level below spoof/ is the attack type (spoof/<attack type>/[<subject>/]); "
+                        f"move its videos to spoof/<attack type>/{misread[0]}/")
+
+
 def load_video_folder(root: Path, options: ClipOptions, detector: Any = None, *, name: str = "video_folder",
-                      key: str = "data.root") -> Splits:
-    """Clips of the videos under `root` in the video_folder layout."""
+                      key: str = "data.root", splits: Sequence[str] | None = None) -> Splits:
+    """Clips of the videos under `root` in the video_folder layout; `splits` (e.g. ``("test",)``) builds only those."""
     if not root.is_dir():
         raise DataError(f"{key}: {root} is not a directory (expected {LAYOUT})")
-    for required in ("train", "val"):
+    for required in splits or ("train", "val"):
         if not (root / required).is_dir():
             raise DataError(f"{key}: {root} has no '{required}/' folder (expected {LAYOUT})")
-    splits = ("train", "val", "test") if (root / "test").is_dir() else ("train", "val")
+    splits = splits or [split for split in ("train", "val", "test") if (root / split).is_dir()]
     videos = {split: index_video_split(root / split) for split in splits}
     return build_clip_splits(name, videos, options, cache=clip_cache(name, detector, options),
                              counts=FrameCounts(name, root), on_bad_video=options.on_bad_video,
                              info={"root": str(root), "detector": detector is not None})
 
 
-def build_video_folder(options: VideoFolderOptions, detector: Any = None) -> Splits:
-    return load_video_folder(Path(options.root).expanduser().resolve(), options, detector)
+def build_video_folder(options: VideoFolderOptions, detector: Any = None, splits: Sequence[str] | None = None) -> Splits:
+    return load_video_folder(Path(options.root).expanduser().resolve(), options, detector, splits=splits)

@@ -16,6 +16,7 @@ and read by the same code; `folder` with no `root` uses it, so recipes run out o
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +75,16 @@ def index_split(split_dir: Path) -> LivenessFolder:
     return LivenessFolder(samples)
 
 
-def load_folder(root: Path, key: str = "data.root") -> Splits:
+def load_folder(root: Path, key: str = "data.root", splits: Sequence[str] | None = None) -> Splits:
+    """The splits of `root`; `splits` (e.g. ``("test",)`` for faceauth-eval) indexes only those, and requires them."""
     if not root.is_dir():
         raise DataError(f"{key}: {root} is not a directory (expected root/{{train,val,test}}/{{live,spoof}}/)")
-    for required in ("train", "val"):
+    for required in splits or ("train", "val"):
         if not (root / required).is_dir():
             raise DataError(f"{key}: {root} has no '{required}/' folder (expected root/{{train,val,test}}/{{live,spoof}}/)")
-    test = index_split(root / "test") if (root / "test").is_dir() else None
-    return Splits(train=index_split(root / "train"), val=index_split(root / "val"), test=test, classes=CLASSES,
+    wanted = splits or [name for name in ("train", "val", "test") if (root / name).is_dir()]
+    built = {name: index_split(root / name) for name in wanted}
+    return Splits(train=built.get("train"), val=built.get("val"), test=built.get("test"), classes=CLASSES,
                   info={"root": str(root), "task": "liveness"})
 
 
@@ -115,11 +118,11 @@ def demo_root(options: DemoOptions) -> Path:
     return root
 
 
-def build_folder(options: FolderOptions) -> Splits:
+def build_folder(options: FolderOptions, splits: Sequence[str] | None = None) -> Splits:
     if options.root is None:
-        return load_folder(demo_root(DemoOptions()), key="demo")
-    return load_folder(Path(options.root).expanduser())
+        return load_folder(demo_root(DemoOptions()), key="demo", splits=splits)
+    return load_folder(Path(options.root).expanduser(), splits=splits)
 
 
-def build_demo(options: DemoOptions) -> Splits:
-    return load_folder(demo_root(options), key="demo")
+def build_demo(options: DemoOptions, splits: Sequence[str] | None = None) -> Splits:
+    return load_folder(demo_root(options), key="demo", splits=splits)

@@ -53,6 +53,7 @@ from typing import Any, Literal
 import attrs
 
 from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes
+from faceauth.paths import inside
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import CropCache
 from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, crop_geometry_of, detector_settings, hold_out_subjects, open_fraction,
@@ -162,8 +163,8 @@ def read_list(base: Path, variant: Variant, split: str) -> list[NuaaImage]:
             parts = [p for p in line.split()[0].replace("\\", "/").split("/") if p not in ("", ".")]
             if len(parts) > 1 and parts[0] == folder:  # given from the variant folder, not the class folder
                 parts = parts[1:]
-            image = base / folder / Path(*parts)
             where = f"{path}: line {number}"
+            image = inside(base / folder, "/".join(parts), where)
             entry = _image(image, label, where, parts[-2] if len(parts) > 1 else None)
             if image.is_file():
                 images.append(entry)

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from faceauth.data import Verification, read_image
-from faceauth.errors import DataError
-from faceauth.paths import atomic_write
+from faceauth.errors import DataError, quote
+from faceauth import images
+from faceauth.paths import atomic_write, inside
 
 __all__ = ["ImageFiles", "EncodedImages", "read_lfw_pairs", "read_bin", "write_bin", "generate_pairs",
            "pairs_verification", "decode_image"]
@@ -58,11 +58,7 @@ class ImageFiles:
 
 def decode_image(data: bytes, where: str):
     """Decode encoded image bytes to a PIL RGB image; failure is a DataError naming `where`."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{where}: cannot decode image ({exc})") from None
+    return images.decode_image(io.BytesIO(data), where)
 
 
 class EncodedImages:
@@ -116,7 +112,9 @@ def read_lfw_pairs(pairs_file: str | Path, root: str | Path, name: str | None = 
 
     def image(person: str, number: int, where: str) -> int:
         filename = f"{person}_{number:04d}.jpg"
-        path = root / person / filename
+        if "/" in person or "\\" in person:
+            raise DataError(f"{where}: person {quote(person, 80)} is not a folder name under {root}")
+        path = inside(root, f"{person}/{filename}", where)
         key = str(path)
         if key in index:
             return index[key]

@@ -8,4 +8,5 @@ from faceauth.components import Exporter, lazy
 def faceauth_exporters() -> list[Exporter]:
     return [Exporter(name="onnx", build=lazy("faceauth.plugins.exporters.onnx_exporter:OnnxExporter"),
                      options=lazy("faceauth.plugins.exporters.onnx_exporter:OnnxOptions"),
-                     description="ONNX with dynamic batch, metadata, onnx.checker and an onnxruntime parity check")]
+                     description="ONNX with dynamic batch, metadata, onnx.checker and an onnxruntime parity check; "
+                                 "quantize: int8 for static QDQ int8")]

@@ -2,16 +2,22 @@
 
 It uses the torch.export-based exporter with the bundle's dynamic axes marked dynamic, renames the
 symbolic dimensions to the bundle's names ("batch", "time"), stores the bundle's metadata, runs
-`onnx.checker`, and compares onnxruntime with PyTorch on every example input set. Only a model that
-passes is moved to the destination; a failure leaves any existing file there untouched.
+`onnx.checker`, and compares onnxruntime with PyTorch on every example input set. When the
+torch.export path cannot convert a model (some torch releases cannot trace one with a dynamic
+sequence axis), the TorchScript exporter converts it with the same dynamic axes, and the same checks
+and parity comparison follow; the model's ``faceauth.exporter`` metadata says which one made it. Only a model that passes is moved to the
+destination; a failure leaves any existing file there untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import re
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import attrs
 import numpy as np
@@ -22,12 +28,18 @@ import faceauth
 from faceauth.errors import ExportError
 from faceauth.export import PARITY_TOLERANCE, Bundle, onnx_session, run_session
 from faceauth.paths import atomic_write
+from faceauth.plugins.exporters.quantize import quantize_int8
 
+log = logging.getLogger(__name__)
 
 @attrs.frozen
 class OnnxOptions:
     opset: int = attrs.field(default=18, validator=faceauth.schema.positive)
     tolerance: float = attrs.field(default=PARITY_TOLERANCE, validator=faceauth.schema.positive)
+    quantize: Literal["none", "int8"] = "none"  # int8: static QDQ, see faceauth.plugins.exporters.quantize
+    calibration_samples: int = attrs.field(default=256, validator=faceauth.schema.positive)
+    int8_max_change: float = attrs.field(default=0.01, validator=faceauth.schema.non_negative)  # of the test metric
+    require_speedup: bool = True  # refuse int8 that runs slower than fp32 at batch 1 here
 
 
 def _rename_dims(model: onnx.ModelProto, bundle: Bundle) -> None:
@@ -52,27 +64,59 @@ def _forget_rnn_kernels() -> None:
         getattr(op, "_dispatch_cache", {}).clear()
 
 
-def _to_onnx(bundle: Bundle, opset: int) -> onnx.ModelProto:
+def _dynamo_export(bundle: Bundle, opset: int) -> onnx.ModelProto:
     dynamic_shapes = tuple(
         {axis: torch.export.Dim.DYNAMIC for axis in bundle.dynamic_axes.get(name, {})}
         for name in bundle.input_names
     )
-    module = bundle.module.eval()
     _forget_rnn_kernels()
-    try:
-        # torch.export's own internals warn (deprecations, non-leaf .grad reads while tracing an LSTM's
-        # while-loop): nothing a user can act on, and an error where warnings are errors.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                module, tuple(bundle.example_inputs), None, input_names=list(bundle.input_names),
-                output_names=list(bundle.output_names), dynamic_shapes=dynamic_shapes, opset_version=opset,
-                dynamo=True, verbose=False, optimize=True)
-    except Exception as exc:
-        raise ExportError(f"torch.onnx could not export the model: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
-    model = program.model_proto
+    program = torch.onnx.export(
+        bundle.module.eval(), tuple(bundle.example_inputs), None, input_names=list(bundle.input_names),
+        output_names=list(bundle.output_names), dynamic_shapes=dynamic_shapes, opset_version=opset,
+        dynamo=True, verbose=False, optimize=True)
+    return program.model_proto
+
+
+def _torchscript_export(bundle: Bundle, opset: int) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        bundle.module.eval(), tuple(bundle.example_inputs), buffer, input_names=list(bundle.input_names),
+        output_names=list(bundle.output_names), dynamic_axes=bundle.dynamic_axes, opset_version=opset,
+        dynamo=False)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+# Tried in this order: the first that converts the model is checked and kept (or refused).
+EXPORTERS = (("torch.export", _dynamo_export), ("torchscript", _torchscript_export))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The root cause of an exporter's failure in one line (torch wraps it in a generic, coloured message)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+def _to_onnx(bundle: Bundle, opset: int) -> onnx.ModelProto:
+    failures = []
+    for exporter, convert in EXPORTERS:
+        try:
+            # The exporters' own internals warn (deprecations, non-leaf .grad reads while tracing an
+            # LSTM's while-loop, the TorchScript path's deprecation): nothing a user can act on, and an
+            # error where warnings are errors.
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                    warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = convert(bundle, opset)
+            break
+        except Exception as exc:
+            failures.append(f"{exporter}: {_first_line(exc)}")
+            log.info("the %s exporter could not convert the model (%s)", exporter, _first_line(exc))
+    else:
+        raise ExportError(f"torch.onnx could not export the model ({'; '.join(failures)})")
     _rename_dims(model, bundle)
-    for key, value in bundle.metadata.items():
+    for key, value in {**bundle.metadata, "faceauth.exporter": exporter}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     return model
@@ -119,4 +163,9 @@ class OnnxExporter:
             onnx.save(model, handle)
             handle.flush()
             check_parity(Path(handle.name), bundle, self.options.tolerance, path)
+            if self.options.quantize == "int8":
+                quantized, _ = quantize_int8(Path(handle.name), bundle, self.options, path)
+                handle.seek(0)
+                handle.truncate()
+                onnx.save(quantized, handle)
         return path

@@ -26,11 +26,13 @@ from torchvision.utils import make_grid
 import faceauth
 from faceauth import console, distributed
 from faceauth import metrics as fa_metrics
+from faceauth.images import utf8_text
 from faceauth.data import LIVE, Splits, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
 from faceauth.export import Bundle, model_metadata
 from faceauth.plugins.trainers.auxiliary import (AuxiliaryOptions, FourierHead, PixelMapHead, fourier_loss,
                                                  has_feature_map, pixel_map_loss)
+from faceauth.report import ReportTarget, SplitScores, write_liveness_report
 from faceauth.plugins.trainers.loop import (LoopOptions, TrainingLoop, higher_is_better, image_loader,
                                             lower_is_better, to_device)
 from faceauth.plugins.trainers.transforms import (AugmentOptions, denormalise, eval_transform, spoof_transform,
@@ -171,6 +173,22 @@ def measure(predictions: dict[str, np.ndarray], threshold: float | None, key: st
     return fa_metrics.liveness_metrics(predictions[key], is_live, attack_types, threshold=threshold)
 
 
+def report_split(name: str, predictions: dict[str, np.ndarray], figures: dict[str, float]) -> SplitScores:
+    """A split's per-sample predictions and the unit its metrics were computed on (videos when named)."""
+    videos = "video" in predictions and len(np.unique(predictions["video"])) < len(predictions["video"])
+    return SplitScores(name, predictions, per_video(predictions) if videos else predictions, figures,
+                       "video" if videos else "sample")
+
+
+def write_report(run: Run, splits: list[SplitScores], threshold: float | None, rule: str, model: str,
+                 writer: Any, step: int = 0, directory: Any = None) -> None:
+    """`faceauth.report.write_liveness_report` into the run directory (or `directory`)."""
+    data = {key: run.recipe.to_dict().get(key) for key in ("data", "test_data") if run.recipe.to_dict().get(key)}
+    write_liveness_report(directory or run.dir, splits, model=model, data=data, threshold=threshold,
+                          threshold_rule=rule, started=run.started, components=run.versions()["components"],
+                          score="higher = more likely live", writer=writer, step=step)
+
+
 class LivenessTask:
     name = "liveness"
 
@@ -272,12 +290,16 @@ class LivenessTask:
                 raise DataError("test_data: the dataset has no test split")
             check_input_kind(self.model.backbone, cross.test, self.run, "test_data")
             sets["cross_test"] = cross.test
-        results = {}
+        results, reports = {}, []
         for label, dataset in sets.items():
             if dataset is not None:
                 predictions = self._predict(self.trainer.eval_loader(dataset, self.preprocess, self.run.recipe.seed))
                 results[label] = self._with_baseline(predictions, measure(predictions, threshold=threshold),
                                                      getattr(self, "baseline_threshold", None))
+                reports.append(report_split(label, predictions, results[label]))
+        if reports and distributed.is_main():
+            rule = self.checkpoint_extras().get("threshold_rule", "eer on val")
+            write_report(self.run, reports, threshold, rule, "checkpoints/best.pt", self.run.writer, step)
         return results
 
     def log_samples(self, count: int = 16) -> None:
@@ -296,7 +318,7 @@ class LivenessTask:
             images.append(image)
             labels.append(self.classes[sample["label"]] + (f":{sample['attack_type']}" if sample.get("attack_type") else ""))
         self.run.writer.add_image("train/samples", make_grid(torch.stack(images), nrow=8), 0)
-        self.run.writer.add_text("train/sample_labels", ", ".join(labels), 0)
+        self.run.writer.add_text("train/sample_labels", utf8_text(", ".join(labels)), 0)  # folder names need not be UTF-8
 
 
 def stored_threshold(payload: dict[str, Any]) -> tuple[float | None, str]:
@@ -394,13 +416,25 @@ class ClassifierTrainer:
         return score
 
     def evaluate(self, run: Run, score: Callable[[torch.Tensor], np.ndarray], split: str,
-                 threshold: float | None) -> dict[str, float]:
-        """Metrics of `score` on one split of the recipe's dataset (what faceauth-eval reports)."""
+                 threshold: float | None, report: ReportTarget | None = None) -> dict[str, float]:
+        """Metrics of `score` on one split of the recipe's dataset (what faceauth-eval reports), and
+        with `report` the liveness report of that split in `report.directory`."""
         dataset = run.build("data").get(split)
         if dataset is None:
             raise DataError(f"data: the dataset has no '{split}' split")
         loader = self.eval_loader(dataset, build_backbone(run).preprocess, run.recipe.seed)
-        return measure(self.predict(score, loader, torch.device("cpu")), threshold)
+        predictions = self.predict(score, loader, torch.device("cpu"))
+        figures = measure(predictions, threshold)
+        if report is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(log_dir=str(report.directory))
+            try:
+                write_report(run, [report_split(split, predictions, figures)], threshold, report.threshold_rule,
+                             report.model, writer, directory=report.directory)
+            finally:
+                writer.close()
+        return figures
 
     def fit(self, run: Run) -> FitResult:
         torch.manual_seed(run.recipe.seed)
@@ -432,7 +466,25 @@ class ClassifierTrainer:
             checks = ((torch.randn(3, 3, h, w, generator=generator),),)
             metadata["faceauth.input"] = "images [batch, 3, H, W]"
         return Bundle(module=LivenessScore(model), example_inputs=(example,), input_names=("input",),
-                      output_names=("score", "logits"), dynamic_axes=axes, metadata=metadata, check_inputs=checks)
+                      output_names=("score", "logits"), dynamic_axes=axes, metadata=metadata, check_inputs=checks,
+                      **self._int8_data(run, preprocess, getattr(model, "threshold", None)))
+
+    def _int8_data(self, run: Run, preprocess: Any, threshold: float | None) -> dict[str, Any]:
+        """What int8 export needs: validation inputs to calibrate on, and test ACER to judge it by.
+        The data is built only when an exporter asks."""
+        built: list[Splits] = []
+
+        def split(name: str) -> Any:
+            built[:] = built or [run.build("data")]
+            return self.eval_loader(getattr(built[0], name), preprocess, run.recipe.seed)
+
+        def calibration() -> Any:
+            return ((inputs_of(batch).numpy(),) for batch in reraise_worker_errors(split("val")))
+
+        def evaluate(score: Callable[[torch.Tensor], np.ndarray]) -> dict[str, float]:
+            return measure(self.predict(score, split("test"), torch.device("cpu")), threshold)
+
+        return {"calibration": calibration, "evaluate": evaluate, "parity_metric": "acer"}
 
 
 def build(options: ClassifierOptions) -> ClassifierTrainer:

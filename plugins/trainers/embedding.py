@@ -5,6 +5,11 @@ ArcFace/CosFace). Validation and test are face-verification protocols (`faceauth
 each image is embedded once (with its horizontal flip added when ``flip_test`` is on), pairs are
 scored by cosine similarity, and the field's figures are reported: 10-fold accuracy, EER, AUC and
 TAR at FAR = 1e-3 / 1e-4. The threshold is the validation 10-fold mean, applied unchanged to test.
+
+Template protocols (`faceauth.data.TemplateVerification`: IJB-B, IJB-C) are measured the same way
+but pool faces into templates first (`faceauth.plugins.trainers.templates`) and report the ROC
+table, TAR at FAR = 1e-6 ... 1e-1. A recipe's ``test_data`` (one dataset section, e.g. ``ijb``) adds
+its test protocol to the test step as ``test_<name>``.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from torchvision.utils import make_grid
 import faceauth
 from faceauth import console, distributed
 from faceauth import metrics as fa_metrics
-from faceauth.data import Splits, Verification, reraise_worker_errors
+from faceauth.images import utf8_text
+from faceauth.data import Splits, TemplateVerification, Verification, reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
 from faceauth.export import Bundle, model_metadata
 from faceauth.plugins.trainers.samplers import PKSampler
+from faceauth.plugins.trainers.templates import template_metrics
 from faceauth.plugins.trainers.classifier import build_backbone
 from faceauth.plugins.trainers.loop import (LoopOptions, TrainingLoop, higher_is_better, image_loader,
                                             lower_is_better, to_device)
@@ -59,7 +66,7 @@ def cosine_scores(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", unit[pairs[:, 0]], unit[pairs[:, 1]])
 
 
-def roc_figure(scores: np.ndarray, is_same: np.ndarray, title: str) -> Any:
+def roc_figure(scores: np.ndarray, is_same: np.ndarray, title: str, far_min: float = 1e-4) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,11 +75,19 @@ def roc_figure(scores: np.ndarray, is_same: np.ndarray, title: str) -> Any:
     fpr, tpr, _ = fa_metrics.roc_points(scores, is_same)
     figure = Figure(figsize=(4, 4))
     axes = figure.add_subplot()
-    axes.plot(np.maximum(fpr, 1e-5), tpr)
-    axes.set(xscale="log", xlim=(1e-4, 1), ylim=(0, 1), xlabel="FAR", ylabel="TAR", title=title)
+    axes.plot(np.maximum(fpr, far_min / 10), tpr)
+    axes.set(xscale="log", xlim=(far_min, 1), ylim=(0, 1), xlabel="FAR", ylabel="TAR", title=title)
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+def roc_table_markdown(figures: dict[str, float]) -> str:
+    """The TAR@FAR row of a template protocol as a Markdown table (TensorBoard's text tab renders it)."""
+    fars = fa_metrics.ROC_TABLE_FARS
+    cells = [f"{100 * figures[fa_metrics.far_key(far)]:.2f}" for far in fars]
+    return ("| FAR | " + " | ".join(f"{far:.0e}" for far in fars) + " |\n|" + "---|" * (len(fars) + 1)
+            + "\n| TAR (%) | " + " | ".join(cells) + " |")
 
 
 class EmbeddingTask:
@@ -107,8 +122,21 @@ class EmbeddingTask:
         self.train_loader = image_loader(train, transform, batch_size=options.batch_size,
                                          num_workers=options.num_workers, seed=seed, shuffle=True,
                                          batch_sampler=batch_sampler)
+        self.test_data = self._test_data_protocols()  # read now: a bad file fails before training, not after
         key = options.monitor if self.splits.val is not None else "loss"
         self.monitor = (key, lower_is_better if key in ("eer", "loss") else higher_is_better)
+
+    def _test_data_protocols(self) -> list[Verification | TemplateVerification]:
+        if self.run.recipe.test_data is None:
+            return []
+        extra = self.run.build("test_data")
+        found = [p for p in (extra.test, *extra.more_tests.values()) if p is not None]
+        if not found:
+            raise DataError("test_data: the dataset has no test protocol")
+        if not all(isinstance(p, (Verification, TemplateVerification)) for p in found):
+            raise DataError("test_data: the dataset's test split is not a verification protocol (an embedding run "
+                            "is tested on pairs or templates, e.g. ijb)")
+        return found
 
     def set_epoch(self, epoch: int, position: int) -> None:
         if self.train_loader.batch_sampler is not None and isinstance(self.train_loader.batch_sampler, PKSampler):
@@ -120,10 +148,16 @@ class EmbeddingTask:
         x = to_device(batch["image"], self.run.device, self.options.channels_last)
         return self.head(self.model(x), batch["label"].to(self.run.device, non_blocking=True))
 
-    def _measure(self, protocol: Verification, step: int, prefix: str,
+    def _measure(self, protocol: Verification | TemplateVerification, step: int, prefix: str,
                  threshold: float | None = None) -> dict[str, float]:
         embeddings = self.trainer.embed(self.trainer.torch_scorer(self.model), protocol.images, self.preprocess,
                                         self.run.recipe.seed, self.run.device)
+        if isinstance(protocol, TemplateVerification):
+            figures, scores = template_metrics(embeddings, protocol, threshold, progress=self.options.progress)
+            self.run.writer.add_figure(f"{prefix}/roc_{protocol.name}", roc_figure(
+                scores, protocol.is_same, f"{protocol.name} ROC", far_min=1e-6), step)
+            self.run.writer.add_text(f"{prefix}/roc_table_{protocol.name}", roc_table_markdown(figures), step)
+            return figures
         scores = cosine_scores(embeddings, protocol.pairs)
         figures = fa_metrics.verification_metrics(scores, protocol.is_same)
         if threshold is not None:
@@ -138,9 +172,13 @@ class EmbeddingTask:
         return self._measure(self.splits.val, step, "val")
 
     def test(self, step: int, threshold: float | None) -> dict[str, dict[str, float]]:
-        """The test protocol as ``test``, and each further one (cfp_fp, agedb_30, ...) as ``test_<name>``."""
+        """The test protocol as ``test``, each further one (cfp_fp, agedb_30, ...) and those of the recipe's
+        ``test_data`` (ijbc, ...) as ``test_<name>``."""
         protocols = {"test": self.splits.test} if self.splits.test is not None else {}
         protocols.update({f"test_{name}": protocol for name, protocol in self.splits.more_tests.items()})
+        for protocol in self.test_data:
+            label = f"test_{protocol.name}"
+            protocols[label if label not in protocols else f"{label}-{len(protocols)}"] = protocol
         return {label: self._measure(protocol, step, label, threshold) for label, protocol in protocols.items()}
 
     def log_samples(self, count: int = 16) -> None:
@@ -150,7 +188,7 @@ class EmbeddingTask:
         grid = make_grid(torch.stack([denormalise(s["image"][None], self.preprocess)[0] for s in samples]), nrow=8)
         self.run.writer.add_image("train/samples", grid, 0)
         names = [str(self.splits.classes[s["label"]]) for s in samples]
-        self.run.writer.add_text("train/sample_labels", ", ".join(names), 0)
+        self.run.writer.add_text("train/sample_labels", utf8_text(", ".join(names)), 0)  # folder names need not be UTF-8
 
 
 class EmbeddingTrainer:
@@ -164,12 +202,13 @@ class EmbeddingTrainer:
         model = build_backbone(run)
         model.load_state_dict(payload["model"])
         model.threshold = payload.get("threshold")
-        return model.eval()
+        return model.to(run.device).eval()
 
     def torch_scorer(self, model: torch.nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
         @torch.no_grad()
         def embed(x: torch.Tensor) -> np.ndarray:
-            return model(x).float().cpu().numpy()
+            device = next(model.parameters()).device
+            return model(x.to(device, non_blocking=True)).float().cpu().numpy()
 
         return embed
 
@@ -198,10 +237,12 @@ class EmbeddingTrainer:
     def evaluate(self, run: Run, embed_fn: Callable[[torch.Tensor], np.ndarray], split: str,
                  threshold: float | None) -> dict[str, float]:
         protocol = run.build("data").get(split)
-        if not isinstance(protocol, Verification):
+        if not isinstance(protocol, (Verification, TemplateVerification)):
             raise DataError(f"data: the dataset has no '{split}' verification protocol")
         embeddings = self.embed(embed_fn, protocol.images, build_backbone(run).preprocess, run.recipe.seed,
                                 torch.device("cpu"))
+        if isinstance(protocol, TemplateVerification):
+            return template_metrics(embeddings, protocol, threshold, progress=self.options.progress)[0]
         scores = cosine_scores(embeddings, protocol.pairs)
         figures = fa_metrics.verification_metrics(scores, protocol.is_same)
         if threshold is not None:

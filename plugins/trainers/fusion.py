@@ -62,6 +62,7 @@ from faceauth.authenticator import (
     feature_names,
     file_sha256,
     match_scores,
+    model_geometry,
     open_component,
     quality_features,
     unit,
@@ -131,6 +132,7 @@ class Component:
     threshold: float | None
     score: Callable[[Sequence[np.ndarray]], np.ndarray]
     trained: dict[str, Any] | None = None  # the metrics of a component this trainer trained
+    geometry: Any = None  # the `faceauth.faces.CropGeometry` of its training faces (None: not recorded)
 
 
 class TorchComponent:
@@ -152,7 +154,8 @@ def load_component(registry: Any, path: str | Path, role: str, where: str) -> Co
     path = Path(path).expanduser()
     if path.suffix == ".onnx":
         model = open_component(path, role, where)
-        return Component(role, path, model.sha256, model.threshold, model)
+        return Component(role, path, model.sha256, model.threshold, model,
+                         geometry=model_geometry(model.metadata, str(path)))
     if path.is_dir():
         path = path / "checkpoints" / "best.pt"
     payload = checkpoint.load(path)
@@ -167,8 +170,11 @@ def load_component(registry: Any, path: str | Path, role: str, where: str) -> Co
     model = trainer.load_model(Run(recipe, registry, directory=Path(".")), payload).to("cpu")
     preprocess = getattr(model, "preprocess", None) or model.backbone.preprocess
     threshold = getattr(model, "threshold", payload.get("threshold"))  # as its trainer reads it
+    from faceauth.faces import CropGeometry, crop_geometry
+
     return Component(role, path, file_sha256(path), None if threshold is None else float(threshold),
-                     TorchComponent(role, trainer.torch_scorer(model), preprocess))
+                     TorchComponent(role, trainer.torch_scorer(model), preprocess),
+                     geometry=crop_geometry(payload["recipe"]) or CropGeometry())
 
 
 def _builtin_component_recipes(recipe: Any, progress: bool) -> dict[str, dict[str, Any]]:
@@ -270,7 +276,26 @@ def resolve_components(run: Run, options: FusionOptions, train: bool) -> list[Co
                 figures = json.loads(metrics_file.read_text(encoding="utf-8"))
                 component.trained = {"run": str(trained[role]), **{k: figures.get(k) for k in ("val", "test")}}
             components.append(component)
+    warn_other_crops(run.recipe.to_dict(), components)
     return components
+
+
+def warn_other_crops(recipe: dict[str, Any], components: Sequence[Component]) -> list[str]:
+    """Warn about (and return) the components trained on faces cropped unlike the attempts.
+
+    Training features score every component on the attempts' crops, while deployment crops each
+    model as it was trained (its ``faceauth.crop``): where the two differ, so may the fused scores.
+    """
+    from faceauth.faces import CropGeometry, crop_geometry
+
+    attempts = crop_geometry(recipe) or CropGeometry()
+    other = [str(c.source) for c in components if c.geometry is not None and c.geometry != attempts]
+    if other:
+        log.warning("fusion: %d component model(s) were trained on other face crops than the attempts' (%s), e.g. "
+                    "%s; deployment crops each model as it was trained, so its fused scores may differ from "
+                    "training's (train the components on the attempts' crop geometry)", len(other),
+                    attempts.to_json(), other[0])
+    return other
 
 
 def _role_files(components: Sequence[Component]) -> list[str]:

@@ -37,7 +37,8 @@ class LoopOptions:
     max_steps: int | None = attrs.field(default=None, validator=faceauth.schema.positive)
     grad_clip: float | None = attrs.field(default=None, validator=faceauth.schema.positive)
     amp: bool = True  # mixed precision, used only on CUDA
-    amp_dtype: Literal["float16", "bfloat16"] = "float16"  # float16 runs with a gradient scaler
+    # auto: bfloat16 where the GPU supports it, else float16 (which runs with a gradient scaler)
+    amp_dtype: Literal["auto", "float16", "bfloat16"] = "auto"
     compile: bool = False  # torch.compile the training step (pays back on GPUs, not on a small CPU)
     channels_last: bool = True
     log_every: int = attrs.field(default=10, validator=faceauth.schema.positive)
@@ -118,6 +119,35 @@ def unscale_gradients(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optim
     distributed.agree_on_overflow(_found_inf_flags(scaler, optimizer), device)
 
 
+def amp_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of `trainer.amp_dtype` on a CUDA `device`: ``auto`` is bfloat16 where the GPU
+    supports it (no gradient scaler needed) and float16 elsewhere."""
+    bf16 = torch.cuda.is_bf16_supported()
+    if setting == "bfloat16" and not bf16:
+        raise faceauth.RecipeError(f"trainer.amp_dtype: bfloat16 is not supported by {torch.cuda.get_device_name(device)}; "
+                                   f"use float16 (or auto)")
+    if setting == "auto":
+        return torch.bfloat16 if bf16 else torch.float16
+    return getattr(torch, setting)
+
+
+def optimizer_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer, scheduler: Any) -> bool:
+    """One optimizer step through `scaler`, then one schedule step, unless the scaler skipped the update
+    (a float16 gradient overflow): the schedule then counts the updates actually made, and torch
+    never sees the schedule stepped before the optimizer. True when the weights were updated."""
+    if not scaler.is_enabled():
+        optimizer.step()
+        scheduler.step()
+        return True
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    stepped = scaler.get_scale() >= scale  # the scale only shrinks after an overflow, when the step was skipped
+    if stepped:
+        scheduler.step()
+    return stepped
+
+
 def lower_is_better(new: float, old: float) -> bool:
     return new < old
 
@@ -173,8 +203,10 @@ class TrainingLoop:
         self.scheduler = build_scheduler(self.optimizer, recipe.scheduler, recipe.optimizer.lr,
                                          self.steps_per_epoch, options.epochs)
         self.use_amp = options.amp and run.device.type == "cuda"
-        self.amp_dtype = getattr(torch, options.amp_dtype)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and options.amp_dtype == "float16")
+        self.amp_dtype = amp_dtype(options.amp_dtype, run.device) if self.use_amp else torch.float32
+        self.scaler = torch.amp.GradScaler(run.device.type, enabled=self.amp_dtype == torch.float16)
+        if run.device.type == "cuda" and not recipe.deterministic:
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
         if options.compile:
             self.forward = torch.compile(self.forward)
         self.epoch, self.position, self.global_step = 0, 0, 0
@@ -202,16 +234,17 @@ class TrainingLoop:
         if payload.get("task") != self.task.name:
             raise faceauth.CheckpointError(
                 f"{payload.get('path')}: a {payload.get('task')} checkpoint cannot resume a {self.task.name} run")
-        self.task.model.load_state_dict(payload["model"])
-        if self.task.head is not None:
-            self.task.head.load_state_dict(payload["head"])
-        self.optimizer.load_state_dict(self._sharded_state(payload["optimizer"], "take_shard"))
-        self.scheduler.load_state_dict(payload["scheduler"])
-        self.scaler.load_state_dict(payload["scaler"])
-        self.epoch, self.position, self.global_step = payload["epoch"], payload["position"], payload["global_step"]
-        self.loss_sum, self.loss_count = payload["loss_sum"], payload["loss_count"]
-        self.best = payload["best"]
-        checkpoint.set_rng_state(payload["rng"])
+        with checkpoint.fitting(payload, "the model and training state"):
+            self.task.model.load_state_dict(payload["model"])
+            if self.task.head is not None:
+                self.task.head.load_state_dict(payload["head"])
+            self.optimizer.load_state_dict(self._sharded_state(payload["optimizer"], "take_shard"))
+            self.scheduler.load_state_dict(payload["scheduler"])
+            self.scaler.load_state_dict(payload["scaler"])
+            self.epoch, self.position, self.global_step = payload["epoch"], payload["position"], payload["global_step"]
+            self.loss_sum, self.loss_count = payload["loss_sum"], payload["loss_count"]
+            self.best = payload["best"]
+            checkpoint.set_rng_state(payload["rng"])
 
     def _sharded_state(self, state: dict[str, Any], convert: str) -> dict[str, Any]:
         """`state` (an optimizer's) with the per-class tensors of sharded parameters gathered whole or sliced."""
@@ -244,7 +277,11 @@ class TrainingLoop:
                              seconds=time.perf_counter() - started, epochs=self.options.epochs)
             run.emit("epoch_end", epoch=self.epoch, metrics=figures)
             self.epoch, self.position, self.loss_sum, self.loss_count = self.epoch + 1, 0, 0.0, 0
-            self._save("last")
+            if self.improved:  # the best weights are the last ones: written once, under both names
+                self._save("best")
+                run.link_checkpoint("best", "last")
+            else:
+                self._save("last")
             if run.stop_reason is not None:  # a pause, or an early stop that finishes (tested, exported)
                 return self._finish(stopped=run.paused)
         return self._finish(stopped=False)
@@ -303,9 +340,7 @@ class TrainingLoop:
         unscale_gradients(self.scaler, self.optimizer, self.run.device)
         if self.options.grad_clip is not None:
             self._clip_gradients()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        optimizer_step(self.scaler, self.optimizer, self.scheduler)
         self.loss_sum += value
         self.loss_count += 1
         return value
@@ -345,10 +380,10 @@ class TrainingLoop:
         criteria = [(key, is_better), *((k, f) for k, f in TIE_BREAKS if k != key)]
         candidate = {**val, key: value}
         best = self.best.get("criteria") or {key: self.best["value"]}  # checkpoints from before tie-breaks
-        if self.best["value"] is None or improves(candidate, best, criteria):
+        self.improved = self.best["value"] is None or improves(candidate, best, criteria)
+        if self.improved:  # saved with the epoch's last checkpoint, in fit
             self.best = {"value": value, "epoch": step, "threshold": val.get("threshold"), "metrics": val,
                          "monitor": name, "criteria": {k: candidate[k] for k, _ in criteria if k in candidate}}
-            self._save("best")
         return figures
 
     def _finish(self, stopped: bool) -> FitResult:
