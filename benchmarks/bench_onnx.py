@@ -3,7 +3,7 @@
 Each engine is timed in its own block with onnxruntime's thread spinning disabled, because idle
 spinning workers slow down whatever runs next on a 2-core machine.
 
-    python benchmarks/bench_onnx.py [--size 112] [--repeats 30]
+    python benchmarks/bench_onnx.py [--size 112] [--repeats 30] [--backbone minifas --size 80]
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 
 from faceauth.export import Bundle
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
-from faceauth.plugins.backbones.resnet import ResNetFeatures, ResNetOptions
 from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
+from faceauth.registry import load_registry
 
 from common import eager_and_onnx_seconds, table
 
@@ -26,9 +26,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--backbone", default="resnet18")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = LivenessScore(Classifier(ResNetFeatures(18, ResNetOptions(input_size=args.size)), 2)).eval()
+    entry = load_registry().get("backbone", args.backbone)
+    model = LivenessScore(Classifier(entry.build(entry.options(input_size=args.size)), 2)).eval()
     rows = [("batch", "eager PyTorch ms", "onnxruntime ms", "speed-up")]
     with tempfile.TemporaryDirectory() as tmp:
         example = torch.randn(2, 3, args.size, args.size)
@@ -40,7 +42,7 @@ def main() -> None:
             eager, ort_time = eager_and_onnx_seconds(model, path, x, args.repeats)
             rows.append((str(batch), f"{eager * 1e3:.2f}", f"{ort_time * 1e3:.2f}", f"{eager / ort_time:.2f}x"))
     print(table(rows))
-    print(f"resnet18 liveness model, {args.size}x{args.size}, torch {torch.__version__}, "
+    print(f"{args.backbone} liveness model, {args.size}x{args.size}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")
 
 

@@ -46,8 +46,20 @@ def _state_dict_of(payload: Any, path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in payload.items()}
 
 
-def load_pretrained(module: torch.nn.Module, path: str | Path, *, ignore: tuple[str, ...] = ()) -> None:
-    """Load `path` into `module` with strict key and shape matching; `ignore` lists key prefixes to skip."""
+def _strip_layout_prefix(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    for prefix in prefixes:
+        if state and all(k.startswith(prefix) for k in state):
+            return {k.removeprefix(prefix): v for k, v in state.items()}
+    return state
+
+
+def load_pretrained(module: torch.nn.Module, path: str | Path, *, ignore: tuple[str, ...] = (),
+                    prefixes: tuple[str, ...] = (), layouts: str = "") -> None:
+    """Load `path` into `module` with strict key and shape matching; `ignore` lists key prefixes to skip.
+
+    `prefixes`: prefixes every key of a file in another accepted layout carries (the first one all
+    keys share is removed). `layouts` describes the accepted layouts in the mismatch error.
+    """
     if is_restoring():
         return  # the restored weights replace these
     path = Path(path)
@@ -57,7 +69,8 @@ def load_pretrained(module: torch.nn.Module, path: str | Path, *, ignore: tuple[
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    state = {k: v for k, v in _state_dict_of(payload, path).items() if not k.startswith(ignore)}
+    state = _strip_layout_prefix(_state_dict_of(payload, path), prefixes)
+    state = {k: v for k, v in state.items() if not k.startswith(ignore)}
     own = {k: v for k, v in module.state_dict().items() if not k.startswith(ignore)}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -68,5 +81,6 @@ def load_pretrained(module: torch.nn.Module, path: str | Path, *, ignore: tuple[
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
             if keys:
                 parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
-        raise CheckpointError(f"{path}: weights do not match the backbone: {'; '.join(parts)}")
+        raise CheckpointError(f"{path}: weights do not match the backbone: {'; '.join(parts)}"
+                              + (f"; expected {layouts}" if layouts else ""))
     module.load_state_dict(state, strict=not ignore)

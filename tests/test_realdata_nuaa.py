@@ -79,3 +79,26 @@ def test_nuaa_sessions_protocol_on_real_faces(tmp_path):
     ]
     FIGURES.write_text("\n".join(lines), encoding="utf-8")
     print("\n" + "\n".join(lines))
+
+
+@pytest.mark.skipif(not SUBSET.is_dir(), reason=f"{SUBSET} is absent")
+def test_shipped_nuaa_recipe_end_to_end(registered, tmp_path):
+    """The shipped recipe as a user runs it (only data.root set): trained, tested, exported; the ONNX
+    model, evaluated alone, gives the run's test figures at the threshold stored in its metadata."""
+    from faceauth.export import read_metadata
+    from faceauth.tools import evaluate
+
+    started = time.perf_counter()
+    result = faceauth.run(RECIPE, [f"data.root={SUBSET}", f"output_dir={tmp_path / 'runs'}", "run_name=shipped",
+                                   "trainer.progress=false"])
+    minutes = (time.perf_counter() - started) / 60
+    test = result.metrics["test"]
+    assert result.onnx_path is not None and result.onnx_path.is_file()
+    metadata = read_metadata(result.onnx_path)
+    assert float(metadata["faceauth.threshold"]) == pytest.approx(result.metrics["threshold"], rel=1e-5)
+    exported = evaluate(result.onnx_path, SUBSET, split="test")
+    for key in ("acer", "apcer", "bpcer", "auc"):
+        assert math.isfinite(test[key]) and exported[key] == pytest.approx(test[key], abs=0.01), key
+    print(f"\nshipped {RECIPE.name}: test ACER {test['acer']:.4f} APCER {test['apcer']:.4f} BPCER {test['bpcer']:.4f} "
+          f"AUC {test['auc']:.4f} (goal: ACER <= 0.05, mean of 3 seeds); best epoch {result.metrics['best_epoch']}; "
+          f"{minutes:.1f} min on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")

@@ -1,4 +1,5 @@
-"""Built-in backbones: torchvision ResNets, ArcFace IResNets, MobileFaceNet and FaceNet.
+"""Built-in backbones: torchvision ResNets, ArcFace IResNets, MobileFaceNet, FaceNet, and the liveness
+networks CDCN and MiniFAS.
 
 This registration module imports no PyTorch: each record points at its module's options class and
 builder through `faceauth.components.lazy`, imported when a recipe uses the component.
@@ -33,4 +34,11 @@ def faceauth_backbones() -> list[Backbone]:
         Backbone(name="lstm", build=lazy(f"{_PACKAGE}.temporal:build"), options=lazy(f"{_PACKAGE}.temporal:LstmOptions"),
                  description="temporal: a frame encoder (backbone.encoder, any backbone) + LSTM over clips "
                              "[N, T, 3, H, W]; optional start from a liveness checkpoint"),
+        Backbone(name="cdcn", build=lazy(f"{_PACKAGE}.cdcn:build"), options=lazy(f"{_PACKAGE}.cdcn:CdcnOptions"),
+                 description="central difference convolution network (CDCN-style, theta option), from scratch; "
+                             "feature map at input/16 for pixel-wise supervision"),
+        Backbone(name="minifas", build=lazy(f"{_PACKAGE}.minifas:build"),
+                 options=lazy(f"{_PACKAGE}.minifas:MiniFasOptions"),
+                 description="mobile liveness network under 0.5 M parameters (MiniFASNet-sized), 80x80, "
+                             "depthwise-separable; feature map at input/16 for pixel-wise supervision"),
     ]

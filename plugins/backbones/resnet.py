@@ -1,7 +1,11 @@
 """torchvision ResNets as feature extractors for face crops.
 
 The classification layer is dropped: the module returns pooled features and the trainer or loss
-adds its own head. Weights start random unless `pretrained` names a local torchvision state_dict.
+adds its own head. Weights start random unless `pretrained` names a local state_dict file, in
+torchvision's own key layout (``conv1.weight``, ``layer1.0.bn1.running_mean``, ...; e.g. the ImageNet
+weights torchvision publishes, saved once with ``torch.save(model.state_dict(), path)``; the
+classifier's ``fc`` is not part of the backbone and is skipped when present) or in this module's
+(``net.conv1.weight``, ...: this module's own ``state_dict()``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ class ResNetFeatures(torch.nn.Module):
         super().__init__()
         net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
         if options.pretrained:
-            faceauth.weights.load_pretrained(net, options.pretrained)
+            faceauth.weights.load_pretrained(
+                net, options.pretrained, ignore=("fc.",), prefixes=("net.",),
+                layouts=f"torchvision's resnet{depth} layout (conv1.weight, layer1.0.conv1.weight, ...; fc optional) "
+                        f"or faceauth's (net.conv1.weight, ...)")
         self.num_features = self.map_channels = net.fc.in_features
         net.fc = torch.nn.Dropout(options.dropout) if options.dropout else torch.nn.Identity()
         self.net = net

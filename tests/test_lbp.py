@@ -1,0 +1,66 @@
+"""The `lbp` classical baseline trainer: features, a run through the same recipe machinery, its refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+import faceauth
+from faceauth.errors import ExportError, RecipeError
+from faceauth.paths import read_npz
+from faceauth.plugins.trainers.texture import LbpOptions, lbp_features
+
+RECIPE = {
+    "seed": 0,
+    "data": {"name": "demo", "train": 48, "val": 24, "test": 24, "size": 48},
+    "backbone": {"name": "resnet18", "input_size": 32},
+    "loss": {"name": "cross_entropy"},
+    "trainer": {"name": "lbp", "image_size": 32, "grid": 2},
+    "export": None,
+}
+
+
+def _recipe(tmp_path, **changes) -> str:
+    path = tmp_path / "lbp.yaml"
+    path.write_text(yaml.safe_dump({**RECIPE, **changes, "output_dir": str(tmp_path / "runs")}), encoding="utf-8")
+    return str(path)
+
+
+def test_features_are_one_normalised_histogram_per_channel_radius_and_cell() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    options = LbpOptions(image_size=32, colour_spaces=("ycrcb", "hsv", "grey"), radii=(1, 2), grid=2)
+    features = lbp_features(image, options)
+    histograms = features.reshape(-1, 59)
+    assert len(histograms) == (3 + 3 + 1) * 2 * 2 * 2
+    np.testing.assert_allclose(histograms.sum(axis=1), 1.0, rtol=1e-5)
+    # A flat image is one pattern inside (the borders see the padding), noise is many.
+    flat = lbp_features(np.full((40, 40, 3), 128, np.uint8), options).reshape(-1, 59)
+    assert len(set(flat.argmax(axis=1))) == 1 and (flat.max(axis=1) > 0.7).all()
+    assert (histograms.max(axis=1) < 0.5).all()
+
+
+def test_lbp_run_gives_liveness_metrics_in_log_odds_and_writes_its_parameters(tmp_path) -> None:
+    result = faceauth.run(_recipe(tmp_path), ["run_name=lbp"])
+    test, val = result.metrics["test"], result.metrics["val"]
+    assert {"acer", "apcer", "bpcer", "auc", "threshold"} <= set(test)
+    assert test["threshold"] == pytest.approx(val["threshold"]) == pytest.approx(result.metrics["threshold"])
+    assert test["auc"] > 0.6  # the demo set's spoofs carry print texture the histograms see
+    saved = read_npz(result.dir / "lbp.npz")
+    assert saved is not None and saved["coef"].shape == saved["mean"].shape == (result.metrics["num_features"],)
+    assert float(saved["threshold"]) == pytest.approx(val["threshold"])
+    assert result.onnx_path is None and (result.dir / "metrics.json").is_file()
+
+
+def test_lbp_asked_for_onnx_says_what_it_writes_instead_before_any_work(tmp_path) -> None:
+    with pytest.raises(ExportError, match=r"export.name: .*lbp trainer.*lbp\.npz") as caught:
+        faceauth.run(_recipe(tmp_path, export={"name": "onnx"}), ["run_name=onnx"])
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("override, key", [("trainer.colour_spaces=[lab]", "trainer.colour_spaces"),
+                                           ("trainer.radii=[0]", "trainer.radii")])
+def test_bad_lbp_options_name_the_key(tmp_path, override, key) -> None:
+    with pytest.raises(RecipeError, match=key):
+        faceauth.run(_recipe(tmp_path), [override])
