@@ -52,7 +52,7 @@ import numpy as np
 from PIL import Image
 
 from faceauth.errors import DataError, ExportError, quote
-from faceauth.export import metadata_json, metadata_threshold, onnx_session
+from faceauth.export import decision_threshold, metadata_json, metadata_threshold, onnx_session
 from faceauth.faces import CropGeometry, crop_faces, face_detector, find_face, first_face
 from faceauth.images import decode_image
 
@@ -390,9 +390,7 @@ class Authenticator:
         stored = metadata_threshold(metadata, fusion)
         if threshold is None and stored is None:
             raise ExportError(f"{fusion}: no decision threshold in the metadata; give threshold=...")
-        if threshold is not None and not (isinstance(threshold, (int, float)) and np.isfinite(threshold)):
-            raise ExportError(f"threshold: expected a finite number, got {quote(threshold, 80)}")
-        self.threshold = float(threshold if threshold is not None else stored)
+        self.threshold = decision_threshold(threshold, "threshold") if threshold is not None else stored
         shape = list(self.session.get_inputs()[0].shape)
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != len(self.feature_names)):
             raise ExportError(f"{fusion}: the model takes input of shape {quote(shape, 80)}, but its metadata lists "

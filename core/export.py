@@ -18,7 +18,7 @@ import numpy as np
 from faceauth.errors import ExportError, quote
 
 __all__ = ["Bundle", "check_providers", "model_metadata", "onnx_session", "read_metadata", "recipe_from_metadata", "run_session",
-           "PARITY_TOLERANCE", "metadata_json", "metadata_threshold"]
+           "PARITY_TOLERANCE", "metadata_json", "metadata_threshold", "decision_threshold"]
 
 PARITY_TOLERANCE = 1e-4
 
@@ -143,20 +143,22 @@ def recipe_from_metadata(metadata: dict[str, str], path: str | Path) -> dict[str
     return metadata_json(metadata, "faceauth.recipe", path, dict)
 
 
-def metadata_threshold(metadata: dict[str, str], path: str | Path) -> float | None:
-    """The decision threshold `faceauth.threshold` (None when the model has none); a value that is not a
-    finite number is an ExportError: a NaN threshold would reject everything without a word."""
-    text = metadata.get("faceauth.threshold", "")
-    if not text:
-        return None
+def decision_threshold(value: Any, where: str) -> float:
+    """A decision threshold (a number, or its text) as a finite float; anything else is an ExportError
+    naming `where`: a NaN threshold would reject everything without a word."""
     try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ExportError(f"{path}: faceauth.threshold in the model's metadata is {quote(text, 80)}; "
-                          f"expected a finite number")
-    return value
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ExportError(f"{where}: expected a finite number, got {quote(value, 80)}")
+    return number
+
+
+def metadata_threshold(metadata: dict[str, str], path: str | Path) -> float | None:
+    """The decision threshold `faceauth.threshold` (None when the model has none), checked by `decision_threshold`."""
+    text = metadata.get("faceauth.threshold", "")
+    return decision_threshold(text, f"{path}: faceauth.threshold in the model's metadata") if text else None
 
 
 def run_session(session: Any, *inputs: np.ndarray) -> list[np.ndarray]:

@@ -25,7 +25,6 @@ frames or clips with a face. `faceauth.video` does the sampling for training and
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import numpy as np
 from faceauth import video as fa_video
 from faceauth.authenticator import LIVENESS, FaceFinder, Input, as_rgb, open_component
 from faceauth.errors import DataError, ExportError, quote
+from faceauth.export import decision_threshold
 
 __all__ = ["Liveness", "Prediction", "inputs_under"]
 
@@ -120,9 +120,7 @@ class Liveness:
             if threshold is None:
                 raise ExportError(f"{self.path}: no decision threshold in the metadata (faceauth.threshold); "
                                   f"give threshold=... (--threshold)")
-        if not math.isfinite(float(threshold)):
-            raise ExportError(f"threshold: expected a finite number, got {threshold!r}")
-        self.threshold = float(threshold)
+        self.threshold = decision_threshold(threshold, "threshold")
         self.clips = self.metadata.get("faceauth.input", "").startswith("clips")
         self.sampling = _sampling(self.metadata, str(self.path))
         self.finder = FaceFinder.for_model(self.metadata, str(self.path), mtcnn_weights=mtcnn_weights) if detect else None

@@ -14,12 +14,11 @@ import argparse
 import csv
 import io
 import json
-import math
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from faceauth.errors import DataError
+from faceauth.export import decision_threshold
 from faceauth.liveness import Liveness, Prediction
 from faceauth.paths import atomic_write
 
@@ -47,15 +46,7 @@ def format_rows(rows: Iterable[Prediction], kind: str) -> Iterable[str]:
 
 
 def _threshold(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise DataError(f"--threshold: expected a number in the unit of the model's score, got {text[:80]!r}")
-    return value
+    return None if text is None else decision_threshold(text, "--threshold (in the unit of the model's score)")
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,7 @@ import pluggy
 
 from faceauth import hookspecs
 from faceauth.components import KINDS, Component
-from faceauth.errors import PluginError
+from faceauth.errors import PluginError, quote
 
 __all__ = ["ENTRY_POINT_GROUP", "Provider", "Registry", "load_registry", "suggest"]
 
@@ -65,6 +65,8 @@ class Entry:
 
 def suggest(name: str, known: Iterable[str]) -> str:
     """'; did you mean 'x'?' for the closest known name, or '' when none is close."""
+    if not isinstance(name, str) or len(name) > 100:  # no name is that long; comparing would only cost time
+        return ""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
 
@@ -150,7 +152,7 @@ class Registry:
         except KeyError:
             known = self.names(kind)
             raise PluginError(
-                f"unknown {kind} '{name}' (known: {', '.join(known) or 'none'}){suggest(name, known)}"
+                f"unknown {kind} {quote(name, 80)} (known: {', '.join(known) or 'none'}){suggest(name, known)}"
             ) from None
 
     def entries(self, kind: str) -> list[Entry]:

@@ -71,6 +71,9 @@ def test_images_and_folders_give_one_row_each_in_path_order(models: dict[str, Pa
     # the operator's threshold replaces the stored one
     assert all(r.live for r in Liveness(models["liveness"], detect=False, threshold=-1.0).predict(inputs / "crops"))
     assert not any(r.live for r in Liveness(models["liveness"], detect=False, threshold=2.0).predict(inputs / "crops"))
+    for bad in ("abc", float("nan"), None.__class__):  # the Python API refuses what the command line refuses
+        with pytest.raises(ExportError, match=r"^threshold: expected a finite number, got "):
+            Liveness(models["liveness"], detect=False, threshold=bad)
 
 
 def test_faces_are_found_as_the_authenticator_finds_them(models: dict[str, Path], inputs: Path) -> None:
@@ -127,8 +130,8 @@ def test_cli_bad_input_is_one_line_and_exit_status_1(models: dict[str, Path], in
         ([live, str(tmp_path / "nothing.png")], "nothing.png: no such file or folder"),
         ([str(models["embedding"]), str(inputs / "photo.png")],
          "embedding.onnx is an embedding model (faceauth.task='embedding'); expected a liveness model"),
-        ([live, str(inputs / "photo.png"), "--threshold", "high"], "--threshold: expected a number"),
-        ([live, str(inputs / "photo.png"), "--threshold", "nan"], "--threshold: expected a number"),
+        ([live, str(inputs / "photo.png"), "--threshold", "high"], "--threshold (in the unit of the model's score): expected a finite number"),
+        ([live, str(inputs / "photo.png"), "--threshold", "nan"], "--threshold (in the unit of the model's score): expected a finite number"),
         ([live, str(inputs / "photo.png"), "--providers", "NoSuchExecutionProvider"],
          "execution provider 'NoSuchExecutionProvider' is not installed (installed: "),
     )
