@@ -107,6 +107,13 @@ def _in_group(rank: int, port: int) -> None:
     distributed.setup("cpu")
 
 
+def leave_group() -> None:
+    """Both ranks finish their collectives before either tears the group down: a rank that exits while
+    gloo still talks to it can abort the other at exit ("terminate called without an active exception")."""
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
 def _disagree(rank: int, port: int, results: "mp.Queue") -> None:
     _in_group(rank, port)
     try:
@@ -114,7 +121,7 @@ def _disagree(rank: int, port: int, results: "mp.Queue") -> None:
     except faceauth.RecipeError as exc:
         results.put((rank, str(exc)))
     finally:
-        torch.distributed.destroy_process_group()
+        leave_group()
 
 
 def test_inconsistent_recipes_are_an_error_on_every_rank() -> None:
@@ -144,7 +151,7 @@ def _overflow_on_rank_1(rank: int, port: int, results: "mp.Queue") -> None:
             seen.append((scaler.get_scale(), shard.detach().tolist()))
         results.put((rank, seen))
     finally:
-        torch.distributed.destroy_process_group()
+        leave_group()
 
 
 def test_an_overflow_on_one_rank_skips_the_step_and_halves_the_scale_on_every_rank() -> None:
@@ -159,7 +166,7 @@ def _flags(rank: int, port: int, results: "mp.Queue") -> None:
         device = torch.device("cpu")
         results.put((rank, [distributed.any_rank(rank == 1, device), distributed.any_rank(False, device)]))
     finally:
-        torch.distributed.destroy_process_group()
+        leave_group()
 
 
 def test_a_flag_raised_on_one_rank_is_seen_on_every_rank() -> None:

@@ -221,7 +221,7 @@ def _two_process_worker(rank: int, port: int, out: str, sample_rate: float) -> N
                       OMP_NUM_THREADS="1")
     from faceauth import distributed
 
-    distributed.setup()
+    distributed.setup("cpu")  # CPU semantics (gloo) on any host
     try:
         torch.manual_seed(0)
         backbone = torch.nn.Linear(INPUTS, FEATURES).double()
@@ -246,7 +246,9 @@ def _two_process_worker(rank: int, port: int, out: str, sample_rate: float) -> N
         result["round_trip"] = partial.state_dict()["weight"]
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
-        torch.distributed.destroy_process_group()
+        from tests.test_distributed import leave_group
+
+        leave_group()
 
 
 def _run_two_processes(tmp_path: Path, sample_rate: float) -> list[dict[str, torch.Tensor]]:
