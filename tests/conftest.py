@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,18 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def run_without_torch(script: str) -> str:
+    """Run `script` in a fresh interpreter and return what it printed; it must succeed without importing
+    torch or torchvision (the deployment paths run on onnxruntime alone)."""
+    check = ("\nimport sys as _sys\n"
+             "print('TORCH MODULES', sorted(m for m in _sys.modules if m.split('.')[0] in ('torch', 'torchvision')))\n")
+    done = subprocess.run([sys.executable, "-c", script + check], capture_output=True, text=True, timeout=120,
+                          cwd=REPO, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "TORCH MODULES []" in done.stdout, done.stdout
+    return done.stdout
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
