@@ -1,6 +1,8 @@
 """Model quality as the project reports it: one recipe (+ overrides) run for several seeds, mean +- std.
 
-Runs `faceauth.run(recipe, overrides + [seed=S])` for each seed, one after the other, and prints a
+Runs `faceauth.run(recipe, overrides + [seed=S])` for each seed, one after the other (with
+`--seed-keys seed data.seed` every key named gets S: e.g. the dataset's own seed, which draws NUAA's
+held-out validation subjects, so the split varies too, not only the training), and prints a
 README table row: test ACER, APCER, BPCER and AUC as mean +- std (sample std, n - 1), the model's
 parameters and the wall-clock minutes per run (with the load average, which on a shared machine
 says how much those minutes are worth). The per-seed figures and the row are also written as JSON.
@@ -49,13 +51,19 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def run_seeds(recipe: str, overrides: list[str], seeds: list[int], output_dir: str) -> list[dict[str, Any]]:
+def seed_overrides(keys: tuple[str, ...] | list[str], seed: int) -> list[str]:
+    """The overrides that give every key of `keys` the value `seed`."""
+    return [f"{key}={seed}" for key in keys]
+
+
+def run_seeds(recipe: str, overrides: list[str], seeds: list[int], output_dir: str,
+              seed_keys: tuple[str, ...] | list[str] = ("seed",)) -> list[dict[str, Any]]:
     import faceauth
 
     runs = []
     for seed in seeds:
         started, load = time.perf_counter(), os.getloadavg()[0]
-        result = faceauth.run(recipe, [*overrides, f"seed={seed}", f"output_dir={output_dir}"])
+        result = faceauth.run(recipe, [*overrides, *seed_overrides(seed_keys, seed), f"output_dir={output_dir}"])
         if "test" not in result.metrics:
             raise SystemExit(f"{result.dir}: the run has no test figures (stopped: {result.metrics.get('stopped')})")
         runs.append({"seed": seed, "dir": str(result.dir), "minutes": (time.perf_counter() - started) / 60,
@@ -78,6 +86,8 @@ def main() -> None:
     parser.add_argument("recipe")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seed-keys", nargs="+", default=["seed"],
+                        help="recipe keys that get each seed (default: seed; e.g. seed data.seed)")
     parser.add_argument("--label", default=None, help="the method's name in the table (default: the recipe's)")
     parser.add_argument("--output-dir", default="runs/seeds")
     parser.add_argument("--out", type=Path, default=None, help="also write the runs and the row here (JSON)")
@@ -85,10 +95,11 @@ def main() -> None:
     from faceauth.errors import FaceAuthError
 
     try:
-        runs = run_seeds(args.recipe, args.overrides, args.seeds, args.output_dir)
+        runs = run_seeds(args.recipe, args.overrides, args.seeds, args.output_dir, args.seed_keys)
     except FaceAuthError as exc:
         raise SystemExit(f"seeds.py: error: {exc}") from None
-    command = shlex.join(["faceauth-run", args.recipe, *args.overrides]) + f"  # seeds {' '.join(map(str, args.seeds))}"
+    command = (shlex.join(["faceauth-run", args.recipe, *args.overrides])
+               + f"  # {'/'.join(args.seed_keys)} = each of {' '.join(map(str, args.seeds))}")
     line = row(args.label or Path(args.recipe).stem, runs, command)
     loads = ", ".join(f"{r['load_start']:.1f}-{r['load_end']:.1f}" for r in runs)
     print("| method | ACER | APCER | BPCER | AUC | parameters | minutes/run | command |")

@@ -1,8 +1,8 @@
 """NUAA on real faces: the liveness recipe on ../shared/data/nuaa_imposter_raw_subset (opt-in: --realdata).
 
 Haar-detected face crops of the raw 640x480 frames, NUAA's protocol (train on sessions 01+02, test
-on 03), a ResNet-18 at 64x64 for a few epochs on the CPU. The figures are printed and written to
-/tmp/nuaa_figures.md; they are checked for being finite rates, not for a quality level.
+on 03), the recipe's network at 64x64 for a few epochs on the CPU. The figures are printed and
+written to /tmp/nuaa_figures.md; they are checked for being finite rates, not for a quality level.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def test_nuaa_sessions_protocol_on_real_faces(tmp_path):
                  "trainer.num_workers=0", "trainer.progress=false", "backbone.input_size=64", "export=null"]
     started, cpu_started = time.perf_counter(), time.process_time()
     # Build the data once on its own for its facts (the face crops it caches are what the run reads).
-    splits = build_component(load_registry(), load_recipe(RECIPE, overrides, registry=load_registry()), "data")
+    recipe = load_recipe(RECIPE, overrides, registry=load_registry())
+    splits = build_component(load_registry(), recipe, "data")
     crops_done = time.perf_counter()
     for split in ("train", "val", "test"):
         paths = [s.path for s in splits.get(split).sources]
@@ -56,7 +57,8 @@ def test_nuaa_sessions_protocol_on_real_faces(tmp_path):
         f"- data: `{SUBSET}` (ClientRaw + ImposterRaw only; `extra_phone_replay_17phonespoof/` not read)",
         "- protocol: train sessions 01+02 (validation: a subject-disjoint fifth of their subjects, "
         f"{', '.join(splits.info['val_subjects'])}), test session 03",
-        f"- faces: Haar cascade (default settings), crop margin 0.2, 128 px; model: ResNet-18 at 64x64, "
+        f"- faces: Haar cascade (default settings), face box x {recipe.data.options.crop_scale}, 128 px; "
+        f"model: {recipe.backbone.name} at 64x64, "
         f"{EPOCHS} epochs, AdamW lr 0.001, CPU",
         "- command: `python -m pytest tests/test_realdata_nuaa.py --realdata -s` (recipe `recipes/liveness_nuaa.yaml`, "
         f"overrides: {' '.join(o for o in overrides if not o.startswith(('data.root', 'output_dir')))})",
