@@ -46,7 +46,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from faceauth.mtcnn import MtcnnOnnx, onnx_files
+    from faceauth.faces.mtcnn import MtcnnOnnx, onnx_files
     from faceauth.plugins.detectors.haar import HaarDetector, HaarOptions
     from faceauth.plugins.detectors.mtcnn import MtcnnDetector, MtcnnOptions
 

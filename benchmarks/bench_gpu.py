@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import faceauth
-from faceauth.registry import load_registry
+from faceauth.config.registry import load_registry
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embeddings_arcface_r50.yaml"
 
@@ -142,8 +142,8 @@ def data_path_rate(overrides: list[str], device: torch.device, max_batches: int 
     """Images/s of the training loader a run of these overrides builds, over one whole epoch, copied to
     `device`; and the images one training epoch has."""
     from faceauth.plugins.trainers.embedding import EmbeddingTask
-    from faceauth.recipe import load_recipe
-    from faceauth.runner import Run
+    from faceauth.config.recipe import load_recipe
+    from faceauth.training.run import Run
 
     registry = load_registry()
     recipe = load_recipe(RECIPE, overrides, registry=registry)

@@ -89,9 +89,10 @@ def bench_pairs(loop_pairs: int, dim: int) -> None:
 
 def _trainer(backbone: str, batch: int, workers: int):
     from faceauth.plugins.trainers.classifier import build_backbone
-    from faceauth.recipe import load_recipe
-    from faceauth.registry import load_registry
-    from faceauth.runner import Run, build_component
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.training.run import Run
+    from faceauth.config.build import build_component
 
     registry = load_registry()
     recipe = load_recipe(None, registry=registry, base={
@@ -106,8 +107,8 @@ def _trainer(backbone: str, batch: int, workers: int):
 def bench_embed(images: int, backbone: str, batch: int, workers: int) -> None:
     from faceauth.plugins.datasets.identity import IdentityImages, index_identity_folder
     from faceauth.plugins.datasets.ijb import LooseCrops
-    from faceauth.plugins.trainers.loop import image_loader
-    from faceauth.plugins.trainers.transforms import eval_transform
+    from faceauth.training.loaders import image_loader
+    from faceauth.training.transforms import eval_transform
     from make_ijb import make_ijb
 
     trainer, model = _trainer(backbone, batch, workers)

@@ -21,7 +21,8 @@ import numpy as np
 import onnx
 import torch
 
-from faceauth.export import Bundle, onnx_session
+from faceauth.training.export import Bundle
+from faceauth.io.onnx import onnx_session
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.plugins.exporters.quantize import quantize_int8
 
@@ -32,8 +33,8 @@ SIZES = {"facenet": 160}  # the others at 112x112
 
 def _model(name: str, size: int) -> torch.nn.Module:
     from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
-    from faceauth.recipe import resolve_section
-    from faceauth.registry import load_registry
+    from faceauth.config.recipe import resolve_section
+    from faceauth.config.registry import load_registry
 
     registry = load_registry()
     options = {"name": name, **({"input_size": size} if name.startswith("resnet") else {})}

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from faceauth.export import Bundle
+from faceauth.training.export import Bundle
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
-from faceauth.registry import load_registry
+from faceauth.config.registry import load_registry
 
 from common import eager_and_onnx_seconds, table
 

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from faceauth.data import EpochSampler, Transformed
+from faceauth.training.loaders import EpochSampler, Transformed
 from faceauth.plugins.datasets.folder import DemoOptions, build_demo
-from faceauth.plugins.trainers.transforms import AugmentOptions, train_transform
-from faceauth.registry import load_registry
+from faceauth.training.transforms import AugmentOptions, train_transform
+from faceauth.config.registry import load_registry
 
 from common import logged_images_per_second, run_recipe, table, timed_steps
 

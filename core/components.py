@@ -123,7 +123,7 @@ class Trainer(Component):
 
 @attrs.frozen(kw_only=True)
 class Exporter(Component):
-    """`build(options) -> object` with `export(bundle, path) -> path` (a `faceauth.export.Bundle`)."""
+    """`build(options) -> object` with `export(bundle, path) -> path` (a `faceauth.training.export.Bundle`)."""
 
     kind: ClassVar[str] = "exporter"
 

@@ -20,7 +20,7 @@ from typing import Any, Literal, Union
 import attr
 import attrs
 
-from faceauth.errors import RecipeError, quote
+from faceauth.errors import RecipeError, quote, suggest
 
 __all__ = ["structure", "unstructure", "positive", "non_negative", "fraction", "field_names", "key_name"]
 
@@ -109,8 +109,6 @@ def field_names(cls: type) -> list[str]:
 
 def structure(cls: type, data: Any, path: str) -> Any:
     """Build an instance of attrs class `cls` from a mapping; `path` prefixes error messages."""
-    from faceauth.registry import suggest
-
     if data is None:
         data = {}
     if not isinstance(data, Mapping):

@@ -1,4 +1,4 @@
-"""The deployment side: `faceauth.authenticator` on exported models, its errors, the CLI, and no torch.
+"""The deployment side: `faceauth.deploy.authenticator` on exported models, its errors, the CLI, and no torch.
 
 The models are tiny untrained networks exported by the real exporter (tests.test_fusion makes them
 once per session) and a fusion MLP exported by the fusion trainer's `export_bundle`; decisions carry
@@ -17,7 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from faceauth.authenticator import Authenticator, Decision, FaceFinder, Template, verify_main
+from faceauth.deploy.authenticator import Authenticator, Decision, FaceFinder, Template
+from faceauth.commands.verify import verify_main
 from faceauth.errors import DataError, ExportError
 from tests.conftest import run_without_torch
 from tests.test_fusion import REPO, TINY_DEMO, build_data, component_models, session_cache
@@ -30,12 +31,12 @@ def export_fusion(folder: Path, models: dict[str, Path]) -> Path:
     """`folder` as a fusion run leaves it: model.onnx (an untrained fusion MLP) beside the component models."""
     import yaml
 
-    from faceauth.authenticator import feature_names, file_sha256
+    from faceauth.deploy.authenticator import feature_names, file_sha256
     from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
     from faceauth.plugins.trainers.fusion import FusionOptions, FusionTrainer
-    from faceauth.recipe import load_recipe
-    from faceauth.registry import load_registry
-    from faceauth.runner import Run
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.training.run import Run
 
     folder.mkdir(parents=True)
     records = []
@@ -99,7 +100,7 @@ def test_decision_structure_and_threshold(models_dir: Path, auth: Authenticator,
 
 def test_features_are_those_the_fusion_was_trained_on(models_dir: Path, auth: Authenticator, demo: object) -> None:
     from faceauth.plugins.trainers import fusion
-    from faceauth.registry import load_registry
+    from faceauth.config.registry import load_registry
 
     registry = load_registry()
     components = [fusion.load_component(registry, models_dir / f"{r}.onnx", r, r) for r in ("embedding", "liveness")]
@@ -190,7 +191,7 @@ def test_cli_prints_the_decision_and_one_line_errors(models_dir: Path, demo: obj
 def test_the_verify_path_imports_no_torch(models_dir: Path, demo: object) -> None:
     attempt = demo.val.attempts[0]
     script = (
-        "from faceauth.authenticator import Authenticator, verify_main\n"
+        "from faceauth.deploy.authenticator import Authenticator\nfrom faceauth.commands.verify import verify_main\n"
         f"auth = Authenticator.from_dir({str(models_dir)!r}, detect=False)\n"
         f"auth.verify({list(attempt.enrol)!r}, {attempt.probe!r})\n"
         f"next(iter(Authenticator.from_dir({str(models_dir)!r}).finders.values())).detector.detect("

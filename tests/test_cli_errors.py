@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 import faceauth.plugins.trainers.classifier  # noqa: F401  (imports torch at collection, not inside the first test)
-from faceauth.cli import eval_main, export_main, run_main
+from faceauth.commands.cli import eval_main, export_main, run_main
 
 SENTINEL = "results of an earlier run\n"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import faceauth
-from faceauth.cli import run_main
-from faceauth.registry import load_registry
+from faceauth.commands.cli import run_main
+from faceauth.config.registry import load_registry
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "faceauth-example-plugin"
 DIST = "faceauth-example-plugin"
@@ -46,7 +46,7 @@ def test_recipe_runs_on_the_plugin_components_and_events_are_logged(tmp_path: Pa
     assert kinds[0] == "train_start" and kinds[-1] == "train_end"
     assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [0, 1]
     assert {"last", "best"} <= {e["tag"] for e in events if e["event"] == "checkpoint_saved"}
-    versions = faceauth.checkpoint.load(result.dir)["versions"]["components"]
+    versions = faceauth.training.checkpoint.load(result.dir)["versions"]["components"]
     assert versions["backbone"] == versions["data"] == versions["loss"] == f"{DIST} 0.1.0"
 
 

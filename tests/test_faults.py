@@ -19,11 +19,11 @@ import torch
 import yaml
 
 import faceauth
-import faceauth.paths
-from faceauth import checkpoint
-from faceauth.cli import eval_main, run_main
+import faceauth.io.paths
+from faceauth.training import checkpoint
+from faceauth.commands.cli import eval_main, run_main
 from faceauth.errors import CheckpointError, RecipeError
-from faceauth.paths import FolderLocked, folder_lock
+from faceauth.io.paths import FolderLocked, folder_lock
 from tests.conftest import TINY_RECIPE
 
 
@@ -61,7 +61,7 @@ def fill_disk(monkeypatch: pytest.MonkeyPatch, room: int, when: str = "") -> Non
             return FullDisk(path, room)
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(faceauth.paths, "open", opener, raising=False)
+    monkeypatch.setattr(faceauth.io.paths, "open", opener, raising=False)
 
 
 def temporaries(folder: Path) -> list[Path]:
@@ -86,7 +86,7 @@ def test_a_read_only_run_directory_names_the_file_and_the_cause(tmp_path: Path, 
     def read_only(*args: object, **kwargs: object) -> None:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "checkpoints"))
 
-    monkeypatch.setattr(faceauth.paths.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(faceauth.io.paths.tempfile, "mkstemp", read_only)
     with pytest.raises(CheckpointError, match=r"best\.pt: cannot write the checkpoint \(Read-only file system\)$"):
         checkpoint.save(tmp_path / "checkpoints" / "best.pt", {"epoch": 1})
 
@@ -145,7 +145,7 @@ def test_temporary_files_of_a_killed_run_are_swept_on_resume(run_dir: Path) -> N
 def test_a_second_writer_of_a_run_directory_is_refused_naming_the_holder(
         run_dir: Path, capsys: pytest.CaptureFixture) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, faceauth.paths as p\n"
+        [sys.executable, "-c", "import sys, faceauth.io.paths as p\n"
                                f"with p.folder_lock({str(run_dir)!r}):\n    print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

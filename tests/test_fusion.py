@@ -20,9 +20,9 @@ import yaml
 from PIL import Image
 
 import faceauth
-from faceauth import checkpoint
+from faceauth.training import checkpoint
 from faceauth.errors import CheckpointError, DataError, ExportError
-from faceauth.export import onnx_session, read_metadata
+from faceauth.io.onnx import onnx_session, read_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DEMO = {"name": "demo_attempts", "train_identities": 4, "val_identities": 3, "test_identities": 3, "live": 3,
@@ -48,9 +48,10 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _component(recipe_dict: dict, seed: int, threshold: float) -> tuple[object, object, dict]:
     """An untrained model of the recipe's trainer, the run that exports it, and its checkpoint payload."""
     from faceauth.plugins.trainers.classifier import Classifier, build_backbone
-    from faceauth.recipe import load_recipe
-    from faceauth.registry import load_registry
-    from faceauth.runner import Run, build_component
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.training.run import Run
+    from faceauth.config.build import build_component
 
     registry = load_registry()
     recipe = load_recipe(None, registry=registry, base=recipe_dict)
@@ -98,8 +99,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def build_data(section: dict) -> faceauth.data.Splits:
-    from faceauth.recipe import resolve_section
-    from faceauth.registry import load_registry
+    from faceauth.config.recipe import resolve_section
+    from faceauth.config.registry import load_registry
 
     registry = load_registry()
     resolved = resolve_section(section, "data", "dataset", registry)
@@ -251,7 +252,7 @@ def test_metrics_against_a_hand_computed_case() -> None:
 # components and features ----------------------------------------------------------------------------------
 def test_a_component_of_the_wrong_kind_is_an_error(models: dict[str, Path], tmp_path: Path) -> None:
     from faceauth.plugins.trainers.fusion import load_component
-    from faceauth.registry import load_registry
+    from faceauth.config.registry import load_registry
 
     registry = load_registry()
     with pytest.raises(ExportError, match=r"liveness\.onnx is a liveness model .*expected an embedding model"):
@@ -266,7 +267,7 @@ def test_a_component_of_the_wrong_kind_is_an_error(models: dict[str, Path], tmp_
 
 def test_onnx_and_checkpoint_components_agree(models: dict[str, Path]) -> None:
     from faceauth.plugins.trainers.fusion import load_component
-    from faceauth.registry import load_registry
+    from faceauth.config.registry import load_registry
 
     registry = load_registry()
     rng = np.random.default_rng(0)
@@ -276,9 +277,9 @@ def test_onnx_and_checkpoint_components_agree(models: dict[str, Path]) -> None:
         from_checkpoint = load_component(registry, models[f"{role}_pt"], role, "x").score(images)
         np.testing.assert_allclose(from_onnx, from_checkpoint, atol=1e-4)
     # the numpy preprocessing of deployment is the trainers' evaluation transform
-    from faceauth.authenticator import ImagePreprocess
+    from faceauth.deploy.authenticator import ImagePreprocess
     from faceauth.components import Preprocess
-    from faceauth.plugins.trainers.transforms import eval_transform
+    from faceauth.training.transforms import eval_transform
 
     spec = Preprocess(input_size=(32, 24), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
     expected = torch.stack([eval_transform(spec)(Image.fromarray(x)) for x in images]).numpy()
@@ -289,7 +290,7 @@ def test_scores_are_cached_and_rebuilt_when_a_model_changes(models: dict[str, Pa
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     from faceauth.plugins.trainers import fusion
-    from faceauth.registry import load_registry
+    from faceauth.config.registry import load_registry
 
     registry = load_registry()
     splits = build_data(TINY_DEMO)
@@ -329,7 +330,7 @@ def test_scores_are_cached_and_rebuilt_when_a_model_changes(models: dict[str, Pa
 
 def test_several_embedding_models_are_fused_as_an_ensemble(models: dict[str, Path]) -> None:
     from faceauth.plugins.trainers import fusion
-    from faceauth.registry import load_registry
+    from faceauth.config.registry import load_registry
 
     registry = load_registry()
     splits = build_data(TINY_DEMO)
@@ -403,7 +404,7 @@ def test_a_stopped_fusion_run_resumes_to_the_same_result(models: dict[str, Path]
 def test_fusion_run_end_to_end(models: dict[str, Path], tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from faceauth.tools import evaluate
+    from faceauth.runs.models import evaluate
 
     result = faceauth.run(tiny_fusion_recipe(tmp_path, models))
     metrics = json.loads((result.dir / "metrics.json").read_text())

@@ -8,7 +8,7 @@ import yaml
 
 import faceauth
 from faceauth.errors import ExportError, RecipeError
-from faceauth.paths import read_npz
+from faceauth.io.paths import read_npz
 from faceauth.plugins.trainers.texture import LbpOptions, lbp_features
 
 RECIPE = {

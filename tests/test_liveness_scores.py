@@ -14,7 +14,7 @@ import faceauth
 from faceauth import metrics
 from faceauth.errors import RecipeError
 from faceauth.plugins.trainers.classifier import ClassifierOptions, ClassifierTrainer, LivenessScore, measure
-from faceauth.plugins.trainers.loop import TIE_BREAKS, improves, lower_is_better
+from faceauth.training.loop import TIE_BREAKS, improves, lower_is_better
 from tests.conftest import TINY_RECIPE
 
 
@@ -99,9 +99,9 @@ def test_monitor_loss_is_the_validation_loss_and_the_threshold_rule_is_stored(tm
     assert result.metrics["best_epoch"] == min(val_loss, key=val_loss.get)
     assert result.metrics["val"]["loss"] == pytest.approx(val_loss[result.metrics["best_epoch"]], rel=1e-6)
     assert result.metrics["val"]["bpcer"] <= 0.1
-    payload = faceauth.checkpoint.load(result.dir / "checkpoints" / "best.pt")
+    payload = faceauth.training.checkpoint.load(result.dir / "checkpoints" / "best.pt")
     assert payload["threshold_rule"] == "bpcer=0.1 on val"
-    meta = faceauth.export.read_metadata(result.dir / "model.onnx")
+    meta = faceauth.io.onnx.read_metadata(result.dir / "model.onnx")
     assert meta["faceauth.threshold_rule"] == "bpcer=0.1 on val"
     assert float(meta["faceauth.threshold"]) == pytest.approx(result.metrics["threshold"])
 

@@ -9,8 +9,8 @@ import onnxruntime as ort
 import pytest
 
 from faceauth.errors import ExportError
-from faceauth.export import check_providers, onnx_session
-from faceauth.liveness import Liveness
+from faceauth.io.onnx import check_providers, onnx_session
+from faceauth.deploy.liveness import Liveness
 from tests.test_fusion import component_models, session_cache
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import faceauth
-from faceauth import checkpoint
-from faceauth.cli import run_main
+from faceauth.training import checkpoint
+from faceauth.commands.cli import run_main
 from faceauth.components import Loss
 
 pytestmark = pytest.mark.slow

@@ -13,12 +13,12 @@ from PIL import Image
 
 import faceauth
 from faceauth.components import Preprocess
-from faceauth.data import Transformed
+from faceauth.training.loaders import Transformed
 from faceauth.errors import RecipeError
-from faceauth.plugins.trainers import transforms
+from faceauth.training import transforms
 from faceauth.plugins.trainers.classifier import ClassifierOptions
 from faceauth.plugins.trainers.embedding import EmbeddingOptions
-from faceauth.plugins.trainers.transforms import (AugmentOptions, RandomBlur, RandomGamma, RandomJpeg, SpoofArtefacts,
+from faceauth.training.transforms import (AugmentOptions, RandomBlur, RandomGamma, RandomJpeg, SpoofArtefacts,
                                                   spoof_transform, train_transform)
 
 PRE = Preprocess(input_size=(48, 48), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))

@@ -22,6 +22,7 @@ from torch import nn
 import faceauth
 from faceauth.components import Preprocess
 from faceauth.errors import CheckpointError
+from faceauth.training.weights import load_pretrained
 
 __all__ = ["FaceNetOptions", "InceptionResnetV1", "PUBLIC_CLASSES"]
 
@@ -207,7 +208,7 @@ def _logits_classes(path: str | Path) -> int | None:
 
 def _load(module: InceptionResnetV1, path: str, classes: int | None) -> None:
     try:
-        faceauth.weights.load_pretrained(module, path)
+        load_pretrained(module, path)
     except CheckpointError as exc:
         stored = _logits_classes(path) if classes is None else None
         if stored is None:

@@ -17,6 +17,7 @@ from torch import nn
 
 import faceauth
 from faceauth.components import Preprocess
+from faceauth.training.weights import load_pretrained
 
 __all__ = ["IResNetOptions", "IBasicBlock", "IResNet", "DEPTHS"]
 
@@ -94,7 +95,7 @@ class IResNet(nn.Module):
         self.features = nn.BatchNorm1d(options.num_features, eps=BN_EPS)
         self._init_weights()
         if options.pretrained:
-            faceauth.weights.load_pretrained(self, options.pretrained)
+            load_pretrained(self, options.pretrained)
 
     def _init_weights(self) -> None:
         # The original's scheme: N(0, 0.1) convolutions, unit/zero BatchNorm, and a frozen unit

@@ -17,6 +17,7 @@ from torch import nn
 
 import faceauth
 from faceauth.components import Preprocess
+from faceauth.training.weights import load_pretrained
 
 __all__ = ["MobileFaceNetOptions", "MobileFaceNet"]
 
@@ -118,7 +119,7 @@ class MobileFaceNet(nn.Module):
         self.features = GDC(options.num_features, size=INPUT_SIZE // 16)
         self._init_weights()
         if options.pretrained:
-            faceauth.weights.load_pretrained(self, options.pretrained)
+            load_pretrained(self, options.pretrained)
 
     def _init_weights(self) -> None:
         for m in self.modules():

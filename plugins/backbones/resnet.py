@@ -16,6 +16,7 @@ import torchvision
 
 import faceauth
 from faceauth.components import Preprocess
+from faceauth.training.weights import load_pretrained
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,7 +34,7 @@ class ResNetFeatures(torch.nn.Module):
         super().__init__()
         net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
         if options.pretrained:
-            faceauth.weights.load_pretrained(
+            load_pretrained(
                 net, options.pretrained, ignore=("fc.",), prefixes=("net.",),
                 layouts=f"torchvision's resnet{depth} layout (conv1.weight, layer1.0.conv1.weight, ...; fc optional) "
                         f"or faceauth's (net.conv1.weight, ...)")

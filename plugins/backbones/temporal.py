@@ -19,9 +19,10 @@ import attrs
 import torch
 
 import faceauth
-from faceauth import checkpoint
+from faceauth.training import checkpoint
 from faceauth.data import live_log_odds
 from faceauth.errors import CheckpointError, RecipeError
+from faceauth.training.weights import is_restoring
 
 __all__ = ["FrameScorer", "LstmOptions", "TemporalLstm", "build"]
 
@@ -186,7 +187,7 @@ def build(options: LstmOptions, components: Any) -> TemporalLstm:
             raise faceauth.PluginError(f"backbone.encoder: backbone '{options.encoder.get('name')}' has no "
                                        f"'{attribute}' attribute (see faceauth.components.Backbone)")
     scorer = None
-    if options.encoder_checkpoint and faceauth.weights.is_restoring():
+    if options.encoder_checkpoint and is_restoring():
         # Weights come from this model's own checkpoint or export: the frame scorer's structure is the encoder's
         # (its weights were loaded strictly into it) and a live/spoof head; its file is not needed any more.
         scorer_backbone = encoder if options.freeze_encoder else components.build(

@@ -42,8 +42,8 @@ import faceauth
 import numpy as np
 from faceauth.data import Splits, read_image
 from faceauth.errors import DataError
-from faceauth.paths import atomic_folder, cache_dir
-from faceauth.plugins.datasets.folder import _images_under  # the liveness layout's sorted recursive listing
+from faceauth.io.images import images_under
+from faceauth.io.paths import atomic_folder, cache_dir
 from PIL import Image
 
 __all__ = [
@@ -134,9 +134,9 @@ def index_people(split_dir: Path) -> list[Person]:
     """The identities of one split folder, sorted by name; hidden folders are skipped."""
     people = []
     for folder in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        live = tuple(str(p) for p in _images_under(folder / "live"))
+        live = tuple(str(p) for p in images_under(folder / "live"))
         spoof = []
-        for path in _images_under(folder / "spoof"):
+        for path in images_under(folder / "spoof"):
             parts = path.relative_to(folder / "spoof").parts
             spoof.append((str(path), parts[0] if len(parts) > 1 else "spoof"))
         if not live and not spoof:
@@ -291,7 +291,7 @@ def write_attempt_demo(root: str | Path, *, identities: dict[str, int], live: in
     so they are none of the `demo` or `demo_identities` people.
     """
     from faceauth.plugins.datasets.demo_render import print_attack, render_face, replay_attack, sample_identity
-    from faceauth.plugins.datasets.identity_demo import _capture
+    from faceauth.plugins.datasets.identity_demo import frontal_capture
 
     root = Path(root)
     with atomic_folder(root) as tmp:
@@ -302,7 +302,7 @@ def write_attempt_demo(root: str | Path, *, identities: dict[str, int], live: in
                 folder = tmp / split / f"id{who:04d}"
                 for k in range(live + spoof):
                     rng = np.random.default_rng([seed, 22, who, k])
-                    pose = _capture(rng)
+                    pose = frontal_capture(rng)
                     attack = "" if k < live else ("print", "replay")[(k - live) % 2]
                     if attack:
                         pose["scale"] *= 1.2  # attack media frame the face closer (as the liveness demo)

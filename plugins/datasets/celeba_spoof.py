@@ -34,12 +34,11 @@ from typing import Any
 
 import attrs
 import numpy as np
-from PIL import Image
 
 from faceauth.data import LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError, quote
-from faceauth.images import image_size
-from faceauth.paths import inside
+from faceauth.io.images import image_size
+from faceauth.io.paths import inside
 from faceauth.faces import Box, CropCache
 from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, crop_geometry_of, detector_settings,
                                               hold_out_subjects, open_fraction, report_missing,

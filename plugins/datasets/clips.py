@@ -2,7 +2,7 @@
 
 A clip sample is ``{"frames": [T PIL RGB images], "label": LIVE/SPOOF, "attack_type": str ("" for
 live), "video": str, "subject": str}``; the clips of one video share ``video`` (its path), so
-scores can be pooled per video. `faceauth.data.Transformed` transforms and stacks the frames.
+scores can be pooled per video. `faceauth.training.loaders.Transformed` transforms and stacks the frames.
 
 The ``video_folder`` layout (the video counterpart of the image ``folder`` layout)::
 
@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image
 
 import faceauth
-from faceauth import video as fa_video
+from faceauth.io import video as fa_video
 from faceauth.data import LIVE, SPOOF, Splits, check_classes
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import Box, CropCache, CropGeometry
@@ -109,7 +109,7 @@ def frames_needed(sampling: ClipSampling) -> int:
 
 
 def clip_indices(total: int, sampling: ClipSampling) -> list[list[int]]:
-    """The frame indices of each clip of a video of `total` frames (`faceauth.video.clip_indices`)."""
+    """The frame indices of each clip of a video of `total` frames (`faceauth.io.video.clip_indices`)."""
     return fa_video.clip_indices(total, sampling.clip_length, sampling.clip_stride, sampling.clips_per_video)
 
 

@@ -28,8 +28,8 @@ import attrs
 import faceauth
 import numpy as np
 from faceauth.data import Splits
-from faceauth.paths import atomic_folder, cache_dir
-from faceauth.video import write_video
+from faceauth.io.paths import atomic_folder, cache_dir
+from faceauth.io.video import write_video
 from faceauth.plugins.datasets.clips import ClipOptions, ClipSampling, load_video_folder
 from faceauth.plugins.datasets.demo_render import (
     FaceIdentity,

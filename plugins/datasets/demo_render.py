@@ -25,7 +25,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from faceauth.paths import atomic_folder
+from faceauth.io.paths import atomic_folder
 from PIL import Image, ImageFilter
 
 __all__ = ["FaceIdentity", "sample_identity", "render_face", "print_attack",

@@ -15,7 +15,6 @@ and read by the same code; `folder` with no `root` uses it, so recipes run out o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,10 @@ from typing import Any
 import attrs
 
 import faceauth
-from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes, read_image
+from faceauth.data import LIVE, SPOOF, Splits, check_classes, read_image
 from faceauth.errors import DataError
-from faceauth.paths import cache_dir
+from faceauth.io.images import images_under
+from faceauth.io.paths import cache_dir
 
 CLASSES = ("live", "spoof")
 
@@ -54,18 +54,10 @@ class LivenessFolder:
                 "path": sample.path}
 
 
-def _images_under(folder: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        found.extend(Path(dirpath) / name for name in sorted(filenames) if name.lower().endswith(IMAGE_SUFFIXES))
-    return found
-
-
 def index_split(split_dir: Path) -> LivenessFolder:
-    samples = [LivenessSample(str(p), LIVE, "") for p in _images_under(split_dir / "live")]
+    samples = [LivenessSample(str(p), LIVE, "") for p in images_under(split_dir / "live")]
     spoof_dir = split_dir / "spoof"
-    for path in _images_under(spoof_dir):
+    for path in images_under(spoof_dir):
         relative = path.relative_to(spoof_dir).parts
         samples.append(LivenessSample(str(path), SPOOF, relative[0] if len(relative) > 1 else "spoof"))
     for name in CLASSES:

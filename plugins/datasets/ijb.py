@@ -9,7 +9,7 @@ Layout (the release of the protocols with loose crops; ``p`` is ``ijbb`` or ``ij
 
 Fields are separated by spaces, one row per line, no header. The five landmarks are left eye,
 right eye, nose, left and right mouth corner in the loose crop's pixels; each face is warped onto
-the 112x112 ArcFace template when read (`faceauth.align`). Faces are joined to their landmark row
+the 112x112 ArcFace template when read (`faceauth.faces.align`). Faces are joined to their landmark row
 by image name, and only the faces of templates that some pair names are kept.
 
 The protocol is a `faceauth.data.TemplateVerification` returned as the test split, named after the
@@ -59,7 +59,7 @@ class LooseCrops:
         return len(self.names)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from faceauth.align import align_five_point
+        from faceauth.faces.align import align_five_point
 
         path = os.path.join(self.folder, os.fsdecode(self.names[index]))
         return {"image": align_five_point(read_image(path), self.landmarks[index], self.size), "path": path}

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import attrs
 
 import faceauth
-from faceauth import video as fa_video
+from faceauth.io import video as fa_video
 from faceauth.data import Splits, check_classes
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache

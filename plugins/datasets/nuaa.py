@@ -53,7 +53,7 @@ from typing import Any, Literal
 import attrs
 
 from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes
-from faceauth.paths import inside
+from faceauth.io.paths import inside
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import CropCache
 from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, crop_geometry_of, detector_settings, hold_out_subjects, open_fraction,

@@ -32,8 +32,8 @@ import numpy as np
 
 from faceauth.data import Verification, read_image
 from faceauth.errors import DataError, quote
-from faceauth import images
-from faceauth.paths import atomic_write, inside
+from faceauth.io import images
+from faceauth.io.paths import atomic_write, inside
 
 __all__ = ["ImageFiles", "EncodedImages", "read_lfw_pairs", "read_bin", "write_bin", "generate_pairs",
            "pairs_verification", "decode_image"]

@@ -47,7 +47,7 @@ import numpy as np
 import faceauth
 from faceauth.data import Splits, Verification
 from faceauth.errors import DataError
-from faceauth.paths import cache_dir, read_npz, write_npz
+from faceauth.io.paths import cache_dir, read_npz, write_npz
 from faceauth.plugins.datasets.identity import external_verification, held_out_verification, hold_out_identities
 from faceauth.plugins.datasets.pairs import decode_image
 

@@ -26,8 +26,9 @@ import torch
 
 import faceauth
 from faceauth.errors import ExportError
-from faceauth.export import PARITY_TOLERANCE, Bundle, onnx_session, run_session
-from faceauth.paths import atomic_write
+from faceauth.training.export import PARITY_TOLERANCE, Bundle
+from faceauth.io.onnx import onnx_session, run_session
+from faceauth.io.paths import atomic_write
 from faceauth.plugins.exporters.quantize import quantize_int8
 
 log = logging.getLogger(__name__)

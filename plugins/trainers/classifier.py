@@ -9,7 +9,7 @@ unit, is chosen on validation at the best epoch by ``trainer.threshold`` (``eer`
 
 Model selection: the best epoch is the one with the best ``trainer.monitor`` on validation
 (``loss`` is the validation loss of the recipe's criterion); ties go to the higher validation AUC,
-then the lower validation loss (`faceauth.plugins.trainers.loop`).
+then the lower validation loss (`faceauth.training.loop`).
 """
 
 from __future__ import annotations
@@ -24,20 +24,22 @@ import torch
 from torchvision.utils import make_grid
 
 import faceauth
-from faceauth import console, distributed
+from faceauth.io import console
+from faceauth.training import distributed
 from faceauth import metrics as fa_metrics
-from faceauth.images import utf8_text
-from faceauth.data import LIVE, Splits, live_log_odds, reraise_worker_errors
+from faceauth.io.images import utf8_text
+from faceauth.data import LIVE, Splits, live_log_odds
+from faceauth.training.loaders import reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
-from faceauth.export import Bundle, model_metadata
+from faceauth.training.export import Bundle, model_metadata
 from faceauth.plugins.trainers.auxiliary import (AuxiliaryOptions, FourierHead, PixelMapHead, fourier_loss,
                                                  has_feature_map, pixel_map_loss)
-from faceauth.report import ReportTarget, SplitScores, write_liveness_report
-from faceauth.plugins.trainers.loop import (LoopOptions, TrainingLoop, higher_is_better, image_loader,
-                                            lower_is_better, to_device)
-from faceauth.plugins.trainers.transforms import (AugmentOptions, denormalise, eval_transform, spoof_transform,
+from faceauth.metrics.report import ReportTarget, SplitScores, write_liveness_report
+from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better
+from faceauth.training.loaders import image_loader, to_device
+from faceauth.training.transforms import (AugmentOptions, denormalise, eval_transform, spoof_transform,
                                                   train_transform)
-from faceauth.runner import FitResult, Run
+from faceauth.training.run import FitResult, Run
 
 
 def _threshold_rule(instance: Any, attribute: attrs.Attribute, value: str) -> None:
@@ -175,7 +177,7 @@ def report_split(name: str, predictions: dict[str, np.ndarray], figures: dict[st
 
 def write_report(run: Run, splits: list[SplitScores], threshold: float | None, rule: str, model: str,
                  writer: Any, step: int = 0, directory: Any = None) -> None:
-    """`faceauth.report.write_liveness_report` into the run directory (or `directory`)."""
+    """`faceauth.metrics.report.write_liveness_report` into the run directory (or `directory`)."""
     data = {key: run.recipe.to_dict().get(key) for key in ("data", "test_data") if run.recipe.to_dict().get(key)}
     write_liveness_report(directory or run.dir, splits, model=model, data=data, threshold=threshold,
                           threshold_rule=rule, started=run.started, components=run.versions()["components"],

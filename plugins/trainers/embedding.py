@@ -23,19 +23,21 @@ import torch
 from torchvision.utils import make_grid
 
 import faceauth
-from faceauth import console, distributed
+from faceauth.io import console
+from faceauth.training import distributed
 from faceauth import metrics as fa_metrics
-from faceauth.images import utf8_text
-from faceauth.data import Splits, TemplateVerification, Verification, reraise_worker_errors
+from faceauth.io.images import utf8_text
+from faceauth.data import Splits, TemplateVerification, Verification
+from faceauth.training.loaders import reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
-from faceauth.export import Bundle, model_metadata
-from faceauth.plugins.trainers.samplers import PKSampler
+from faceauth.training.export import Bundle, model_metadata
+from faceauth.training.samplers import PKSampler
 from faceauth.plugins.trainers.templates import template_metrics
 from faceauth.plugins.trainers.classifier import build_backbone
-from faceauth.plugins.trainers.loop import (LoopOptions, TrainingLoop, higher_is_better, image_loader,
-                                            lower_is_better, to_device)
-from faceauth.plugins.trainers.transforms import AugmentOptions, denormalise, eval_transform, train_transform
-from faceauth.runner import FitResult, Run
+from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better
+from faceauth.training.loaders import image_loader, to_device
+from faceauth.training.transforms import AugmentOptions, denormalise, eval_transform, train_transform
+from faceauth.training.run import FitResult, Run
 
 
 @attrs.frozen

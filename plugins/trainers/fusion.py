@@ -4,7 +4,7 @@ A matcher alone accepts a print of the enrolled person; a liveness model alone a
 impostor. This trainer scores verification attempts (`faceauth.plugins.datasets.attempts`) with
 frozen component models and learns the decision over their scores:
 
-- features per attempt (`faceauth.authenticator` computes them, the same code at deployment): the
+- features per attempt (`faceauth.deploy.authenticator` computes them, the same code at deployment): the
   cosine match score of each embedding model (probe vs. the enrolment template), the log-odds of
   live of the probe from each liveness model (its ``score``), and, with ``quality: true``, the probe's sharpness and brightness;
 - ``mlp``: a small MLP on those features (the fused model that is exported), and beside it the
@@ -27,7 +27,7 @@ HTER, EER and AUC; the spoof protocol (genuine vs. spoofs) gives SFAR, the share
 accepted (per attack type too). Each scored model's threshold is chosen on validation at
 ``target_far`` on the licit protocol and applied unchanged to test (the joint operating point).
 
-The run directory doubles as a models directory for `faceauth.authenticator.Authenticator`:
+The run directory doubles as a models directory for `faceauth.deploy.authenticator.Authenticator`:
 ``model.onnx`` (features [N, F] -> P(accept), dynamic batch; metadata: feature order, components,
 threshold) and the component models as ``embedding.onnx`` / ``liveness.onnx`` (``-<i>`` suffixes
 when several; checkpoints are exported).
@@ -53,24 +53,14 @@ from PIL import Image
 from tqdm import tqdm
 
 import faceauth
-from faceauth import checkpoint, weights
+from faceauth.training import checkpoint, weights
 from faceauth import metrics as fa_metrics
-from faceauth.authenticator import (
-    EMBEDDING,
-    LIVENESS,
-    article,
-    feature_names,
-    file_sha256,
-    match_scores,
-    model_geometry,
-    open_component,
-    quality_features,
-    unit,
-)
+from faceauth.deploy.authenticator import (EMBEDDING, LIVENESS, article, feature_names, file_sha256, match_scores, model_geometry, open_component, quality_features, unit)
 from faceauth.errors import CheckpointError, DataError, RecipeError
-from faceauth.export import Bundle
-from faceauth.paths import cache_dir, read_npz, write_npz
-from faceauth.runner import FitResult, Run, build_component
+from faceauth.training.export import Bundle
+from faceauth.io.paths import cache_dir, read_npz, write_npz
+from faceauth.training.run import FitResult, Run
+from faceauth.config.build import build_component
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +129,7 @@ class TorchComponent:
     """A checkpoint's model through its own trainer: its evaluation transform, then `trainer.torch_scorer`."""
 
     def __init__(self, role: str, scorer: Callable[[torch.Tensor], np.ndarray], preprocess: Any):
-        from faceauth.plugins.trainers.transforms import eval_transform
+        from faceauth.training.transforms import eval_transform
 
         self.role, self.scorer, self.transform = role, scorer, eval_transform(preprocess)
 
@@ -163,7 +153,7 @@ def load_component(registry: Any, path: str | Path, role: str, where: str) -> Co
     if task != role:
         raise CheckpointError(f"{where}: {path} is {article(task)} checkpoint (task {task!r}); "
                               f"expected {article(role)} model")
-    from faceauth.recipe import load_recipe
+    from faceauth.config.recipe import load_recipe
 
     stored = checkpoint.recipe_of(payload)
     # Scored on the CPU whatever device it trained on; its own weights only (no file it started from is read).
@@ -195,7 +185,7 @@ def _builtin_component_recipes(recipe: Any, progress: bool) -> dict[str, dict[st
 
 
 def _component_recipes(recipe: Any, options: FusionOptions) -> dict[str, tuple[dict[str, Any], list[str]]]:
-    from faceauth.recipe import read_yaml
+    from faceauth.config.recipe import read_yaml
 
     training = options.train_components
     builtin = _builtin_component_recipes(recipe, options.progress)
@@ -206,7 +196,7 @@ def _component_recipes(recipe: Any, options: FusionOptions) -> dict[str, tuple[d
 
 
 def _components_folder(recipes: dict[str, tuple[dict[str, Any], list[str]]]) -> Path:
-    from faceauth.runner import version
+    from faceauth.config.registry import version
 
     key = hashlib.sha256(json.dumps({"recipes": recipes, "faceauth": version()}, sort_keys=True,
                                     default=str).encode()).hexdigest()[:16]
@@ -219,7 +209,7 @@ def train_components(recipe: Any, options: FusionOptions, roles: Sequence[str]) 
     Each run goes to a temporary folder renamed into place when it finished, so an interrupted run
     is never taken for a finished one.
     """
-    from faceauth.runner import run as faceauth_run
+    from faceauth.runs.runner import run as faceauth_run
 
     recipes = _component_recipes(recipe, options)
     folder = _components_folder(recipes)
@@ -311,7 +301,7 @@ def _role_files(components: Sequence[Component]) -> list[str]:
 
 def ship_components(components: Sequence[Component], folder: Path) -> list[dict[str, Any]]:
     """Put the ONNX form of each component into `folder` (copied, or exported from a checkpoint) and describe it."""
-    from faceauth.tools import export_checkpoint
+    from faceauth.runs.models import export_checkpoint
 
     records = []
     for component, name in zip(components, _role_files(components)):

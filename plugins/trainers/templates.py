@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 from sklearn.preprocessing import normalize
-from faceauth import console
+from faceauth.io import console
 from faceauth import metrics as fa_metrics
 from faceauth.data import TemplateVerification
 from faceauth.errors import DataError

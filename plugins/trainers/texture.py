@@ -32,9 +32,9 @@ import faceauth
 from faceauth.data import LIVE
 from faceauth.errors import DataError, ExportError, RecipeError
 from faceauth.metrics import parse_threshold_rule
-from faceauth.paths import write_npz
+from faceauth.io.paths import write_npz
 from faceauth.plugins.trainers.classifier import measure
-from faceauth.runner import FitResult, Run
+from faceauth.training.run import FitResult, Run
 
 COLOUR_SPACES = {"rgb": None, "grey": cv2.COLOR_RGB2GRAY, "ycrcb": cv2.COLOR_RGB2YCrCb, "hsv": cv2.COLOR_RGB2HSV}
 NEIGHBOURS = 8  # per radius: the 59 uniform patterns of LBP^{u2}_{8,R}

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import torch
 
-from faceauth.recipe import OptimizerConfig, SchedulerConfig
+from faceauth.config.recipe import OptimizerConfig, SchedulerConfig
 
 __all__ = ["build_optimizer", "build_scheduler"]
 

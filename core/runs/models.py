@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from faceauth import checkpoint, weights
+from faceauth.training import checkpoint, weights
 from faceauth.errors import CheckpointError, ExportError, RecipeError
-from faceauth.export import metadata_threshold, onnx_session, read_metadata, recipe_from_metadata, run_session
-from faceauth.recipe import load_recipe
-from faceauth.registry import load_registry
-from faceauth.report import ReportTarget
-from faceauth.runner import Run, build_component
+from faceauth.io.onnx import metadata_threshold, onnx_session, read_metadata, recipe_from_metadata, run_session
+from faceauth.config.recipe import load_recipe
+from faceauth.config.registry import load_registry
+from faceauth.metrics.report import ReportTarget
+from faceauth.training.run import Run
+from faceauth.config.build import build_component
 
 __all__ = ["evaluate", "export_checkpoint"]
 
@@ -52,7 +53,7 @@ def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: s
 
     The decision threshold stored with the model (chosen on validation during training) is applied.
     `ijb` measures an embedding model on an IJB-B / IJB-C release instead (its test split).
-    `report`: a folder for the liveness report of the split (`faceauth.report`; liveness models only).
+    `report`: a folder for the liveness report of the split (`faceauth.metrics.report`; liveness models only).
     """
     if ijb is not None and (data is not None or split != "test"):
         raise RecipeError("an IJB release is its own dataset with one (test) protocol: give it without a data "

@@ -1,7 +1,7 @@
 """Image transforms of the built-in trainers: augmentation for training, plain resizing for evaluation.
 
 Every random draw comes from torch's global RNG (`torch.rand`, `torch.randint`, torchvision's
-random transforms), which `faceauth.data.Transformed` seeds per sample; Python's `random` and
+random transforms), which `faceauth.training.loaders.Transformed` seeds per sample; Python's `random` and
 numpy's global RNG would make runs irreproducible. A step whose probability or strength is 0 is
 left out of the pipeline, so it draws nothing and older recipes keep their exact random stream.
 

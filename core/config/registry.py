@@ -13,7 +13,6 @@ point, with the variable that runs without it.
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata
 import os
 import re
@@ -25,9 +24,9 @@ import pluggy
 
 from faceauth import hookspecs
 from faceauth.components import KINDS, Component
-from faceauth.errors import PluginError, quote
+from faceauth.errors import PluginError, quote, suggest
 
-__all__ = ["ENTRY_POINT_GROUP", "Provider", "Registry", "load_registry", "suggest"]
+__all__ = ["ENTRY_POINT_GROUP", "Provider", "Registry", "load_registry", "version"]
 
 ENTRY_POINT_GROUP = "faceauth"
 ALLOW_ENV = "FACEAUTH_PLUGINS"
@@ -63,12 +62,15 @@ class Entry:
     provider: Provider
 
 
-def suggest(name: str, known: Iterable[str]) -> str:
-    """'; did you mean 'x'?' for the closest known name, or '' when none is close."""
-    if not isinstance(name, str) or len(name) > 100:  # no name is that long; comparing would only cost time
-        return ""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+def version() -> str:
+    """The installed faceauth's version ("unknown" when it runs from a source tree without metadata)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("faceauth")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def normalise(distribution: str) -> str:

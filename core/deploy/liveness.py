@@ -2,13 +2,13 @@
 
 Deployment code: numpy, onnxruntime, Pillow and OpenCV only, never PyTorch::
 
-    from faceauth.liveness import Liveness
+    from faceauth.deploy.liveness import Liveness
 
     model = Liveness("runs/liveness_resnet18-20261204-101500/model.onnx")
     for row in model.predict("photos/"):            # an image, a video, or a folder of them
         row.path, row.face, row.score, row.live
 
-Faces are found and cropped as `faceauth.authenticator.FaceFinder` finds them for the model: by the
+Faces are found and cropped as `faceauth.deploy.authenticator.FaceFinder` finds them for the model: by the
 crop geometry it was trained with (``faceauth.crop``: detector, scales, size, alignment), the
 scores of several scales averaged (``detect=False`` takes the images as face crops already), and
 prepared as the model's metadata says. ``score`` is
@@ -19,7 +19,7 @@ presentation is live when ``score >= threshold``, the threshold stored in the mo
 A video is scored as the model was evaluated: a frame model scores the frames its recipe samples
 (``frames_per_video`` spread evenly, or every ``frame_stride``-th) and a clip model the clips
 (``clip_length``, ``clip_stride``, ``clips_per_video``); the video's score is the mean over the
-frames or clips with a face. `faceauth.video` does the sampling for training and here alike.
+frames or clips with a face. `faceauth.io.video` does the sampling for training and here alike.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from typing import Any
 import attrs
 import numpy as np
 
-from faceauth import video as fa_video
-from faceauth.authenticator import LIVENESS, FaceFinder, Input, as_rgb, open_component
+from faceauth.io import video as fa_video
+from faceauth.deploy.authenticator import LIVENESS, FaceFinder, Input, as_rgb, open_component
 from faceauth.errors import DataError, ExportError, quote
-from faceauth.export import decision_threshold
+from faceauth.io.onnx import decision_threshold
 
 __all__ = ["Liveness", "Prediction", "inputs_under"]
 
@@ -106,7 +106,7 @@ class Liveness:
     `threshold` replaces the stored one. `detect`: find and crop the face in each image or frame
     (or take them as face crops already); `mtcnn_weights`: the folder of MTCNN's .onnx files for a
     model trained on MTCNN crops (see `faceauth.faces.face_detector`). `providers` and `threads` are
-    `faceauth.export.onnx_session`'s (default: the CPU, onnxruntime's thread count). `batch_size`
+    `faceauth.io.onnx.onnx_session`'s (default: the CPU, onnxruntime's thread count). `batch_size`
     images are scored per onnxruntime call.
     """
 

@@ -1,4 +1,5 @@
-"""What a run shows while it trains, and the per-epoch record it keeps.
+"""What faceauth shows on the terminal: a run's progress and per-epoch record, and how every command
+reports errors (`guard`) and versions (`add_version_option`).
 
 - one summary line per epoch through the ``faceauth`` logger (loss, the validation figures, a best
   marker, the time), e.g. ``epoch 3/10  loss 0.4121  val acer 0.0312 apcer 0.0400 bpcer 0.0224
@@ -6,26 +7,33 @@
 - progress bars for training, validation and test on a terminal; on anything else (a file, a pipe)
   plain lines at each quarter of a training epoch instead of carriage-return updates;
 - ``epochs.jsonl`` in the run directory: one JSON object per epoch with the same figures, rewritten
-  whole (atomically) each epoch, so a resumed run that repeats an epoch replaces its line.
+  whole (atomically) each epoch, so a resumed run that repeats an epoch replaces its line;
+- for every command (faceauth's and a plugin's own): a `FaceAuthError` as one line and exit status 1,
+  ``--debug`` for the traceback, ``--version`` for the versions of faceauth, its main dependencies and
+  the plugins.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import contextvars
 import json
 import logging
 import math
+import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from faceauth.paths import atomic_write
+from faceauth.io.paths import atomic_write
 
-__all__ = ["EPOCHS_FILE", "epoch_line", "record_epoch", "read_epochs", "is_terminal", "step_progress", "progress",
-           "phase"]
+from faceauth.errors import FaceAuthError
+
+__all__ = ["EPOCHS_FILE", "EXIT_ERROR", "EXIT_INTERRUPTED", "add_version_option", "epoch_line", "guard", "record_epoch",
+           "read_epochs", "is_terminal", "step_progress", "progress", "phase", "versions"]
 
 EPOCHS_FILE = "epochs.jsonl"
 # Validation figures shown on the epoch line, in this order, when the trainer reports them: the
@@ -33,7 +41,7 @@ EPOCHS_FILE = "epochs.jsonl"
 LIVENESS_SHOWN = ("acer", "apcer", "bpcer", "eer")
 OTHER_SHOWN = ("accuracy", "eer", "hter", "auc", "loss")
 
-log = logging.getLogger("faceauth.console")
+log = logging.getLogger("faceauth.io.console")
 _PHASE: contextvars.ContextVar[str] = contextvars.ContextVar("faceauth_phase", default="evaluating")
 
 
@@ -147,3 +155,76 @@ def step_progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
     if enabled:
         return _PlainProgress(total, initial, desc)
     return _PlainProgress(0, initial, desc)  # total 0: never logs
+
+
+# commands ---------------------------------------------------------------------------------------------
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+# Distributions whose versions `--version` reports beside faceauth's and the plugins'.
+REPORTED = ("torch", "torchvision", "onnxruntime", "onnx")
+
+
+def versions() -> list[tuple[str, str]]:
+    """(distribution, version) of faceauth, its main dependencies and every installed plugin
+    package, read from the installed metadata (nothing is imported)."""
+    import importlib.metadata as metadata
+    import platform
+
+    def version_of(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    found = [("faceauth", version_of("faceauth")), ("python", platform.python_version())]
+    found += [(name, version_of(name)) for name in REPORTED]
+    plugins = {ep.dist.name: ep.dist.version for ep in metadata.entry_points(group="faceauth")
+               if ep.dist is not None and ep.dist.name != "faceauth"}
+    return found + [(f"plugin {name}", version) for name, version in sorted(plugins.items())]
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the versions of faceauth, PyTorch, ONNX Runtime and the plugins, and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        found = versions()
+        width = max(len(name) for name, _ in found)
+        try:
+            print("\n".join(f"{name:<{width}}  {version}" for name, version in found), flush=True)
+        except BrokenPipeError:  # piped into `head`: nothing more to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        parser.exit()
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """Give a command ``--version`` (every faceauth command has it)."""
+    parser.add_argument("--version", action=_VersionAction)
+
+
+def guard(prog: str, debug: bool, action: Callable[[], int]) -> int:
+    """Run a command's `action`: a `FaceAuthError` is one line on stderr and exit status 1 (``--debug``: the
+    traceback), Ctrl-C is status 130, a closed pipe is quiet; faceauth's log lines show under `prog`."""
+    # faceauth's own loggers only: other libraries' log lines are not shown under faceauth's name.
+    logger = logging.getLogger("faceauth")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    try:
+        return action()
+    except FaceAuthError as exc:
+        if debug:
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: aborted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -18,7 +18,7 @@ import numpy as np
 
 from faceauth.errors import DataError, FaceAuthError, quote
 
-__all__ = ["FolderLocked", "TEMPORARY_SUFFIX", "atomic_folder", "atomic_link", "atomic_write", "cache_dir", "folder_lock", "inside", "read_npz",
+__all__ = ["FolderLocked", "TEMPORARY_SUFFIX", "atomic_folder", "atomic_link", "atomic_write", "write_text", "cache_dir", "folder_lock", "inside", "read_npz",
            "sweep_temporaries", "write_fault", "write_npz"]
 
 TEMPORARY_SUFFIX = ".tmp"  # atomic_write's temporary files: .<name>.<random>.tmp
@@ -102,6 +102,12 @@ def atomic_write(path: str | Path, *, durable: bool = False) -> Iterator[BinaryI
         if cause is not None and cause.filename != str(path):
             raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from exc
         raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically (`atomic_write`)."""
+    with atomic_write(path) as handle:
+        handle.write(text.encode("utf-8"))
 
 
 def write_fault(exc: BaseException) -> OSError | None:

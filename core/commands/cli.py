@@ -1,9 +1,10 @@
-"""The command-line tools: thin layers over `faceauth.run`, `faceauth.evaluate` and `faceauth.export_checkpoint`.
+"""``faceauth-run``, ``faceauth-eval`` and ``faceauth-export``: thin layers over `faceauth.run`,
+`faceauth.evaluate` and `faceauth.export_checkpoint`.
 
 A `FaceAuthError` (bad input, a failing plugin) is printed as one line and exits with status 1;
-``--debug`` shows the traceback instead. A run stopped by Ctrl-C exits with status 130 after saving
-a resumable checkpoint. The tools show faceauth's own log lines (the ``faceauth`` logger), not other
-libraries'; every command has ``--version`` (`add_version_option`).
+``--debug`` shows the traceback instead (`faceauth.io.console.guard`). A run stopped by Ctrl-C exits
+with status 130 after saving a resumable checkpoint. The tools show faceauth's own log lines (the
+``faceauth`` logger), not other libraries'; every command has ``--version``.
 
 Start-up stays fast: this module imports no PyTorch, and ``--help``, ``--version`` and ``--list``
 never do (plugins register their components without importing them).
@@ -13,90 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from faceauth.errors import FaceAuthError
+from faceauth.io.console import EXIT_INTERRUPTED, add_version_option, guard
 
-__all__ = ["add_version_option", "versions", "run_main", "eval_main", "export_main", "print_components"]
-
-EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
-# Distributions whose versions `--version` reports beside faceauth's and the plugins'.
-REPORTED = ("torch", "torchvision", "onnxruntime", "onnx")
-
-
-def versions() -> list[tuple[str, str]]:
-    """(distribution, version) of faceauth, its main dependencies and every installed plugin
-    package, read from the installed metadata (nothing is imported)."""
-    import importlib.metadata as metadata
-    import platform
-
-    def version_of(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    found = [("faceauth", version_of("faceauth")), ("python", platform.python_version())]
-    found += [(name, version_of(name)) for name in REPORTED]
-    plugins = {ep.dist.name: ep.dist.version for ep in metadata.entry_points(group="faceauth")
-               if ep.dist is not None and ep.dist.name != "faceauth"}
-    return found + [(f"plugin {name}", version) for name, version in sorted(plugins.items())]
-
-
-class _VersionAction(argparse.Action):
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any):
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
-                         help="show the versions of faceauth, PyTorch, ONNX Runtime and the plugins, and exit")
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
-        found = versions()
-        width = max(len(name) for name, _ in found)
-        try:
-            print("\n".join(f"{name:<{width}}  {version}" for name, version in found), flush=True)
-        except BrokenPipeError:  # piped into `head`: nothing more to say
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        parser.exit()
-
-
-def add_version_option(parser: argparse.ArgumentParser) -> None:
-    """Give a command ``--version`` (every faceauth command has it)."""
-    parser.add_argument("--version", action=_VersionAction)
-
-
-def _guard(prog: str, debug: bool, action: Callable[[], int]) -> int:
-    # faceauth's own loggers only: other libraries' log lines are not shown under faceauth's name.
-    logger = logging.getLogger("faceauth")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if debug else logging.INFO)
-    try:
-        return action()
-    except FaceAuthError as exc:
-        if debug:
-            raise
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"{prog}: aborted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # output piped into `head` and closed early
-        sys.stderr.close()
-        return 0
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+__all__ = ["run_main", "eval_main", "export_main", "print_components"]
 
 
 def print_components(extra_plugins: Sequence[Any] = ()) -> None:
     from faceauth.components import KINDS
-    from faceauth.recipe import builtin_recipes
-    from faceauth.registry import load_registry
+    from faceauth.config.recipe import builtin_recipes
+    from faceauth.config.registry import load_registry
 
     registry = load_registry(extra_plugins)
     for kind in KINDS:
@@ -157,14 +87,14 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         if args.list:
             print_components()
             return 0
-        from faceauth.recipe import load_recipe
-        from faceauth.registry import load_registry
-        from faceauth.runner import run
+        from faceauth.config.recipe import load_recipe
+        from faceauth.config.registry import load_registry
+        from faceauth.runs.runner import run
 
         if args.print_recipe:
             registry = load_registry()
             if resume:
-                from faceauth import checkpoint
+                from faceauth.training import checkpoint
 
                 base = checkpoint.recipe_of(checkpoint.load(resume))
                 print(load_recipe(None, overrides, registry=registry, base=base).to_yaml(), end="")
@@ -179,7 +109,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         print(_summary(result))
         return EXIT_INTERRUPTED if result.interrupted else 0
 
-    return _guard("faceauth-run", args.debug, action)
+    return guard("faceauth-run", args.debug, action)
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
@@ -199,7 +129,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def action() -> int:
-        from faceauth.tools import evaluate
+        from faceauth.runs.models import evaluate
 
         figures = evaluate(args.model, args.data, split=args.split, overrides=args.overrides, ijb=args.ijb,
                            report=args.report)
@@ -210,7 +140,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                 print(f"{key:<24} {value:.6g}")
         return 0
 
-    return _guard("faceauth-eval", args.debug, action)
+    return guard("faceauth-eval", args.debug, action)
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
@@ -223,9 +153,9 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def action() -> int:
-        from faceauth.tools import export_checkpoint
+        from faceauth.runs.models import export_checkpoint
 
         print(export_checkpoint(args.model, args.output, overrides=args.overrides))
         return 0
 
-    return _guard("faceauth-export", args.debug, action)
+    return guard("faceauth-export", args.debug, action)

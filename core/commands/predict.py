@@ -18,9 +18,10 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from faceauth.export import decision_threshold
-from faceauth.liveness import Liveness, Prediction
-from faceauth.paths import atomic_write
+from faceauth.io.onnx import decision_threshold
+from faceauth.deploy.liveness import Liveness, Prediction
+from faceauth.io.console import add_version_option, guard
+from faceauth.io.paths import atomic_write
 
 __all__ = ["FIELDS", "format_rows", "predict_main"]
 
@@ -50,8 +51,6 @@ def _threshold(text: str | None) -> float | None:
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
-    from faceauth.cli import _guard, add_version_option
-
     parser = argparse.ArgumentParser(
         prog="faceauth-predict",
         description="Score images, videos and folders with an exported liveness model: one row per input "
@@ -89,8 +88,8 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
             handle.write(text.encode("utf-8", "surrogateescape"))
         return 0
 
-    return _guard("faceauth-predict", args.debug, action)
+    return guard("faceauth-predict", args.debug, action)
 
 
-if __name__ == "__main__":  # python -m faceauth.predict ...
+if __name__ == "__main__":  # python -m faceauth.commands.predict ...
     sys.exit(predict_main())

@@ -8,6 +8,7 @@ gigabytes, and no face photo needs that many): raise that limit in Pillow to acc
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -15,8 +16,9 @@ from typing import Any, BinaryIO
 from PIL import Image
 
 from faceauth.errors import DataError, quote
+from faceauth.io.video import IMAGE_SUFFIXES
 
-__all__ = ["decode_image", "image_size", "utf8_text"]
+__all__ = ["decode_image", "image_size", "images_under", "utf8_text"]
 
 
 def _open(source: str | Path | BinaryIO, where: str) -> Image.Image:
@@ -59,3 +61,12 @@ def utf8_text(text: Any) -> str:
     """`text` (a file or folder name) as valid UTF-8: bytes that are not UTF-8, which Python keeps in
     names as surrogates, become \\x.. escapes, so TensorBoard, protobuf and JSON writers accept them."""
     return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def images_under(folder: str | Path) -> list[Path]:
+    """The image files (`IMAGE_SUFFIXES`, any case) under `folder`, at any depth, in sorted path order."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        found.extend(Path(dirpath) / name for name in sorted(filenames) if name.lower().endswith(IMAGE_SUFFIXES))
+    return found

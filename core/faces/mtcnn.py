@@ -268,7 +268,7 @@ class MtcnnOnnx(MtcnnPipeline):
     """
 
     def __init__(self, folder: str | Path, settings: MtcnnSettings = MtcnnSettings(), threads: int | None = 1):
-        from faceauth.export import onnx_session
+        from faceauth.io.onnx import onnx_session
 
         files = onnx_files(folder)
         missing = [path.name for path in files.values() if not path.is_file()]

@@ -27,7 +27,8 @@ import yaml
 from faceauth import schema
 from faceauth.components import resolve as resolve_reference
 from faceauth.errors import PluginError, RecipeError, quote
-from faceauth.registry import Registry, suggest
+from faceauth.config.registry import Registry
+from faceauth.errors import suggest
 
 __all__ = ["Recipe", "Section", "OptimizerConfig", "SchedulerConfig", "load_recipe", "apply_overrides", "read_yaml",
            "builtin_recipes", "find_recipe"]

@@ -3,7 +3,7 @@ model and the fusion model trained over their scores (the `fusion` trainer).
 
 Deployment code: numpy, onnxruntime, Pillow and OpenCV (face finding) only, never PyTorch::
 
-    from faceauth.authenticator import Authenticator
+    from faceauth.deploy.authenticator import Authenticator
 
     auth = Authenticator.from_dir("runs/fusion_mlp-20261127-101500")   # the fusion run's directory
     decision = auth.verify(["alice_1.jpg", "alice_2.jpg"], "probe.jpg")
@@ -39,10 +39,8 @@ A probe given as several frames is scored frame by frame and its features averag
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,9 +50,9 @@ import numpy as np
 from PIL import Image
 
 from faceauth.errors import DataError, ExportError, quote
-from faceauth.export import decision_threshold, metadata_json, metadata_threshold, onnx_session
+from faceauth.io.onnx import decision_threshold, metadata_json, metadata_threshold, onnx_session
 from faceauth.faces import CropGeometry, crop_faces, face_detector, find_face, first_face
-from faceauth.images import decode_image
+from faceauth.io.images import decode_image
 
 __all__ = [
     "EMBEDDING",
@@ -75,7 +73,6 @@ __all__ = [
     "open_component",
     "quality_features",
     "unit",
-    "verify_main",
 ]
 
 EMBEDDING, LIVENESS, FUSION = "embedding", "liveness", "fusion"
@@ -273,7 +270,7 @@ def open_component(path: str | Path, role: str, where: str | None = None, thread
                    providers: Sequence[str] | None = None) -> OnnxComponent:
     """Load an exported model and check that it is of `role` ("embedding" or "liveness") by its faceauth.task.
 
-    `threads` and `providers` are `faceauth.export.onnx_session`'s."""
+    `threads` and `providers` are `faceauth.io.onnx.onnx_session`'s."""
     path = Path(path)
     where = where or str(path)
     if not path.is_file():
@@ -352,7 +349,7 @@ class Authenticator:
     crops already. `mtcnn_weights`: the folder of MTCNN's .onnx files, for models trained on MTCNN
     crops (default: ``$FACEAUTH_MTCNN_WEIGHTS``, else the folder recorded at training).
     `threads`: onnxruntime's intra-op threads per model (None: its default, one per core); `providers`:
-    its execution providers in order (None: the CPU; see `faceauth.export.onnx_session`).
+    its execution providers in order (None: the CPU; see `faceauth.io.onnx.onnx_session`).
     """
 
     def __init__(self, fusion: str | Path, embedding: Sequence[str | Path] | None = None,
@@ -506,51 +503,3 @@ class Authenticator:
                         match=float(np.mean(match)) if match else float("nan"),
                         liveness=float(np.mean(live)) if live else float("nan"),
                         components=components, features=named)
-
-
-# command line -----------------------------------------------------------------------------------------
-def _describe(decision: Decision) -> str:
-    verdict = "accept" if decision.accept else "reject"
-    lines = [f"decision: {verdict}  score={decision.score:.4f}  threshold={decision.threshold:.4f}",
-             f"match:    {decision.match:.4f}", f"liveness: {decision.liveness:.4f}"]
-    lines += [f"  {name:<28} {value:.4f}" for name, value in decision.components.items()]
-    lines += [f"  {name:<28} {value:.4f}" for name, value in decision.features.items() if name.startswith("quality/")]
-    return "\n".join(lines)
-
-
-def verify_main(argv: Sequence[str] | None = None) -> int:
-    """``faceauth-verify --enrolled a.jpg [b.jpg ...] --probe c.jpg --models DIR [--json]``."""
-    from faceauth.cli import _guard, add_version_option
-
-    parser = argparse.ArgumentParser(
-        prog="faceauth-verify",
-        description="Accept or reject a probe face against enrolment images with exported faceauth models "
-                    "(a fusion run's directory). Exit status 0 with a decision (accept or reject), 1 on bad input.")
-    parser.add_argument("--enrolled", nargs="+", required=True, metavar="IMAGE",
-                        help="enrolment image(s) of the person")
-    parser.add_argument("--probe", nargs="+", required=True, metavar="IMAGE",
-                        help="the probe image (several: frames of one presentation, scores averaged)")
-    parser.add_argument("--models", required=True, metavar="DIR", help="folder with the fusion and component models")
-    parser.add_argument("--no-detect", action="store_true",
-                        help="the images are face crops already (no face detection)")
-    parser.add_argument("--threshold", type=float, help="replace the fusion model's decision threshold")
-    parser.add_argument("--mtcnn-weights", metavar="DIR",
-                        help="folder of MTCNN's .onnx files, for models trained on MTCNN crops")
-    parser.add_argument("--json", action="store_true", help="print the decision as JSON")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    add_version_option(parser)
-    args = parser.parse_args(argv)
-
-    def action() -> int:
-        auth = Authenticator.from_dir(args.models, detect=not args.no_detect, threshold=args.threshold,
-                                      mtcnn_weights=args.mtcnn_weights)
-        decision = auth.verify(args.enrolled, args.probe)
-        print(json.dumps(decision.to_dict(), indent=2, sort_keys=True) if args.json else _describe(decision))
-        return 0
-
-    return _guard("faceauth-verify", args.debug, action)
-
-
-if __name__ == "__main__":  # python -m faceauth.authenticator ...
-    sys.exit(verify_main())
-

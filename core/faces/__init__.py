@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from faceauth.errors import DataError, quote
-from faceauth.paths import atomic_write, cache_dir
+from faceauth.io.paths import atomic_write, cache_dir
 
 __all__ = ["Box", "CropCache", "CropGeometry", "CropReport", "HaarCascade", "LANDMARK_NAMES", "crop_face", "crop_faces",
            "crop_geometry", "face_detector", "find_face", "first_face"]
@@ -67,7 +67,7 @@ class HaarCascade:
 
     `detect` returns the faces of an RGB image, largest first (the largest face is the subject).
     Frames wider than `max_width` are downscaled first; faces smaller than `min_size` of the shorter
-    side (and 16 pixels) are ignored. The built-in `haar` detector and `faceauth.authenticator` both
+    side (and 16 pixels) are ignored. The built-in `haar` detector and `faceauth.deploy.authenticator` both
     detect with it, so a face is framed at deployment as the training datasets' crop caches frame it.
 
     One object may be used from any number of threads: OpenCV's cascade keeps scratch state of its
@@ -242,7 +242,7 @@ def crop_geometry(recipe: dict[str, Any]) -> CropGeometry | None:
 def crop_faces(image: np.ndarray, box: Box, geometry: CropGeometry, where: str = "image") -> list[np.ndarray]:
     """The crops of one face under `geometry`: the aligned crop, or one scaled crop per scale."""
     if geometry.align:
-        from faceauth.align import align_five_point
+        from faceauth.faces.align import align_five_point
 
         if box.landmarks is None:
             raise DataError(f"{where}: the crop geometry aligns faces by their landmarks, and the detector "
@@ -262,7 +262,7 @@ def face_detector(geometry: CropGeometry, mtcnn_weights: str | Path | None = Non
 
     options = dict(geometry.detector_options)
     if geometry.detector == "mtcnn":
-        from faceauth.mtcnn import MtcnnOnnx, MtcnnSettings
+        from faceauth.faces.mtcnn import MtcnnOnnx, MtcnnSettings
 
         folder = mtcnn_weights or os.environ.get("FACEAUTH_MTCNN_WEIGHTS") or options.pop("weights", None)
         if not folder:

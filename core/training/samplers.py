@@ -41,7 +41,7 @@ class PKSampler(Sampler[list]):
 
     `set_epoch(epoch, start)` fixes the epoch and skips its first `start` batches (to resume
     mid-epoch). With ``with_seeds=True`` a batch is a list of ``(index, seed)`` pairs, the per-sample
-    augmentation seeds `faceauth.data.Transformed` expects; otherwise a list of indices.
+    augmentation seeds `faceauth.training.loaders.Transformed` expects; otherwise a list of indices.
     """
 
     def __init__(self, labels: Sequence[int], p: int, k: int, seed: int = 0, *,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from faceauth.errors import CheckpointError, quote
-from faceauth.paths import atomic_write
+from faceauth.io.paths import atomic_write
 
 __all__ = ["FORMAT", "save", "load", "recipe_of", "fitting", "rng_state", "set_rng_state"]
 

@@ -1,4 +1,4 @@
-"""The epoch loop shared by the built-in trainers: steps, validation, checkpoints, resume, stops.
+"""The epoch loop every trainer may build on (the built-in ones do): steps, validation, checkpoints, resume, stops.
 
 A trainer supplies a `Task`: what is trained (`model`, plus `head` for parameters that live outside
 it, such as a margin loss's class centres), how a batch becomes a loss, and how validation and test
@@ -18,13 +18,16 @@ import attrs
 import torch
 
 import faceauth
-from faceauth import checkpoint, console, distributed
-from torch.utils.data import DataLoader
+from faceauth.training import checkpoint, distributed
+from faceauth.io import console
 
-from faceauth.data import EpochSampler, Transformed, reraise_worker_errors
+from faceauth.training.loaders import reraise_worker_errors
 from faceauth.errors import TrainingError
-from faceauth.optim import build_optimizer, build_scheduler
-from faceauth.runner import FitResult, Run
+from faceauth.training.optim import build_optimizer, build_scheduler
+from faceauth.training.run import FitResult, Run
+
+__all__ = ["LoopOptions", "TIE_BREAKS", "Task", "TrainingLoop", "amp_dtype", "higher_is_better", "improves",
+           "lower_is_better", "optimizer_step", "unscale_gradients"]
 
 
 @attrs.frozen
@@ -57,37 +60,6 @@ class Task(Protocol):
     def validate(self, step: int) -> dict[str, float]: ...
     def test(self, step: int, threshold: float | None) -> dict[str, dict[str, float]]: ...  # {split label: figures}
     def log_samples(self) -> None: ...
-
-
-def image_loader(dataset: Any, transform: Callable, *, batch_size: int, num_workers: int, seed: int,
-                 shuffle: bool, batch_sampler: Any = None, weights: Any = None,
-                 spoof_transform: Any = None) -> DataLoader:
-    """A DataLoader over `Transformed(dataset)` fed by an `EpochSampler` (or the given batch sampler).
-
-    The loader has its own generator so iterating it never draws from the global RNG, which the
-    model's own randomness (dropout) uses and checkpoints restore.
-
-    Under torchrun each process reads its share: `batch_size` is the global batch, split evenly
-    over the processes for training; evaluation shards the samples and the caller gathers results.
-    """
-    data = Transformed(dataset, transform, spoof_transform)
-    common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-                  persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
-    if batch_sampler is not None:
-        return DataLoader(data, batch_sampler=batch_sampler, **common)
-    world = distributed.world_size()
-    per_process = distributed.split_batch(batch_size) if shuffle else max(1, -(-batch_size // world))
-    sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle, weights=weights,
-                           rank=distributed.rank(), world_size=world)
-    return DataLoader(data, batch_size=per_process, sampler=sampler,
-                      drop_last=shuffle and len(dataset) > batch_size, **common)
-
-
-def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
 
 
 class _TaskLoss(torch.nn.Module):

@@ -34,8 +34,8 @@ from typing import Any
 import attrs
 import numpy as np
 
-from faceauth.images import utf8_text
-from faceauth.paths import atomic_write
+from faceauth.io.images import utf8_text
+from faceauth.io.paths import atomic_write
 
 __all__ = ["ReportTarget", "SplitScores", "environment", "write_liveness_report"]
 
