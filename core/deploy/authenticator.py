@@ -15,7 +15,7 @@ SHA-256), which is what a fusion run leaves in its run directory. A component fi
 or differs from the one the fusion model was trained with is an error: the fused decision is only
 valid for the scores it was trained on.
 
-How an attempt becomes a decision (the same code computes the training features):
+How an attempt becomes a decision (the fusion trainer computes its features with the same code):
 
 1. every image is read as RGB; with ``detect=True`` each component model's face is found and cropped
    as that model was trained: its crop geometry (``faceauth.crop`` in its metadata: detector, box
@@ -25,12 +25,9 @@ How an attempt becomes a decision (the same code computes the training features)
    ``detect=False`` takes the images as face crops already;
 2. each component model prepares the crop as its metadata says (``preprocess.input_size``,
    ``mean``, ``std`` in 0-1 units, RGB, NCHW; bilinear resize, as training's evaluation transform);
-3. features, in the order of the fusion model's ``faceauth.features``: per embedding model the
-   cosine similarity of the probe's unit embedding with the enrolment template (the re-normalised
-   mean of the enrolment images' unit embeddings); per liveness model its ``score`` of the probe
-   (the log-odds of live);
-   optionally the probe's quality (``quality/sharpness``: log(1 + variance of the Laplacian) of the
-   grey probe at 112x112; ``quality/brightness``: its mean grey level in 0-1);
+3. the attempt's features, in the order of the fusion model's ``faceauth.features``
+   (`faceauth.deploy.features`: match scores against the enrolment template, liveness scores, the
+   probe's quality);
 4. the fusion model maps the features to P(accept); accept when ``score >= threshold`` (the
    threshold chosen on validation, stored in the fusion model).
 
@@ -49,15 +46,15 @@ import attrs
 import numpy as np
 from PIL import Image
 
+from faceauth.deploy.features import (EMBEDDING, LIVENESS, QUALITY_FEATURES, attempt_features, feature_names,
+                                      match_scores, quality_features, template, unit)
 from faceauth.errors import DataError, ExportError, quote
 from faceauth.io.onnx import decision_threshold, metadata_json, metadata_threshold, onnx_session
 from faceauth.faces import CropGeometry, crop_faces, face_detector, find_face, first_face
 from faceauth.io.images import decode_image
 
 __all__ = [
-    "EMBEDDING",
     "FUSION",
-    "LIVENESS",
     "Authenticator",
     "Decision",
     "FaceFinder",
@@ -66,18 +63,12 @@ __all__ = [
     "Template",
     "article",
     "as_rgb",
-    "feature_names",
     "file_sha256",
-    "match_scores",
     "model_geometry",
     "open_component",
-    "quality_features",
-    "unit",
 ]
 
-EMBEDDING, LIVENESS, FUSION = "embedding", "liveness", "fusion"
-QUALITY_FEATURES = ("quality/sharpness", "quality/brightness")
-_QUALITY_SIZE = 112
+FUSION = "fusion"
 MAX_INPUT_SIDE = 4096  # a model's stated input side, in pixels: more is damaged metadata, not a model
 Input = Any  # a path (str or Path), a PIL image, or an HxWx3 (or HxW) uint8 RGB array
 
@@ -88,12 +79,6 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def feature_names(num_embedding: int, num_liveness: int, quality: bool) -> list[str]:
-    """The fusion model's input order: match scores, liveness scores, then the probe's quality."""
-    return ([f"match/{i}" for i in range(num_embedding)] + [f"liveness/{i}" for i in range(num_liveness)]
-            + (list(QUALITY_FEATURES) if quality else []))
 
 
 # images ---------------------------------------------------------------------------------------------
@@ -207,23 +192,6 @@ class ImagePreprocess:
                 pil = pil.resize((w, h), Image.BILINEAR)
             batch[i] = (np.asarray(pil, np.float32).transpose(2, 0, 1) / np.float32(255) - mean) / std
         return batch
-
-
-def quality_features(image: np.ndarray) -> np.ndarray:
-    """(sharpness, brightness) of an RGB image: log(1 + Laplacian variance) and mean grey in 0-1, at 112x112."""
-    grey = Image.fromarray(image).convert("L").resize((_QUALITY_SIZE, _QUALITY_SIZE), Image.BILINEAR)
-    g = np.asarray(grey, np.float32)
-    laplacian = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4 * g[1:-1, 1:-1]
-    return np.array([np.log1p(float(laplacian.var())), float(g.mean()) / 255.0], np.float32)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def match_scores(template: np.ndarray, probes: np.ndarray) -> np.ndarray:
-    """Cosine similarity of unit `probes` [N, D] (or [D]) with the unit `template` [D] (or [N, D])."""
-    return np.sum(unit(template) * unit(probes), axis=-1)
 
 
 # models -----------------------------------------------------------------------------------------------
@@ -468,20 +436,16 @@ class Authenticator:
     def enroll(self, images: Input | Sequence[Input]) -> Template:
         """The template of one person from one or more enrolment images."""
         faces = self.faces(images, "enrolled")
-        return Template(tuple(unit(self._outputs(model, faces).mean(axis=0)) for model in self.models[EMBEDDING]),
-                        len(faces))
+        return Template(tuple(template(self._outputs(model, faces)) for model in self.models[EMBEDDING]), len(faces))
 
-    def features(self, template: Template, probe: Input | Sequence[Input]) -> np.ndarray:
+    def features(self, enrolled: Template, probe: Input | Sequence[Input]) -> np.ndarray:
         """The fusion model's input for one attempt: [F] float32, in `feature_names` order."""
         faces = self.faces(probe, "probe")
-        columns = [match_scores(t, self._outputs(model, faces))
-                   for t, model in zip(template.embeddings, self.models[EMBEDDING])]
-        columns += [self._outputs(model, faces) for model in self.models[LIVENESS]]
-        per_frame = np.stack(columns, axis=1) if columns else np.zeros((len(faces), 0), np.float32)
-        if self.quality:
-            quality = [quality_features(f[self.quality_key][0]) for f in faces]
-            per_frame = np.concatenate([per_frame, np.stack(quality)], axis=1)
-        return per_frame.mean(axis=0).astype(np.float32)
+        matches = [match_scores(t, self._outputs(model, faces))
+                   for t, model in zip(enrolled.embeddings, self.models[EMBEDDING])]
+        liveness = [self._outputs(model, faces) for model in self.models[LIVENESS]]
+        quality = np.stack([quality_features(f[self.quality_key][0]) for f in faces]) if self.quality else None
+        return attempt_features(matches, liveness, quality).mean(axis=0).astype(np.float32)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """P(accept) of feature rows [N, F]."""
@@ -489,8 +453,7 @@ class Authenticator:
 
     def verify(self, enrolled: Template | Input | Sequence[Input], probe: Input | Sequence[Input]) -> Decision:
         """Accept or reject `probe` (an image, or a list of frames of one presentation) against `enrolled`."""
-        template = enrolled if isinstance(enrolled, Template) else self.enroll(enrolled)
-        x = self.features(template, probe)
+        x = self.features(enrolled if isinstance(enrolled, Template) else self.enroll(enrolled), probe)
         score = float(self.score(x)[0])
         named = dict(zip(self.feature_names, (float(v) for v in x)))
         components = {}
