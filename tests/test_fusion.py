@@ -444,3 +444,80 @@ def test_fusion_run_end_to_end(models: dict[str, Path], tmp_path: Path) -> None:
     for key in ("threshold", "far", "frr", "sfar", "eer", "auc", "hter_at_eer", "sfar_at_eer"):
         assert from_checkpoint[key] == pytest.approx(metrics["test"]["mlp"][key], abs=1e-6)
         assert from_onnx[key] == pytest.approx(metrics["test"]["mlp"][key], abs=1e-6)
+
+
+# component models as inputs: resolved by the runner ---------------------------------------------------------
+@pytest.mark.slow
+def test_a_fusion_run_without_models_has_the_runner_train_them_once(models: dict[str, Path], tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from faceauth.runs.models import evaluate
+
+    files = {}
+    trainable = {**EMBEDDING_RECIPE, "data": {**EMBEDDING_RECIPE["data"], "identities": 8, "val_identities": 0.25,
+                                                    "pairs_per_identity": 1},
+                 "trainer": {**EMBEDDING_RECIPE["trainer"], "batch_size": 8}}
+    for role, recipe in (("embedding", trainable), ("liveness", LIVENESS_RECIPE)):
+        files[role] = tmp_path / f"{role}.yaml"
+        files[role].write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    path = tiny_fusion_recipe(tmp_path, models)
+    recipe = yaml.safe_load(path.read_text())
+    recipe["trainer"].update({"embedding_models": [], "liveness_models": [], "epochs": 2,
+                              "train_components": {"embedding_recipe": str(files["embedding"]),
+                                                   "liveness_recipe": str(files["liveness"])}})
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="faceauth.runs.inputs"):
+        first = faceauth.run(path, ["run_name=first"])
+    assert caplog.text.count("training the") == 2
+    cache = Path(os.environ["FACEAUTH_CACHE"]) / "inputs"
+    trained = sorted(cache.iterdir())
+    assert [p.name.split("-")[0] for p in trained] == ["embedding", "liveness"]
+    assert all((p / "model.onnx").is_file() and (p / "recipe.yaml").is_file() for p in trained)
+    assert not list(cache.glob(".*tmp*"))
+    record = first.metrics["inputs"]
+    assert record == json.loads((first.dir / "inputs.json").read_text())
+    assert record["embedding"][0]["file"] == "embedding.onnx" and record["embedding"][0]["trained"]["run"] == str(
+        trained[0])
+    assert "auc" in record["liveness"][0]["trained"]["test"]  # the trained model's own figures
+    for role in ("embedding", "liveness"):  # the run directory holds what the runner trained
+        assert (first.dir / f"{role}.onnx").read_bytes() == (cache.glob(f"{role}-*").__next__() / "model.onnx").read_bytes()
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="faceauth.runs.inputs"):
+        second = faceauth.run(path, ["run_name=second"])
+    assert "training the" not in caplog.text and sorted(cache.iterdir()) == trained  # reused
+    assert second.metrics["test"] == first.metrics["test"]
+
+    shutil.rmtree(cache)  # evaluation uses the models kept in the run directory, not the cache or the recipe's
+    figures = evaluate(first.dir / "checkpoints" / "best.pt", split="test")
+    assert figures["hter"] == pytest.approx(first.metrics["test"]["mlp"]["hter"], abs=1e-6)
+    (first.dir / "liveness.onnx").unlink()
+    with pytest.raises(CheckpointError, match=r"trained with the liveness model liveness\.onnx, which is not in"):
+        evaluate(first.onnx_path, split="test")
+
+
+def test_fusion_takes_its_rates_from_the_optimizer_section(models: dict[str, Path], tmp_path: Path) -> None:
+    recipe = tiny_fusion_recipe(tmp_path, models)
+    with pytest.raises(faceauth.RecipeError, match=r"trainer\.lr"):
+        faceauth.run(recipe, ["trainer.lr=0.01"])
+    result = faceauth.run(recipe, ["trainer.epochs=1", "export=null", "optimizer.lr=0.003", "scheduler.name=constant"])
+    epochs = [json.loads(line) for line in (result.dir / "epochs.jsonl").read_text().splitlines()]
+    assert epochs[0]["train/lr"] == pytest.approx(0.003)
+    state = checkpoint.load(result.dir / "checkpoints" / "last.pt")["optimizer"]
+    assert state["param_groups"][0]["lr"] == pytest.approx(0.003)
+    assert state["param_groups"][0]["weight_decay"] == pytest.approx(1e-4)  # the recipe's adamw section
+
+
+def test_a_model_input_without_models_or_recipe_is_a_recipe_error() -> None:
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.runs.inputs import resolve
+    from faceauth.training.run import ModelInput
+
+    class NeedsAMatcher:
+        def model_inputs(self, recipe: object) -> list[ModelInput]:
+            return [ModelInput(name="matcher", task="embedding", key="trainer.matchers")]
+
+    registry = load_registry()
+    recipe = load_recipe(REPO / "recipes" / "fusion_mlp.yaml", registry=registry)
+    with pytest.raises(faceauth.RecipeError, match=r"trainer\.matchers: none given; expected an embedding model"):
+        resolve(NeedsAMatcher(), recipe, registry)
