@@ -199,6 +199,15 @@ def test_recipe_yaml_is_rewritten_only_after_a_successful_restore(run_dir: Path,
 
 
 @pytest.mark.slow
+def test_a_checkpoint_of_another_task_cannot_resume_the_run(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    last = run_dir / "checkpoints" / "last.pt"
+    checkpoint.save(last, {**checkpoint.load(last), "task": "embedding"})
+    rc = run_main(["--resume", str(run_dir)])
+    one_line_error("faceauth-run", rc, capsys, f"{last}: expected a liveness checkpoint to resume this run, "
+                                               f"found an embedding checkpoint")
+
+
+@pytest.mark.slow
 def test_an_allowed_change_on_resume_is_written_to_recipe_yaml(run_dir: Path) -> None:
     faceauth.run(None, ["trainer.epochs=3", "trainer.max_steps=3", "export=null"], resume=run_dir)
     assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["trainer"]["epochs"] == 3

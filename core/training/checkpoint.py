@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from faceauth.errors import CheckpointError, quote
+from faceauth.errors import CheckpointError, article, quote
 from faceauth.io.paths import atomic_write
 
-__all__ = ["FORMAT", "save", "load", "recipe_of", "fitting", "rng_state", "set_rng_state"]
+__all__ = ["FORMAT", "save", "load", "recipe_of", "expect_task", "fitting", "rng_state", "set_rng_state"]
 
 FORMAT = "faceauth-checkpoint-1"
 
@@ -63,6 +63,22 @@ def recipe_of(payload: dict[str, Any]) -> dict[str, Any]:
         raise CheckpointError(f"{payload.get('path', 'checkpoint')}: no recipe in this checkpoint (expected 'recipe', "
                               f"the mapping faceauth-run stores); was it written by faceauth?")
     return recipe
+
+
+def expect_task(payload: dict[str, Any], task: str, purpose: str, key: str | None = None) -> None:
+    """The one check that a loaded checkpoint was written for `task` (its ``task`` entry, as a `Task` names it).
+
+    Otherwise one CheckpointError line: ``[key: ]<file>: expected <a task> checkpoint to <purpose>, found
+    <a task> checkpoint``. `purpose` says what the checkpoint was loaded for ("resume this run", "load a
+    liveness classifier"); `key` is the recipe key that named the file, when one did.
+    """
+    found = payload.get("task")
+    if found == task:
+        return
+    found_text = article(found) if isinstance(found, str) and found else "a task-less"
+    where = f"{key}: " if key else ""
+    raise CheckpointError(f"{where}{payload.get('path', 'checkpoint')}: expected {article(task)} checkpoint to "
+                          f"{purpose}, found {found_text} checkpoint")
 
 
 @contextlib.contextmanager

@@ -203,9 +203,7 @@ class TrainingLoop:
         }
 
     def _restore(self, payload: dict[str, Any]) -> None:
-        if payload.get("task") != self.task.name:
-            raise faceauth.CheckpointError(
-                f"{payload.get('path')}: a {payload.get('task')} checkpoint cannot resume a {self.task.name} run")
+        checkpoint.expect_task(payload, self.task.name, "resume this run")
         with checkpoint.fitting(payload, "the model and training state"):
             self.task.model.load_state_dict(payload["model"])
             if self.task.head is not None:

@@ -25,7 +25,7 @@ from torchvision.utils import make_grid
 
 import faceauth
 from faceauth.io import console
-from faceauth.training import distributed
+from faceauth.training import checkpoint, distributed
 from faceauth import metrics as fa_metrics
 from faceauth.io.images import utf8_text
 from faceauth.data import LIVE, Splits, live_log_odds
@@ -343,9 +343,7 @@ class ClassifierTrainer:
                           pixel_map=options.pixel_supervision.weight > 0, fourier=options.fourier.weight > 0)
 
     def load_model(self, run: Run, payload: dict[str, Any]) -> Classifier:
-        if payload.get("task") != LivenessTask.name:
-            raise faceauth.CheckpointError(
-                f"{payload.get('path')}: a {payload.get('task', 'unknown')} checkpoint; expected a liveness classifier")
+        checkpoint.expect_task(payload, LivenessTask.name, "load a liveness classifier")
         model = self.build_model(run, len(payload["classes"]))
         model.load_state_dict(payload["model"])
         model.classes = tuple(payload["classes"])
