@@ -43,3 +43,40 @@ def test_the_trainers_load_model_rejects_a_checkpoint_of_another_task_in_the_one
     with pytest.raises(CheckpointError, match=r"liveness\.pt: expected an embedding checkpoint to load an embedding "
                                               r"model, found a liveness checkpoint$"):
         EmbeddingTrainer(EmbeddingOptions()).load_model(None, liveness)
+
+
+# a run directory's checkpoint ------------------------------------------------------------------------
+def run_directory(tmp_path: Path, *tags: str) -> Path:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.yaml").write_text("seed: 1\n", encoding="utf-8")
+    for epoch, tag in enumerate(tags, 1):
+        checkpoint.save(tmp_path / "run" / "checkpoints" / f"{tag}.pt", {"task": "liveness", "epoch": epoch})
+    return tmp_path / "run"
+
+
+def test_a_run_directory_given_for_a_model_means_its_best_checkpoint(tmp_path: Path) -> None:
+    run = run_directory(tmp_path, "best", "last")  # best: epoch 1, last: epoch 2
+    assert checkpoint.resolve(run) == run / "checkpoints" / "best.pt" == run / checkpoint.RUN_CHECKPOINT
+    assert checkpoint.load(run)["epoch"] == 1  # what faceauth-eval, faceauth-export, encoder_checkpoint read
+    assert checkpoint.resolve(run, checkpoint.RESUME_CHECKPOINT) == run / "checkpoints" / "last.pt"
+    assert checkpoint.resolve(run / "checkpoints" / "last.pt") == run / "checkpoints" / "last.pt"  # a file is itself
+    from faceauth.training.run import RUN_CHECKPOINT
+
+    assert RUN_CHECKPOINT is checkpoint.RUN_CHECKPOINT
+
+
+def test_a_run_directory_without_the_checkpoint_asked_for_says_why(tmp_path: Path) -> None:
+    paused = run_directory(tmp_path, "last")
+    with pytest.raises(CheckpointError, match=rf"^{paused}: this run has no best\.pt yet \(.*best\.pt is missing\): "
+                                              rf"it paused before its first validation; continue it with "
+                                              rf"faceauth-run --resume {paused}$"):
+        checkpoint.load(paused)
+    (paused / "checkpoints" / "last.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"this run has no checkpoint \(.*best\.pt is missing\): it stopped "
+                                              r"before its first one was written; start it again from .*recipe\.yaml$"):
+        checkpoint.resolve(paused)
+    with pytest.raises(CheckpointError, match=r"checkpoints/last\.pt is missing"):
+        checkpoint.resolve(paused, checkpoint.RESUME_CHECKPOINT)
+    with pytest.raises(CheckpointError, match=r"not a run directory \(no recipe\.yaml; expected a checkpoint file "
+                                              r"or a run directory with checkpoints/best\.pt\)$"):
+        checkpoint.load(paused / "checkpoints")

@@ -115,7 +115,7 @@ def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterabl
     registry = load_registry(extra_plugins)
     state = None
     if resume is not None:
-        state = checkpoint.load(Path(resume))
+        state = checkpoint.load(checkpoint.resolve(resume, checkpoint.RESUME_CHECKPOINT))
         stored = checkpoint.recipe_of(state)
         recipe_obj = load_recipe(None, overrides, registry=registry, base=stored)
         _check_resume_overrides(load_recipe(None, (), registry=registry, base=stored), recipe_obj, overrides, resume)

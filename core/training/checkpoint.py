@@ -3,6 +3,11 @@
 A checkpoint is a dict of tensors and plain Python data (no pickled classes), so it loads with
 ``torch.load(weights_only=True)``. It carries the resolved recipe and the versions of faceauth and
 of the plugins used, which is all `faceauth-eval` and `faceauth-export` need.
+
+Wherever a run directory is given for a checkpoint (`faceauth-eval`, `faceauth-export`, a recipe key such as
+``backbone.encoder_checkpoint``, `load`), it means the run's model, `RUN_CHECKPOINT` (``checkpoints/best.pt``:
+the best epoch, which was tested and exported); only ``--resume`` continues from `RESUME_CHECKPOINT`
+(``checkpoints/last.pt``). `resolve` is the one place that turns a run directory into a file.
 """
 
 from __future__ import annotations
@@ -19,9 +24,32 @@ import torch
 from faceauth.errors import CheckpointError, article, quote
 from faceauth.io.paths import atomic_write
 
-__all__ = ["FORMAT", "save", "load", "recipe_of", "expect_task", "fitting", "rng_state", "set_rng_state"]
+__all__ = ["FORMAT", "RUN_CHECKPOINT", "RESUME_CHECKPOINT", "resolve", "save", "load", "recipe_of", "expect_task",
+           "fitting", "rng_state", "set_rng_state"]
 
 FORMAT = "faceauth-checkpoint-1"
+RUN_CHECKPOINT = Path("checkpoints") / "best.pt"  # a run directory's model, relative to it
+RESUME_CHECKPOINT = Path("checkpoints") / "last.pt"  # what --resume continues, relative to the run directory
+
+
+def resolve(path: str | Path, within: Path = RUN_CHECKPOINT) -> Path:
+    """The checkpoint file `path` names: `path` itself unless it is a directory; a run directory's
+    `within` (its model, `RUN_CHECKPOINT`; `RESUME_CHECKPOINT` for ``--resume``). A run directory that
+    lacks that file is one CheckpointError line saying why."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    file = path / within
+    if file.is_file():
+        return file
+    if not (path / "recipe.yaml").is_file():
+        raise CheckpointError(f"{path}: not a run directory (no recipe.yaml; expected a checkpoint file or a run "
+                              f"directory with {within})")
+    if not (path / RESUME_CHECKPOINT).is_file():
+        raise CheckpointError(f"{path}: this run has no checkpoint ({file} is missing): it stopped before its first "
+                              f"one was written; start it again from {path / 'recipe.yaml'}")
+    raise CheckpointError(f"{path}: this run has no {within.name} yet ({file} is missing): it paused before its "
+                          f"first validation; continue it with faceauth-run --resume {path}")
 
 
 def save(path: Path, payload: dict[str, Any]) -> Path:
@@ -37,13 +65,9 @@ def save(path: Path, payload: dict[str, Any]) -> Path:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save`; anything else is a CheckpointError naming the file."""
-    path = Path(path)
-    if path.is_dir() and (path / "recipe.yaml").is_file() and not (path / "checkpoints" / "last.pt").is_file():
-        raise CheckpointError(f"{path}: this run has no checkpoint ({path / 'checkpoints' / 'last.pt'} is missing): "
-                              f"it stopped before its first one was written; start it again from {path / 'recipe.yaml'}")
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
+    """Read a checkpoint written by `save` (a file, or a run directory's model: see `resolve`); anything
+    else is a CheckpointError naming the file."""
+    path = resolve(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:

@@ -367,7 +367,7 @@ class TrainingLoop:
             result["threshold_rule"] = extras["threshold_rule"]
         if not stopped and self.best["epoch"] is not None:
             distributed.barrier()
-            best = checkpoint.load(run.dir / "checkpoints" / "best.pt", map_location=run.device)
+            best = checkpoint.load(run.dir / checkpoint.RUN_CHECKPOINT, map_location=run.device)
             task.model.load_state_dict(best["model"])
             task.model.eval()
             with console.phase("test"):

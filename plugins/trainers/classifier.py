@@ -294,7 +294,7 @@ class LivenessTask:
                 reports.append(report_split(label, predictions, results[label]))
         if reports and distributed.is_main():
             rule = self.checkpoint_extras().get("threshold_rule", "eer on val")
-            write_report(self.run, reports, threshold, rule, "checkpoints/best.pt", self.run.writer, step)
+            write_report(self.run, reports, threshold, rule, str(checkpoint.RUN_CHECKPOINT), self.run.writer, step)
         return results
 
     def log_samples(self, count: int = 16) -> None:
