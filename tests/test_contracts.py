@@ -80,3 +80,25 @@ def test_a_run_directory_without_the_checkpoint_asked_for_says_why(tmp_path: Pat
     with pytest.raises(CheckpointError, match=r"not a run directory \(no recipe\.yaml; expected a checkpoint file "
                                               r"or a run directory with checkpoints/best\.pt\)$"):
         checkpoint.load(paused / "checkpoints")
+
+
+# one owner of the learning rate ----------------------------------------------------------------------
+def test_the_schedule_reads_each_parameter_groups_own_base_learning_rate() -> None:
+    from faceauth.config.recipe import SchedulerConfig
+    from faceauth.training.optim import build_scheduler
+
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 0.02}], lr=0.1)
+    scheduler = build_scheduler(optimizer, SchedulerConfig(name="cosine", warmup_epochs=1, min_lr=0.001),
+                                steps_per_epoch=2, epochs=3)
+    rates = [[group["lr"] for group in optimizer.param_groups]]
+    for _ in range(6):
+        optimizer.step()
+        scheduler.step()
+        rates.append([group["lr"] for group in optimizer.param_groups])
+    assert rates[0] == pytest.approx([0.05, 0.01])  # warm-up: half of each group's own rate at the first step
+    assert rates[2] == pytest.approx([0.1, 0.02])  # warm-up done: each group's base rate
+    assert rates[-1] == pytest.approx([0.001, 0.001])  # cosine down to min_lr for both groups
+    again = build_scheduler(optimizer, SchedulerConfig(name="constant"), steps_per_epoch=2, epochs=1)
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.1, 0.02])  # from initial_lr
+    assert again.get_last_lr() == pytest.approx([0.1, 0.02])

@@ -172,8 +172,7 @@ class TrainingLoop:
         if self.steps_per_epoch == 0:
             raise faceauth.DataError(f"trainer.batch_size={options.batch_size} is larger than the training set")
         self.optimizer = build_optimizer(params, recipe.optimizer)
-        self.scheduler = build_scheduler(self.optimizer, recipe.scheduler, recipe.optimizer.lr,
-                                         self.steps_per_epoch, options.epochs)
+        self.scheduler = build_scheduler(self.optimizer, recipe.scheduler, self.steps_per_epoch, options.epochs)
         self.use_amp = options.amp and run.device.type == "cuda"
         self.amp_dtype = amp_dtype(options.amp_dtype, run.device) if self.use_amp else torch.float32
         self.scaler = torch.amp.GradScaler(run.device.type, enabled=self.amp_dtype == torch.float16)
