@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from faceauth.data import LIVE, live_log_odds
-from faceauth.errors import CheckpointError, DataError
+from faceauth.errors import DataError
 from faceauth.metrics import liveness_metrics
+from faceauth.training.checkpoint import expect_task
 from faceauth.training.export import Bundle, model_metadata
 from faceauth.training.loaders import image_loader, reraise_worker_errors, to_device
 from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better
@@ -117,8 +118,7 @@ class ProbeTrainer:
         return TrainingLoop(run, self.options, ProbeTask(run, self.options, self)).fit()
 
     def load_model(self, run: Run, payload: dict[str, Any]) -> Probe:
-        if payload.get("task") != TASK:
-            raise CheckpointError(f"{payload.get('path')}: a {payload.get('task')} checkpoint; expected a linear probe")
+        expect_task(payload, TASK, "load a linear probe")
         model = self.build_model(run)
         model.load_state_dict(payload["model"])
         model.threshold = payload.get("threshold")
