@@ -32,23 +32,24 @@ RUN_CHECKPOINT = Path("checkpoints") / "best.pt"  # a run directory's model, rel
 RESUME_CHECKPOINT = Path("checkpoints") / "last.pt"  # what --resume continues, relative to the run directory
 
 
-def resolve(path: str | Path, within: Path = RUN_CHECKPOINT) -> Path:
+def resolve(path: str | Path, within: Path = RUN_CHECKPOINT, key: str | None = None) -> Path:
     """The checkpoint file `path` names: `path` itself unless it is a directory; a run directory's
     `within` (its model, `RUN_CHECKPOINT`; `RESUME_CHECKPOINT` for ``--resume``). A run directory that
-    lacks that file is one CheckpointError line saying why."""
+    lacks that file is one CheckpointError line saying why (after `key`, the recipe key that named it)."""
     path = Path(path).expanduser()
     if not path.is_dir():
         return path
     file = path / within
     if file.is_file():
         return file
+    where = f"{key}: {path}" if key else str(path)
     if not (path / "recipe.yaml").is_file():
-        raise CheckpointError(f"{path}: not a run directory (no recipe.yaml; expected a checkpoint file or a run "
+        raise CheckpointError(f"{where}: not a run directory (no recipe.yaml; expected a checkpoint file or a run "
                               f"directory with {within})")
     if not (path / RESUME_CHECKPOINT).is_file():
-        raise CheckpointError(f"{path}: this run has no checkpoint ({file} is missing): it stopped before its first "
+        raise CheckpointError(f"{where}: this run has no checkpoint ({file} is missing): it stopped before its first "
                               f"one was written; start it again from {path / 'recipe.yaml'}")
-    raise CheckpointError(f"{path}: this run has no {within.name} yet ({file} is missing): it paused before its "
+    raise CheckpointError(f"{where}: this run has no {within.name} yet ({file} is missing): it paused before its "
                           f"first validation; continue it with faceauth-run --resume {path}")
 
 

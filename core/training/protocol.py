@@ -49,7 +49,7 @@ class ModelTrainer(Trainer, Protocol):
     def load_model(self, run: Run, payload: dict[str, Any]) -> Any:
         """The model stored in checkpoint `payload` (a `faceauth.training.checkpoint.load` result, whose
         recipe `run` was built from), with its ``threshold``; a checkpoint of another task is a
-        `CheckpointError` (`faceauth.training.checkpoint`)."""
+        `CheckpointError` (`faceauth.training.checkpoint.expect_task`)."""
 
     def torch_scorer(self, model: Any) -> Scorer:
         """A scorer running `model` with PyTorch: the same scores its exported form gives."""

@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from faceauth.errors import CheckpointError
-from faceauth.training.checkpoint import FORMAT
-from faceauth.training.run import RUN_CHECKPOINT
+from faceauth.training.checkpoint import FORMAT, resolve
 
 __all__ = ["load_pretrained", "restoring", "is_restoring"]
 
@@ -75,9 +74,7 @@ def load_pretrained(module: torch.nn.Module, path: str | Path, *, ignore: tuple[
     """
     if is_restoring():
         return  # the restored weights replace these
-    path = Path(path).expanduser()
-    if path.is_dir():  # a faceauth run directory: its model's backbone
-        path = path / RUN_CHECKPOINT
+    path = resolve(path, key="backbone.pretrained")  # a faceauth run directory: its model's backbone
     if not path.is_file():
         raise CheckpointError(f"backbone.pretrained: {path} does not exist (a local .pth/.pt state_dict file, or a "
                               f"faceauth checkpoint or run directory)")
