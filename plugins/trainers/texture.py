@@ -35,7 +35,7 @@ from faceauth.errors import DataError, ExportError, RecipeError
 from faceauth.config.recipe import OptimizerConfig, Recipe, SchedulerConfig
 from faceauth.metrics import parse_threshold_rule
 from faceauth.io.paths import write_npz
-from faceauth.plugins.trainers.classifier import measure
+from faceauth.plugins.trainers.liveness_scores import measure
 from faceauth.training.run import FitResult, Run
 
 COLOUR_SPACES = {"rgb": None, "grey": cv2.COLOR_RGB2GRAY, "ycrcb": cv2.COLOR_RGB2YCrCb, "hsv": cv2.COLOR_RGB2HSV}
