@@ -74,6 +74,12 @@ def quote(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
 
 
+def article(word: str) -> str:
+    """"an embedding", "a liveness": `word` (quoted when long) with its indefinite article, for messages."""
+    word = word if len(word) <= 40 else quote(word, 40)
+    return f"an {word}" if word[:1] in ("a", "e", "i", "o", "u") else f"a {word}"
+
+
 def suggest(name: str, known: Iterable[str]) -> str:
     """'; did you mean 'x'?' for the closest known name, or '' when none is close."""
     if not isinstance(name, str) or len(name) > 100:  # no name is that long; comparing would only cost time

@@ -180,7 +180,9 @@ def test_eval_missing_checkpoint(tmp_path, capsys):
 
 def test_eval_run_directory_without_checkpoints(tmp_path, capsys):
     rc = eval_main([str(tmp_path)])
-    _assert_one_error_line("faceauth-eval", rc, capsys.readouterr(), [f"{tmp_path / 'last.pt'}: checkpoint not found"])
+    _assert_one_error_line("faceauth-eval", rc, capsys.readouterr(),
+                           [f"{tmp_path}: not a run directory (no recipe.yaml; expected a checkpoint file or a run "
+                            f"directory with checkpoints/best.pt)"])
 
 
 def test_eval_file_that_is_not_a_checkpoint(tmp_path, capsys):

@@ -113,7 +113,7 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
 def test_resume_mid_epoch_reaches_the_same_weights(finished_run: faceauth.runs.runner.RunResult, tiny_recipe: Path) -> None:
     stopped = faceauth.run(tiny_recipe, ["trainer.max_steps=4", "run_name=stopped"])
     assert stopped.metrics["stopped"] == "max_steps=4 reached" and stopped.onnx_path is None
-    assert checkpoint.load(stopped.dir)["position"] == 1
+    assert checkpoint.load(stopped.dir / checkpoint.RESUME_CHECKPOINT)["position"] == 1
     resumed = faceauth.run(None, ["trainer.max_steps=null"], resume=stopped.dir)
     assert resumed.metrics["stopped"] is None
     _assert_same_weights(_final_weights(resumed.dir), _final_weights(finished_run.dir))
@@ -130,7 +130,7 @@ class _InterruptAfterFirstEpoch:
 def test_sigint_saves_a_resumable_checkpoint(finished_run: faceauth.runs.runner.RunResult, tiny_recipe: Path) -> None:
     interrupted = faceauth.run(tiny_recipe, ["run_name=interrupted"], extra_plugins=[_InterruptAfterFirstEpoch()])
     assert interrupted.interrupted
-    assert checkpoint.load(interrupted.dir)["epoch"] == 1
+    assert checkpoint.load(interrupted.dir / checkpoint.RESUME_CHECKPOINT)["epoch"] == 1
     resumed = faceauth.run(None, [], resume=interrupted.dir)
     _assert_same_weights(_final_weights(resumed.dir), _final_weights(finished_run.dir))
 

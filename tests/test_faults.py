@@ -125,7 +125,7 @@ def test_a_failed_metrics_write_names_the_file(run_dir: Path, monkeypatch: pytes
     fill_disk(monkeypatch, room=10, when=".metrics.json.")
     rc = run_main(["--resume", str(run_dir), "trainer.max_steps=3"])
     one_line_error("faceauth-run", rc, capsys, f"{run_dir / 'metrics.json'}: cannot write (No space left on device)")
-    assert checkpoint.load(run_dir)["global_step"] == 3  # what came before the failed write is kept
+    assert checkpoint.load(run_dir / checkpoint.RESUME_CHECKPOINT)["global_step"] == 3  # what came before the failed write is kept
 
 
 # temporary files, locks ------------------------------------------------------------------------------
@@ -189,13 +189,22 @@ def test_overrides_with_resume_get_the_recipe_files_check(run_dir: Path, overrid
 @pytest.mark.slow
 def test_recipe_yaml_is_rewritten_only_after_a_successful_restore(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
     recipe_before = (run_dir / "recipe.yaml").read_bytes()
-    payload = checkpoint.load(run_dir)
+    payload = checkpoint.load(run_dir / checkpoint.RESUME_CHECKPOINT)
     payload["model"] = {k: v for k, v in payload["model"].items() if not k.startswith("head.")}  # weights that do not fit
     checkpoint.save(run_dir / "checkpoints" / "last.pt", payload)
     rc = run_main(["--resume", str(run_dir), "trainer.epochs=3"])
     one_line_error("faceauth-run", rc, capsys, f"{run_dir / 'checkpoints' / 'last.pt'}: its weights do not fit",
                    "Missing key(s)")
     assert (run_dir / "recipe.yaml").read_bytes() == recipe_before
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_task_cannot_resume_the_run(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    last = run_dir / "checkpoints" / "last.pt"
+    checkpoint.save(last, {**checkpoint.load(last), "task": "embedding"})
+    rc = run_main(["--resume", str(run_dir)])
+    one_line_error("faceauth-run", rc, capsys, f"{last}: expected a liveness checkpoint to resume this run, "
+                                               f"found an embedding checkpoint")
 
 
 @pytest.mark.slow
@@ -217,7 +226,7 @@ def test_a_run_killed_before_its_first_checkpoint_says_so(run_dir: Path, capsys:
 @pytest.mark.slow
 def test_checkpoints_without_a_recipe_or_with_weights_that_do_not_fit_are_one_line(
         run_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    payload = checkpoint.load(run_dir)
+    payload = checkpoint.load(run_dir / checkpoint.RESUME_CHECKPOINT)
     no_recipe = run_dir / "no_recipe.pt"
     checkpoint.save(no_recipe, {k: v for k, v in payload.items() if k not in ("recipe", "path")})
     one_line_error("faceauth-eval", eval_main([str(no_recipe)]), capsys, f"{no_recipe}: no recipe in this checkpoint")

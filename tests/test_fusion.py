@@ -262,8 +262,8 @@ def test_a_component_of_the_wrong_kind_is_an_error(models: dict[str, Path], tmp_
                                           r".*expected an embedding model"):
         faceauth.run(recipe)
     recipe = tiny_fusion_recipe(tmp_path, models, liveness=[str(models["embedding_pt"])])
-    with pytest.raises(CheckpointError, match=r"trainer\.liveness_models\[0\]: .*embedding\.pt is an embedding "
-                                              r"checkpoint .*expected a liveness model"):
+    with pytest.raises(CheckpointError, match=r"trainer\.liveness_models\[0\]: .*embedding\.pt: expected a liveness "
+                                              r"checkpoint to use as the liveness model, found an embedding checkpoint"):
         faceauth.run(recipe)
     recipe = tiny_fusion_recipe(tmp_path, models, liveness=[str(tmp_path / "nowhere.onnx")])
     with pytest.raises(faceauth.RecipeError, match=r"trainer\.liveness_models\[0\]: .*nowhere\.onnx not found"):

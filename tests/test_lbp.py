@@ -64,3 +64,15 @@ def test_lbp_asked_for_onnx_says_what_it_writes_instead_before_any_work(tmp_path
 def test_bad_lbp_options_name_the_key(tmp_path, override, key) -> None:
     with pytest.raises(RecipeError, match=key):
         faceauth.run(_recipe(tmp_path), [override])
+
+
+@pytest.mark.parametrize("changes, key", [({"optimizer": {"lr": 0.5}}, "optimizer.lr"),
+                                          ({"scheduler": {"name": "step"}}, "scheduler.name")])
+def test_optimizer_or_scheduler_settings_the_lbp_trainer_would_ignore_are_refused_before_any_work(
+        tmp_path, changes, key) -> None:
+    with pytest.raises(RecipeError) as caught:
+        faceauth.run(_recipe(tmp_path, **changes), ["run_name=ignored"])
+    assert str(caught.value) == (f"{key}: the lbp trainer fits a logistic regression and uses no optimizer or "
+                                 f"scheduler; remove {key} from the recipe (its settings are trainer.C and "
+                                 f"trainer.max_iter)")
+    assert not (tmp_path / "runs").exists()

@@ -338,11 +338,11 @@ def test_a_two_process_run_resumes_with_one_process_exactly(tiny: tuple[Path, di
     path, whole = tiny
     stopped = torchrun(2, str(path), "run_name=two", "trainer.max_steps=3")
     assert stopped.returncode == 0, stopped.stderr[-2000:]
-    payload = checkpoint.load(path.parent / "runs" / "two")
+    payload = checkpoint.load(path.parent / "runs" / "two" / checkpoint.RESUME_CHECKPOINT)
     assert payload["head"]["weight"].shape == (8, 16)  # both shards, and their momentum:
     assert payload["optimizer"]["state"][len(whole["model"])]["momentum_buffer"].shape == (8, 16)
     resumed = faceauth.run(None, ["trainer.max_steps=null"], resume=path.parent / "runs" / "two")
-    _assert_same_training_state(checkpoint.load(resumed.dir), whole)
+    _assert_same_training_state(checkpoint.load(resumed.dir / checkpoint.RESUME_CHECKPOINT), whole)
 
 
 @pytest.mark.slow
@@ -353,4 +353,4 @@ def test_a_one_process_run_resumes_with_two_processes_exactly(tiny: tuple[Path, 
     faceauth.run(path, ["run_name=one", "trainer.max_steps=3"])
     resumed = torchrun(2, "--resume", str(path.parent / "runs" / "one"), "trainer.max_steps=null")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    _assert_same_training_state(checkpoint.load(path.parent / "runs" / "one"), whole)
+    _assert_same_training_state(checkpoint.load(path.parent / "runs" / "one" / checkpoint.RESUME_CHECKPOINT), whole)

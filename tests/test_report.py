@@ -35,7 +35,7 @@ def _predictions(rng: np.random.Generator) -> dict[str, np.ndarray]:
 def test_report_files_table_and_figures(tmp_path: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    from faceauth.plugins.trainers.classifier import measure, report_split
+    from faceauth.plugins.trainers.liveness_scores import measure, report_split
 
     predictions = _predictions(np.random.default_rng(0))
     figures = measure(predictions, threshold=0.25)

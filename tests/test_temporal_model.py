@@ -166,7 +166,7 @@ def test_wrong_checkpoints_are_named(liveness_checkpoint: Path, tmp_path: Path) 
     loaded = faceauth.training.checkpoint.load(liveness_checkpoint)
     payload = {key: loaded[key] for key in ("task", "model", "classes", "recipe")}  # no optimizer state: smaller
     embedding = faceauth.training.checkpoint.save(tmp_path / "embedding.pt", {**payload, "task": "embedding"})
-    with pytest.raises(CheckpointError, match=r"expected a liveness checkpoint .*found a embedding checkpoint"):
+    with pytest.raises(CheckpointError, match=r"^backbone\.encoder_checkpoint: .*embedding\.pt: expected a liveness checkpoint to be the lstm's frame encoder .*found an embedding checkpoint$"):
         build(encoder=RESNET, encoder_checkpoint=str(embedding))
     with pytest.raises(CheckpointError, match=r"expected a 'resnet34' backbone \(backbone\.encoder\.name\), found 'resnet18'"):
         build(encoder={"name": "resnet34", "input_size": SIZE}, encoder_checkpoint=str(liveness_checkpoint))

@@ -96,7 +96,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
             if resume:
                 from faceauth.training import checkpoint
 
-                base = checkpoint.recipe_of(checkpoint.load(resume))
+                base = checkpoint.recipe_of(checkpoint.load(checkpoint.resolve(resume, checkpoint.RESUME_CHECKPOINT)))
                 print(load_recipe(None, overrides, registry=registry, base=base).to_yaml(), end="")
             else:
                 if recipe is None:

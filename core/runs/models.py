@@ -21,6 +21,7 @@ from faceauth.config.recipe import load_recipe
 from faceauth.config.registry import load_registry
 from faceauth.metrics.report import ReportTarget
 from faceauth.runs.inputs import beside
+from faceauth.training.protocol import ModelTrainer, missing_methods
 from faceauth.training.run import Run
 from faceauth.config.build import build_component
 
@@ -31,7 +32,12 @@ def _run_for(stored_recipe: dict[str, Any], overrides: Iterable[str], extra_plug
              splits: tuple[str, ...] | None = None) -> tuple[Run, Any]:
     registry = load_registry(extra_plugins)
     recipe = load_recipe(None, overrides, registry=registry, base=stored_recipe)
-    return Run(recipe, registry, directory=Path("."), splits=splits), build_component(registry, recipe, "trainer")
+    trainer = build_component(registry, recipe, "trainer")
+    missing = missing_methods(trainer, ModelTrainer)
+    if missing:
+        raise CheckpointError(f"trainer '{recipe.trainer.name}' cannot evaluate or export a stored model (it has no "
+                              f"{', '.join(missing)}; see faceauth.training.protocol.ModelTrainer)")
+    return Run(recipe, registry, directory=Path("."), splits=splits), trainer
 
 
 def _data_overrides(data: str | Path | None, overrides: Iterable[str]) -> list[str]:

@@ -26,10 +26,11 @@ import attrs
 from faceauth.config.build import build_component
 from faceauth.config.recipe import Recipe, load_recipe
 from faceauth.config.registry import load_registry
-from faceauth.errors import FaceAuthError, RecipeError, TrainingError, quote
+from faceauth.errors import FaceAuthError, PluginError, RecipeError, TrainingError, quote
 from faceauth.io.paths import atomic_write, folder_lock, sweep_temporaries, write_fault, write_text
 from faceauth.runs import inputs as model_inputs
 from faceauth.training import checkpoint, distributed
+from faceauth.training.protocol import Trainer, missing_methods
 from faceauth.training.run import Run
 
 __all__ = ["RunResult", "run"]
@@ -116,7 +117,7 @@ def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterabl
     registry = load_registry(extra_plugins)
     state = None
     if resume is not None:
-        state = checkpoint.load(Path(resume))
+        state = checkpoint.load(checkpoint.resolve(resume, checkpoint.RESUME_CHECKPOINT))
         stored = checkpoint.recipe_of(state)
         recipe_obj = load_recipe(None, overrides, registry=registry, base=stored)
         _check_resume_overrides(load_recipe(None, (), registry=registry, base=stored), recipe_obj, overrides, resume)
@@ -134,6 +135,10 @@ def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterabl
         directory = None
     distributed.setup(recipe_obj.device)
     trainer = build_component(registry, recipe_obj, "trainer")
+    missing = missing_methods(trainer, Trainer)
+    if missing:
+        raise PluginError(f"trainer '{recipe_obj.trainer.name}' has no {', '.join(missing)} "
+                          f"(see faceauth.training.protocol.Trainer)")
     exporter = build_component(registry, recipe_obj, "export") if recipe_obj.export is not None else None
     distributed.check_same("the resolved recipe", recipe_obj.to_dict())
     # The trainer's input models: checked, and the missing ones trained, before this run's directory exists.

@@ -3,6 +3,11 @@
 A checkpoint is a dict of tensors and plain Python data (no pickled classes), so it loads with
 ``torch.load(weights_only=True)``. It carries the resolved recipe and the versions of faceauth and
 of the plugins used, which is all `faceauth-eval` and `faceauth-export` need.
+
+Wherever a run directory is given for a checkpoint (`faceauth-eval`, `faceauth-export`, a recipe key such as
+``backbone.encoder_checkpoint``, `load`), it means the run's model, `RUN_CHECKPOINT` (``checkpoints/best.pt``:
+the best epoch, which was tested and exported); only ``--resume`` continues from `RESUME_CHECKPOINT`
+(``checkpoints/last.pt``). `resolve` is the one place that turns a run directory into a file.
 """
 
 from __future__ import annotations
@@ -16,12 +21,36 @@ from typing import Any
 import numpy as np
 import torch
 
-from faceauth.errors import CheckpointError, quote
+from faceauth.errors import CheckpointError, article, quote
 from faceauth.io.paths import atomic_write
 
-__all__ = ["FORMAT", "save", "load", "recipe_of", "fitting", "rng_state", "set_rng_state"]
+__all__ = ["FORMAT", "RUN_CHECKPOINT", "RESUME_CHECKPOINT", "resolve", "save", "load", "recipe_of", "expect_task",
+           "fitting", "rng_state", "set_rng_state"]
 
 FORMAT = "faceauth-checkpoint-1"
+RUN_CHECKPOINT = Path("checkpoints") / "best.pt"  # a run directory's model, relative to it
+RESUME_CHECKPOINT = Path("checkpoints") / "last.pt"  # what --resume continues, relative to the run directory
+
+
+def resolve(path: str | Path, within: Path = RUN_CHECKPOINT, key: str | None = None) -> Path:
+    """The checkpoint file `path` names: `path` itself unless it is a directory; a run directory's
+    `within` (its model, `RUN_CHECKPOINT`; `RESUME_CHECKPOINT` for ``--resume``). A run directory that
+    lacks that file is one CheckpointError line saying why (after `key`, the recipe key that named it)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    file = path / within
+    if file.is_file():
+        return file
+    where = f"{key}: {path}" if key else str(path)
+    if not (path / "recipe.yaml").is_file():
+        raise CheckpointError(f"{where}: not a run directory (no recipe.yaml; expected a checkpoint file or a run "
+                              f"directory with {within})")
+    if not (path / RESUME_CHECKPOINT).is_file():
+        raise CheckpointError(f"{where}: this run has no checkpoint ({file} is missing): it stopped before its first "
+                              f"one was written; start it again from {path / 'recipe.yaml'}")
+    raise CheckpointError(f"{where}: this run has no {within.name} yet ({file} is missing): it paused before its "
+                          f"first validation; continue it with faceauth-run --resume {path}")
 
 
 def save(path: Path, payload: dict[str, Any]) -> Path:
@@ -37,13 +66,9 @@ def save(path: Path, payload: dict[str, Any]) -> Path:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save`; anything else is a CheckpointError naming the file."""
-    path = Path(path)
-    if path.is_dir() and (path / "recipe.yaml").is_file() and not (path / "checkpoints" / "last.pt").is_file():
-        raise CheckpointError(f"{path}: this run has no checkpoint ({path / 'checkpoints' / 'last.pt'} is missing): "
-                              f"it stopped before its first one was written; start it again from {path / 'recipe.yaml'}")
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
+    """Read a checkpoint written by `save` (a file, or a run directory's model: see `resolve`); anything
+    else is a CheckpointError naming the file."""
+    path = resolve(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
@@ -63,6 +88,22 @@ def recipe_of(payload: dict[str, Any]) -> dict[str, Any]:
         raise CheckpointError(f"{payload.get('path', 'checkpoint')}: no recipe in this checkpoint (expected 'recipe', "
                               f"the mapping faceauth-run stores); was it written by faceauth?")
     return recipe
+
+
+def expect_task(payload: dict[str, Any], task: str, purpose: str, key: str | None = None) -> None:
+    """The one check that a loaded checkpoint was written for `task` (its ``task`` entry, as a `Task` names it).
+
+    Otherwise one CheckpointError line: ``[key: ]<file>: expected <a task> checkpoint to <purpose>, found
+    <a task> checkpoint``. `purpose` says what the checkpoint was loaded for ("resume this run", "load a
+    liveness classifier"); `key` is the recipe key that named the file, when one did.
+    """
+    found = payload.get("task")
+    if found == task:
+        return
+    found_text = article(found) if isinstance(found, str) and found else "a task-less"
+    where = f"{key}: " if key else ""
+    raise CheckpointError(f"{where}{payload.get('path', 'checkpoint')}: expected {article(task)} checkpoint to "
+                          f"{purpose}, found {found_text} checkpoint")
 
 
 @contextlib.contextmanager

@@ -172,8 +172,7 @@ class TrainingLoop:
         if self.steps_per_epoch == 0:
             raise faceauth.DataError(f"trainer.batch_size={options.batch_size} is larger than the training set")
         self.optimizer = build_optimizer(params, recipe.optimizer)
-        self.scheduler = build_scheduler(self.optimizer, recipe.scheduler, recipe.optimizer.lr,
-                                         self.steps_per_epoch, options.epochs)
+        self.scheduler = build_scheduler(self.optimizer, recipe.scheduler, self.steps_per_epoch, options.epochs)
         self.use_amp = options.amp and run.device.type == "cuda"
         self.amp_dtype = amp_dtype(options.amp_dtype, run.device) if self.use_amp else torch.float32
         self.scaler = torch.amp.GradScaler(run.device.type, enabled=self.amp_dtype == torch.float16)
@@ -203,9 +202,7 @@ class TrainingLoop:
         }
 
     def _restore(self, payload: dict[str, Any]) -> None:
-        if payload.get("task") != self.task.name:
-            raise faceauth.CheckpointError(
-                f"{payload.get('path')}: a {payload.get('task')} checkpoint cannot resume a {self.task.name} run")
+        checkpoint.expect_task(payload, self.task.name, "resume this run")
         with checkpoint.fitting(payload, "the model and training state"):
             self.task.model.load_state_dict(payload["model"])
             if self.task.head is not None:
@@ -369,7 +366,7 @@ class TrainingLoop:
             result["threshold_rule"] = extras["threshold_rule"]
         if not stopped and self.best["epoch"] is not None:
             distributed.barrier()
-            best = checkpoint.load(run.dir / "checkpoints" / "best.pt", map_location=run.device)
+            best = checkpoint.load(run.dir / checkpoint.RUN_CHECKPOINT, map_location=run.device)
             task.model.load_state_dict(best["model"])
             task.model.eval()
             with console.phase("test"):

@@ -4,7 +4,8 @@ the `ModelInput`s a trainer that builds on other models declares.
 The run directory a `Run` writes into holds ``recipe.yaml`` (resolved), ``events.out.tfevents.*``
 (TensorBoard), ``checkpoints/{last,best}.pt``, ``epochs.jsonl`` (one line of figures per epoch), and, once
 the runner (`faceauth.runs.runner`) finished it, ``metrics.json`` and ``model.onnx``. "The run's
-checkpoint" means ``checkpoints/best.pt`` wherever a run directory is given for a model (`RUN_CHECKPOINT`):
+checkpoint" means ``checkpoints/best.pt`` wherever a run directory is given for a model
+(`faceauth.training.checkpoint.RUN_CHECKPOINT`, turned into a file by `faceauth.training.checkpoint.resolve`):
 the weights of the best epoch, which were tested and exported; ``last.pt`` is what ``--resume`` continues.
 A run with input models (`ModelInput`) also holds them as ``<name>.onnx`` (``<name>-<i>.onnx`` when
 several) and ``inputs.json``, where each came from.
@@ -30,12 +31,11 @@ from faceauth.io import console
 from faceauth.io.images import utf8_text
 from faceauth.io.paths import atomic_link, write_text
 from faceauth.training import checkpoint, distributed
+from faceauth.training.checkpoint import RUN_CHECKPOINT  # a run directory's model, relative to it
 
 __all__ = ["FitResult", "ModelInput", "Run", "RUN_CHECKPOINT"]
 
 log = logging.getLogger(__name__)
-
-RUN_CHECKPOINT = Path("checkpoints") / "best.pt"  # a run directory's model, relative to it
 
 
 @attrs.frozen

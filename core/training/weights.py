@@ -1,4 +1,9 @@
-"""Loading pretrained weights from a local file into a backbone, strictly, with a readable mismatch report."""
+"""Loading pretrained weights from a local file into a backbone, strictly, with a readable mismatch report.
+
+The file is a public state_dict (bare, or under ``state_dict`` / ``model``; a backbone names the other
+layouts it accepts), or a faceauth checkpoint or run directory, whose model's ``backbone.*`` weights are
+taken: a liveness run can start from a recognition run's network, or a probe from a trained classifier.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any
 import torch
 
 from faceauth.errors import CheckpointError
+from faceauth.training.checkpoint import FORMAT, resolve
 
 __all__ = ["load_pretrained", "restoring", "is_restoring"]
 
@@ -35,6 +41,12 @@ def is_restoring() -> bool:
 
 
 def _state_dict_of(payload: Any, path: Path) -> dict[str, torch.Tensor]:
+    # A faceauth checkpoint: its model's backbone (a liveness run can start from a recognition run's network).
+    if isinstance(payload, dict) and payload.get("format") == FORMAT and isinstance(payload.get("model"), dict):
+        backbone = {k.removeprefix("backbone."): v for k, v in payload["model"].items() if k.startswith("backbone.")}
+        if not backbone:
+            raise CheckpointError(f"{path}: a faceauth {payload.get('task')} checkpoint whose model has no backbone")
+        return backbone
     # Public checkpoints come as a bare state_dict, or wrapped under "state_dict"/"model".
     if isinstance(payload, dict):
         for key in ("state_dict", "model"):
@@ -62,9 +74,10 @@ def load_pretrained(module: torch.nn.Module, path: str | Path, *, ignore: tuple[
     """
     if is_restoring():
         return  # the restored weights replace these
-    path = Path(path)
+    path = resolve(path, key="backbone.pretrained")  # a faceauth run directory: its model's backbone
     if not path.is_file():
-        raise CheckpointError(f"backbone.pretrained: {path} does not exist (a local .pth/.pt state_dict file)")
+        raise CheckpointError(f"backbone.pretrained: {path} does not exist (a local .pth/.pt state_dict file, or a "
+                              f"faceauth checkpoint or run directory)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -12,7 +12,6 @@ loaded, is the `frame_scorer`: the frame-level baseline a trainer can average pe
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import attrs
@@ -115,11 +114,9 @@ class TemporalLstm(torch.nn.Module):
 # ---- building ----------------------------------------------------------------------------------------
 
 def _load_liveness_checkpoint(path: str) -> dict[str, Any]:
-    payload = checkpoint.load(Path(path).expanduser())
-    if payload.get("task") != "liveness":
-        raise CheckpointError(f"backbone.encoder_checkpoint: {payload['path']}: expected a liveness checkpoint (from "
-                              f"the classifier trainer, e.g. recipes/liveness_resnet18.yaml), found a "
-                              f"{payload.get('task') or 'task-less'} checkpoint")
+    payload = checkpoint.load(path)
+    checkpoint.expect_task(payload, "liveness", "be the lstm's frame encoder (a classifier run's, e.g. of "
+                           "recipes/liveness_resnet18.yaml)", key="backbone.encoder_checkpoint")
     return payload
 
 

@@ -24,7 +24,7 @@ from torchvision.utils import make_grid
 
 import faceauth
 from faceauth.io import console
-from faceauth.training import distributed
+from faceauth.training import checkpoint, distributed
 from faceauth import metrics as fa_metrics
 from faceauth.io.images import utf8_text
 from faceauth.data import Splits, TemplateVerification, Verification
@@ -198,9 +198,7 @@ class EmbeddingTrainer:
         self.options = options
 
     def load_model(self, run: Run, payload: dict[str, Any]) -> torch.nn.Module:
-        if payload.get("task") != EmbeddingTask.name:
-            raise faceauth.CheckpointError(
-                f"{payload.get('path')}: a {payload.get('task', 'unknown')} checkpoint; expected an embedding model")
+        checkpoint.expect_task(payload, EmbeddingTask.name, "load an embedding model")
         model = build_backbone(run)
         model.load_state_dict(payload["model"])
         model.threshold = payload.get("threshold")

@@ -12,7 +12,8 @@ models. Its score is the classifier's decision function, the log-odds of live (h
 0 = even), in the same convention as the classifier trainer; the threshold is chosen at the
 validation EER (or by `threshold`, ``apcer=x`` / ``bpcer=x``, as the classifier's) and applied
 unchanged to test. There is nothing to export to ONNX: the run writes
-its fitted parameters to ``lbp.npz`` in the run directory instead.
+its fitted parameters to ``lbp.npz`` in the run directory instead. It takes no gradient steps, so a
+recipe that sets ``optimizer.*`` or ``scheduler.*`` is refused in one line rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from sklearn.preprocessing import StandardScaler
 import faceauth
 from faceauth.data import LIVE
 from faceauth.errors import DataError, ExportError, RecipeError
+from faceauth.config.recipe import OptimizerConfig, Recipe, SchedulerConfig
 from faceauth.metrics import parse_threshold_rule
 from faceauth.io.paths import write_npz
-from faceauth.plugins.trainers.classifier import measure
+from faceauth.plugins.trainers.liveness_scores import measure
 from faceauth.training.run import FitResult, Run
 
 COLOUR_SPACES = {"rgb": None, "grey": cv2.COLOR_RGB2GRAY, "ycrcb": cv2.COLOR_RGB2YCrCb, "hsv": cv2.COLOR_RGB2HSV}
@@ -108,6 +110,18 @@ def _features(dataset: Any, options: LbpOptions, split: str) -> tuple[np.ndarray
     return np.stack(rows), targets
 
 
+def refuse_gradient_settings(recipe: Recipe) -> None:
+    """A RecipeError naming the first ``optimizer.*``/``scheduler.*`` key `recipe` sets away from its default:
+    the lbp trainer would ignore it."""
+    for section, default in (("optimizer", OptimizerConfig()), ("scheduler", SchedulerConfig())):
+        given = attrs.asdict(getattr(recipe, section))
+        for key, value in attrs.asdict(default).items():
+            if given[key] != value:
+                raise RecipeError(f"{section}.{key}: the lbp trainer fits a logistic regression and uses no optimizer "
+                                  f"or scheduler; remove {section}.{key} from the recipe (its settings are "
+                                  f"trainer.C and trainer.max_iter)")
+
+
 class LbpTrainer:
     def __init__(self, options: LbpOptions):
         self.options = options
@@ -118,6 +132,7 @@ class LbpTrainer:
                                                                   max_iter=self.options.max_iter, random_state=seed))
 
     def fit(self, run: Run) -> FitResult:
+        refuse_gradient_settings(run.recipe)
         if run.recipe.export is not None:
             raise ExportError(f"export.name: the lbp trainer cannot export {run.recipe.export.name!r} (it is not a "
                               f"network); set export: null, and use the fitted parameters it writes to lbp.npz")

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from faceauth.deploy.authenticator import article
 from faceauth.errors import CheckpointError, DataError
+from faceauth.training.checkpoint import expect_task
 from faceauth.metrics.joint import licit_eer_threshold, scored_figures, threshold_at_far
 from faceauth.training.export import Bundle
 from faceauth.training.loop import TrainingLoop
@@ -65,9 +65,7 @@ class FusionTrainer:
         return result
 
     def load_model(self, run: Run, payload: dict[str, Any]) -> FusionMLP:
-        if payload.get("task") != TASK:
-            raise CheckpointError(f"{payload.get('path')}: {article(payload.get('task') or 'unknown')} checkpoint; "
-                                  f"expected a fusion model")
+        expect_task(payload, TASK, "load a fusion model")
         model = FusionMLP(payload["num_features"], payload["hidden"], payload["dropout"])
         model.load_state_dict(payload["model"])
         model.threshold, model.features = payload.get("threshold"), list(payload["features"])

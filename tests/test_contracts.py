@@ -1,0 +1,104 @@
+"""The stated contracts of the plugin API and the training toolkit (issue 17): one check for a checkpoint
+of another task, one meaning for a run directory's checkpoint, one helper for a dataset root, one spelling
+of a required option, preprocessing on the backbone's record, one owner of the base learning rate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from faceauth.errors import CheckpointError
+from faceauth.plugins.trainers.classifier import ClassifierTrainer, ClassifierOptions
+from faceauth.plugins.trainers.embedding import EmbeddingOptions, EmbeddingTrainer
+from faceauth.training import checkpoint
+
+
+# a checkpoint of another task ------------------------------------------------------------------------
+def written(tmp_path: Path, task: str | None) -> dict:
+    payload = {"model": {"w": torch.zeros(1)}} | ({} if task is None else {"task": task})
+    return checkpoint.load(checkpoint.save(tmp_path / f"{task}.pt", payload))
+
+
+def test_expect_task_passes_the_right_task_and_names_file_purpose_and_both_tasks(tmp_path: Path) -> None:
+    checkpoint.expect_task(written(tmp_path, "liveness"), "liveness", "resume this run")
+    with pytest.raises(CheckpointError) as caught:
+        checkpoint.expect_task(written(tmp_path, "embedding"), "liveness", "resume this run")
+    assert str(caught.value) == (f"{tmp_path / 'embedding.pt'}: expected a liveness checkpoint to resume this run, "
+                                 f"found an embedding checkpoint")
+    with pytest.raises(CheckpointError, match=r"^backbone\.x: .*None\.pt: expected an embedding checkpoint to "
+                                              r"load it, found a task-less checkpoint$"):
+        checkpoint.expect_task(written(tmp_path, None), "embedding", "load it", key="backbone.x")
+    with pytest.raises(CheckpointError, match=r"found a 'xxxxx.*\.\.\. checkpoint$") as caught:
+        checkpoint.expect_task({"task": "x" * 10_000, "path": "p.pt"}, "embedding", "load it")
+    assert len(str(caught.value)) < 200
+
+
+def test_the_trainers_load_model_rejects_a_checkpoint_of_another_task_in_the_one_wording(tmp_path: Path) -> None:
+    embedding, liveness = written(tmp_path, "embedding"), written(tmp_path, "liveness")
+    with pytest.raises(CheckpointError, match=r"embedding\.pt: expected a liveness checkpoint to load a liveness "
+                                              r"classifier, found an embedding checkpoint$"):
+        ClassifierTrainer(ClassifierOptions()).load_model(None, embedding)
+    with pytest.raises(CheckpointError, match=r"liveness\.pt: expected an embedding checkpoint to load an embedding "
+                                              r"model, found a liveness checkpoint$"):
+        EmbeddingTrainer(EmbeddingOptions()).load_model(None, liveness)
+
+
+# a run directory's checkpoint ------------------------------------------------------------------------
+def run_directory(tmp_path: Path, *tags: str) -> Path:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.yaml").write_text("seed: 1\n", encoding="utf-8")
+    for epoch, tag in enumerate(tags, 1):
+        checkpoint.save(tmp_path / "run" / "checkpoints" / f"{tag}.pt", {"task": "liveness", "epoch": epoch})
+    return tmp_path / "run"
+
+
+def test_a_run_directory_given_for_a_model_means_its_best_checkpoint(tmp_path: Path) -> None:
+    run = run_directory(tmp_path, "best", "last")  # best: epoch 1, last: epoch 2
+    assert checkpoint.resolve(run) == run / "checkpoints" / "best.pt" == run / checkpoint.RUN_CHECKPOINT
+    assert checkpoint.load(run)["epoch"] == 1  # what faceauth-eval, faceauth-export, encoder_checkpoint read
+    assert checkpoint.resolve(run, checkpoint.RESUME_CHECKPOINT) == run / "checkpoints" / "last.pt"
+    assert checkpoint.resolve(run / "checkpoints" / "last.pt") == run / "checkpoints" / "last.pt"  # a file is itself
+    from faceauth.training.run import RUN_CHECKPOINT
+
+    assert RUN_CHECKPOINT is checkpoint.RUN_CHECKPOINT
+
+
+def test_a_run_directory_without_the_checkpoint_asked_for_says_why(tmp_path: Path) -> None:
+    paused = run_directory(tmp_path, "last")
+    with pytest.raises(CheckpointError, match=rf"^{paused}: this run has no best\.pt yet \(.*best\.pt is missing\): "
+                                              rf"it paused before its first validation; continue it with "
+                                              rf"faceauth-run --resume {paused}$"):
+        checkpoint.load(paused)
+    (paused / "checkpoints" / "last.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"this run has no checkpoint \(.*best\.pt is missing\): it stopped "
+                                              r"before its first one was written; start it again from .*recipe\.yaml$"):
+        checkpoint.resolve(paused)
+    with pytest.raises(CheckpointError, match=r"checkpoints/last\.pt is missing"):
+        checkpoint.resolve(paused, checkpoint.RESUME_CHECKPOINT)
+    with pytest.raises(CheckpointError, match=r"not a run directory \(no recipe\.yaml; expected a checkpoint file "
+                                              r"or a run directory with checkpoints/best\.pt\)$"):
+        checkpoint.load(paused / "checkpoints")
+
+
+# one owner of the learning rate ----------------------------------------------------------------------
+def test_the_schedule_reads_each_parameter_groups_own_base_learning_rate() -> None:
+    from faceauth.config.recipe import SchedulerConfig
+    from faceauth.training.optim import build_scheduler
+
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 0.02}], lr=0.1)
+    scheduler = build_scheduler(optimizer, SchedulerConfig(name="cosine", warmup_epochs=1, min_lr=0.001),
+                                steps_per_epoch=2, epochs=3)
+    rates = [[group["lr"] for group in optimizer.param_groups]]
+    for _ in range(6):
+        optimizer.step()
+        scheduler.step()
+        rates.append([group["lr"] for group in optimizer.param_groups])
+    assert rates[0] == pytest.approx([0.05, 0.01])  # warm-up: half of each group's own rate at the first step
+    assert rates[2] == pytest.approx([0.1, 0.02])  # warm-up done: each group's base rate
+    assert rates[-1] == pytest.approx([0.001, 0.001])  # cosine down to min_lr for both groups
+    again = build_scheduler(optimizer, SchedulerConfig(name="constant"), steps_per_epoch=2, epochs=1)
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.1, 0.02])  # from initial_lr
+    assert again.get_last_lr() == pytest.approx([0.1, 0.02])
