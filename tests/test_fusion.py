@@ -334,9 +334,13 @@ def test_several_embedding_models_are_fused_as_an_ensemble(models: dict[str, Pat
     assert features.shape == (36, 3) and not np.allclose(features[:, 0], features[:, 1])
     assert data.names_of(components, quality=False) == ["match/0", "match/1", "liveness/0"]
     # the runner keeps them in the run directory under the names the model inputs give
-    specs = FusionTrainer(FusionOptions(embedding_models=["a.onnx", "b.pt"], liveness_models=["c.onnx"])).model_inputs(
-        None)
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+
+    recipe = load_recipe(REPO / "recipes" / "fusion_mlp.yaml", registry=load_registry())
+    specs = FusionTrainer(FusionOptions(embedding_models=["a.onnx", "b.pt"])).model_inputs(recipe)
     assert [file_names(spec) for spec in specs] == [["embedding-0.onnx", "embedding-1.onnx"], ["liveness.onnx"]]
+    assert specs[0].recipe is None and specs[1].recipe["trainer"]["name"] == "classifier"  # none given: trained
     # the AND rule asks every component; the matcher baseline averages the matchers
     gates = fusion_models.and_thresholds(features, splits.test.kinds, components, "model")
     assert gates == pytest.approx([0.5, 0.4, 0.5])  # the thresholds stored in the models' metadata
@@ -521,3 +525,53 @@ def test_a_model_input_without_models_or_recipe_is_a_recipe_error() -> None:
     recipe = load_recipe(REPO / "recipes" / "fusion_mlp.yaml", registry=registry)
     with pytest.raises(faceauth.RecipeError, match=r"trainer\.matchers: none given; expected an embedding model"):
         resolve(NeedsAMatcher(), recipe, registry)
+
+
+@pytest.mark.slow
+def test_photos_are_cropped_for_each_component_as_deployment_crops_them(models: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    import onnx
+
+    from faceauth.deploy.authenticator import Authenticator
+    from faceauth.faces import CropGeometry
+    from faceauth.plugins.datasets.attempts import AttemptFolderOptions, build_attempt_folder
+    from faceauth.plugins.detectors.haar import HaarDetector, HaarOptions
+    from faceauth.plugins.trainers.fusion import scores
+    from tests.test_authenticator import export_fusion
+    from tests.videos import HAAR_FRAME, haar_face
+
+    width, height = HAAR_FRAME
+    face = haar_face()
+    for split in ("train", "val", "test"):
+        for who in range(2):
+            for kind, count in (("live", 3), ("spoof", 1)):
+                folder = tmp_path / "photos" / split / f"{split}{who}" / kind
+                folder.mkdir(parents=True)
+                for k in range(count):
+                    photo = np.full((height, width, 3), 80 + 20 * who + 5 * k, np.uint8)
+                    shift = 4 * k + 3 * who
+                    photo[16 + shift:16 + shift + face.shape[0], 36 + shift:36 + shift + face.shape[1]] = face
+                    Image.fromarray(photo).save(folder / f"{k}.png")
+    splits = build_attempt_folder(AttemptFolderOptions(root=str(tmp_path / "photos"), attempts_per_kind=4,
+                                                       crop_size=48), detector=HaarDetector(HaarOptions()))
+    assert splits.val.photos
+    # the matcher was trained on wider crops than the attempts' (scale 2.0, 64 px): its metadata says so
+    edited = {"embedding": tmp_path / "embedding.onnx", "liveness": models["liveness"]}
+    model = onnx.load(models["embedding"])
+    model.metadata_props.add(key="faceauth.crop", value=CropGeometry("haar", scales=2.0, size=64).to_json())
+    onnx.save(model, edited["embedding"])
+    deployed = Authenticator.from_dir(export_fusion(tmp_path / "models", edited))  # finds and crops faces
+    components = components_of(embedding=[tmp_path / "models" / "embedding.onnx"],
+                                liveness=[tmp_path / "models" / "liveness.onnx"])
+
+    def trained_on() -> np.ndarray:
+        outputs = scores.image_outputs(splits.val, "val", components, quality=False, batch_size=5, progress=False,
+                                       data_section={"photos": str(tmp_path)})
+        return scores.features_of(splits.val, outputs, components, quality=False)
+
+    features = trained_on()
+    for index, attempt in enumerate(splits.val.attempts):
+        expected = deployed.features(deployed.enroll(list(attempt.enrol)), attempt.probe)[:2]
+        np.testing.assert_allclose(features[index], expected, atol=1e-5)
+    splits.val.photos = False  # the attempts' own crops for every model: not what deployment scores
+    assert not np.allclose(trained_on(), features, atol=1e-4)

@@ -96,12 +96,17 @@ class Person:
 
 
 class AttemptSet:
-    """The attempts of one split. `load(path)` reads an image (the cached face crop with a detector)."""
+    """The attempts of one split. `load(path)` reads an image (the cached face crop with a detector).
+
+    `photos`: the paths are photos whose faces `load` crops (the recipe has a detector), so a scorer may
+    crop each face its own way instead (the fusion trainer crops as each component model was trained).
+    """
 
     def __init__(self, attempts: Sequence[Attempt], loader: Callable[[str], Image.Image] = read_image,
-                 name: str = ""):
+                 name: str = "", photos: bool = False):
         self.attempts = list(attempts)
         self.name = name
+        self.photos = photos
         self.labels = np.array([a.label for a in self.attempts], dtype=np.int64)
         self.kinds = np.array([a.kind for a in self.attempts])
         self.attack_types = np.array([a.attack_type for a in self.attempts])
@@ -241,7 +246,7 @@ def load_attempt_folder(root: Path, options: AttemptOptions, key: str = "data.ro
             people, loader = _crop_people(people, root / split, detector, *crop, detector_settings or {})
         rng = np.random.default_rng([options.seed, zlib.crc32(split.encode())])
         attempts = generate_attempts(people, options.attempts_per_kind, options.enrol_images, rng, str(root / split))
-        sets[split] = AttemptSet(attempts, loader, name=split)
+        sets[split] = AttemptSet(attempts, loader, name=split, photos=detector is not None)
         log.info("%s/%s: %d identities, %d attempts (%s)", root, split, len(people), len(attempts),
                  ", ".join(f"{k} {v}" for k, v in sets[split].counts().items()))
     return Splits(train=sets["train"], val=sets["val"], test=sets["test"], classes=CLASSES,

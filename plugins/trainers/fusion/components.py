@@ -89,14 +89,16 @@ def records(components: Sequence[Component]) -> list[dict[str, Any]]:
 def warn_other_crops(recipe: dict[str, Any], components: Sequence[Component]) -> list[str]:
     """Warn about (and return) the components trained on faces cropped unlike the attempts.
 
-    Training features score every component on the attempts' crops, while deployment crops each
-    model as it was trained (its ``faceauth.crop``): where the two differ, so may the fused scores.
+    Attempts that are face crops already are scored as they are by every component, while deployment
+    on photos crops each model as it was trained (its ``faceauth.crop``): where the two differ, so may
+    the fused scores. (Attempts given as photos, with a detector, are cropped for each component.)
     """
     attempts = crop_geometry(recipe) or CropGeometry()
     other = [str(c.path.name) for c in components if c.geometry != attempts]
     if other:
         log.warning("fusion: %d component model(s) were trained on other face crops than the attempts' (%s), e.g. "
                     "%s; deployment crops each model as it was trained, so its fused scores may differ from "
-                    "training's (train the components on the attempts' crop geometry)", len(other),
+                    "training's (give the attempts as photos with a detector, or train the components on the "
+                    "attempts' crop geometry)", len(other),
                     attempts.to_json(), other[0])
     return other

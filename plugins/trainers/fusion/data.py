@@ -50,8 +50,10 @@ class Prepared:
 
 
 def _data_section(recipe: Any) -> Any:
+    """What makes the attempts' images: the data section(s) and the detector that crops them."""
     section = recipe.data
-    return [s.to_dict() for s in section] if isinstance(section, tuple) else section.to_dict()
+    data = [s.to_dict() for s in section] if isinstance(section, tuple) else section.to_dict()
+    return {"data": data, "detector": recipe.detector.to_dict() if recipe.detector is not None else None}
 
 
 def _data_name(recipe: Any) -> str:
@@ -91,7 +93,8 @@ def prepare(run: Run, options: FusionOptions) -> Prepared:
     """The components the runner handed over, every split's features, logistic regression and AND thresholds."""
     splits = attempt_splits(run)
     components = open_components(run.inputs)
-    warn_other_crops(run.recipe.to_dict(), components)
+    if not getattr(splits.train, "photos", False):  # photos are cropped for each component as at deployment
+        warn_other_crops(run.recipe.to_dict(), components)
     data = {split: split_data(run, options, splits.get(split), split, components)
             for split in ("train", "val", "test") if splits.get(split) is not None}
     train, val = data["train"], data["val"]

@@ -4,6 +4,13 @@ Each image an attempt uses is scored once: every image by the embedding models, 
 liveness models (and their quality). The cache file in ``$FACEAUTH_CACHE/scores/`` is named by the
 dataset, split and settings; it stores the SHA-256 of the component models, and one made with other
 models is rebuilt. Features are those of `faceauth.deploy.features`, the code deployment runs.
+
+Crops: when the attempts are photos (`AttemptSet.photos`: the recipe has a detector), each component
+scores the face as deployment crops it for that model (`faceauth.deploy.models.FaceFinder` with the
+model's crop geometry; several scales averaged), so the fused scores are those of deployment; an image
+where that model's detector finds no face is scored on the attempts' crop (counted in a warning). The
+quality features use the attempts' crop, which the exported fusion model records as its own geometry.
+Attempts that are face crops already are given to every component as they are (``detect=False``).
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from faceauth.deploy.features import EMBEDDING, attempt_features, match_scores, quality_features, template
+from faceauth.deploy.features import EMBEDDING, attempt_features, match_scores, quality_features, template, unit
+from faceauth.deploy.models import FaceFinder, as_rgb
 from faceauth.io.paths import cache_dir, read_npz, write_npz
 
 from faceauth.plugins.trainers.fusion.components import Component
@@ -42,6 +50,31 @@ def images_key(paths: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+class ComponentCrops:
+    """Each component's crops of a photo, as deployment makes them: one finder per distinct crop geometry."""
+
+    def __init__(self, components: Sequence[Component]):
+        self.finders = {c.geometry.to_json(): FaceFinder(c.geometry) for c in components}
+        self.missed = dict.fromkeys(self.finders, 0)  # geometry -> photos where its detector found no face
+
+    def crops(self, paths: Sequence[str], fallback: Sequence[np.ndarray]) -> dict[str, list[list[np.ndarray]]]:
+        """Per geometry, per photo: its crops (one per scale), or [the attempts' crop] when no face was found."""
+        photos = [as_rgb(path) for path in paths]
+        found = {key: [finder.find(photo, path) for photo, path in zip(photos, paths)]
+                 for key, finder in self.finders.items()}
+        for key, per_photo in found.items():
+            self.missed[key] += sum(crops is None for crops in per_photo)
+        return {key: [crops if crops is not None else [crop] for crops, crop in zip(per_photo, fallback)]
+                for key, per_photo in found.items()}
+
+    def score(self, component: Component, crops: list[list[np.ndarray]]) -> np.ndarray:
+        """`component`'s output per photo, averaged over its crops (as `Authenticator` does)."""
+        out = component.score([crop for per_photo in crops for crop in per_photo])
+        bounds = np.cumsum([0] + [len(per_photo) for per_photo in crops])
+        means = np.stack([out[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+        return unit(means) if component.role == EMBEDDING else means.astype(np.float32)
+
+
 def compute_outputs(dataset: Any, components: Sequence[Component], quality: bool, batch_size: int,
                     progress: bool, where: str) -> dict[str, np.ndarray]:
     """Every image's embeddings (``embedding/<i>``), every probe's liveness scores (``liveness/<i>``) and quality."""
@@ -51,6 +84,7 @@ def compute_outputs(dataset: Any, components: Sequence[Component], quality: bool
     chunks: dict[str, list[np.ndarray]] = {f"{c.role}/{i}": [] for i, c in enumerate(components)}
     chunks["quality"] = []
     probe_order: list[int] = []
+    own = ComponentCrops(components) if getattr(dataset, "photos", False) else None
     with tqdm(total=len(images), desc=f"scoring {where}", unit="image", disable=not progress, leave=False) as bar:
         for start in range(0, len(images), batch_size):
             paths = images[start:start + batch_size]
@@ -58,14 +92,26 @@ def compute_outputs(dataset: Any, components: Sequence[Component], quality: bool
             is_probe = [p in probe_row for p in paths]
             probe_pixels = [x for x, keep in zip(pixels, is_probe) if keep]
             probe_order.extend(probe_row[p] for p, keep in zip(paths, is_probe) if keep)
+            crops = own.crops(paths, pixels) if own is not None else {}
             for i, component in enumerate(components):
-                if component.role == EMBEDDING:
-                    chunks[f"{component.role}/{i}"].append(component.score(pixels))
-                elif probe_pixels:
-                    chunks[f"{component.role}/{i}"].append(component.score(probe_pixels))
+                if component.role != EMBEDDING and not probe_pixels:
+                    continue
+                if own is None:
+                    chunks[f"{component.role}/{i}"].append(
+                        component.score(pixels if component.role == EMBEDDING else probe_pixels))
+                    continue
+                mine = crops[component.geometry.to_json()]
+                mine = mine if component.role == EMBEDDING else [c for c, keep in zip(mine, is_probe) if keep]
+                chunks[f"{component.role}/{i}"].append(own.score(component, mine))
             if quality and probe_pixels:
                 chunks["quality"].append(np.stack([quality_features(x) for x in probe_pixels]))
             bar.update(len(paths))
+    if own is not None:
+        for key, count in own.missed.items():
+            if count:
+                names = ", ".join(c.path.name for c in components if c.geometry.to_json() == key)
+                log.warning("%s: %d photo(s) without a face for the crop geometry of %s (%s); scored on the "
+                            "attempts' crops", where, count, names, key)
     order = np.argsort(np.asarray(probe_order))  # probe rows back into `probes` order
     for key, parts in chunks.items():
         if not parts:
@@ -80,7 +126,8 @@ def image_outputs(dataset: Any, split: str, components: Sequence[Component], *, 
     """`compute_outputs`, read from the split's cache file when it was made with these component models."""
     images = dataset.images()
     settings = {"data": data_section, "split": split, "images": images_key(images), "quality": quality,
-                "roles": [c.role for c in components], "version": SCORES_VERSION}
+                "roles": [c.role for c in components], "photos": bool(getattr(dataset, "photos", False)),
+                "version": SCORES_VERSION}
     name = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
     path = cache_dir("scores", f"{split}-{name}.npz")
     models = [{"role": c.role, "sha256": c.sha256} for c in components]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from faceauth.errors import CheckpointError, DataError
+from faceauth.faces import crop_geometry
 from faceauth.training.checkpoint import expect_task
 from faceauth.metrics.joint import licit_eer_threshold, scored_figures, threshold_at_far
 from faceauth.training.export import Bundle
@@ -125,6 +126,9 @@ class FusionTrainer:
             "faceauth.recipe": json.dumps(run.recipe.to_dict()),
             "faceauth.versions": json.dumps(run.versions()),
         }
+        crop = crop_geometry(run.recipe.to_dict())  # the attempts' crop: where deployment takes the quality features
+        if crop is not None:
+            metadata["faceauth.crop"] = crop.to_json()
         generator = torch.Generator().manual_seed(0)
         width = len(features) or int(model.mean.shape[0])
         return Bundle(module=model, example_inputs=(torch.randn(2, width, generator=generator),),
