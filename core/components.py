@@ -97,9 +97,17 @@ class Backbone(Component):
 
     The module carries two attributes: `num_features` (int, the size of its output) and
     `preprocess` (a `Preprocess`), so that exported models know how to prepare their input.
+
+    `preprocess(options) -> Preprocess` (optional, often a `lazy` reference) states that preprocessing
+    without building the network, so evaluation reads it cheaply
+    (`faceauth.config.build.preprocess_of`); like `build` it may also take ``components``. When given,
+    building checks that the module's `preprocess` equals it (a module without one gets it); without
+    it, the network is built to read its attribute.
     """
 
     kind: ClassVar[str] = "backbone"
+    preprocess: Callable[..., Preprocess] | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.is_callable()))
 
 
 @attrs.frozen(kw_only=True)

@@ -49,7 +49,8 @@ def faceauth_backbones() -> list[Backbone]:
     """Register backbones: networks a recipe names in its ``backbone`` section.
 
     Returns a list of `faceauth.components.Backbone` records. ``build(options)`` returns a
-    `torch.nn.Module` with ``num_features`` and ``preprocess`` attributes. All results are collected.
+    `torch.nn.Module` with ``num_features`` and ``preprocess`` attributes; the record's optional
+    ``preprocess(options)`` states the latter without building the network. All results are collected.
 
     Example::
 

@@ -9,10 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from faceauth.errors import CheckpointError
+import faceauth
+from faceauth.components import Backbone, Preprocess
+from faceauth.config.recipe import load_recipe
+from faceauth.config.registry import load_registry
+from faceauth.errors import CheckpointError, PluginError
 from faceauth.plugins.trainers.classifier import ClassifierTrainer, ClassifierOptions
 from faceauth.plugins.trainers.embedding import EmbeddingOptions, EmbeddingTrainer
 from faceauth.training import checkpoint
+from faceauth.training.run import Run
+from tests.conftest import TINY_RECIPE
 
 
 # a checkpoint of another task ------------------------------------------------------------------------
@@ -102,3 +108,72 @@ def test_the_schedule_reads_each_parameter_groups_own_base_learning_rate() -> No
     again = build_scheduler(optimizer, SchedulerConfig(name="constant"), steps_per_epoch=2, epochs=1)
     assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.1, 0.02])  # from initial_lr
     assert again.get_last_lr() == pytest.approx([0.1, 0.02])
+
+
+# preprocessing on the backbone's record ------------------------------------------------------------------
+class Tiny(torch.nn.Module):
+    """A backbone module whose preprocess is whatever the test gives it (None: the attribute is absent)."""
+
+    builds = 0
+
+    def __init__(self, preprocess: object = None):
+        super().__init__()
+        Tiny.builds += 1
+        self.num_features = 4
+        if preprocess is not None:
+            self.preprocess = preprocess
+
+
+SQUARE = Preprocess(input_size=(24, 24), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+OTHER = Preprocess(input_size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+class TinyBackbones:
+    @faceauth.hookimpl
+    def faceauth_backbones(self) -> list[Backbone]:
+        return [Backbone(name="stated", build=lambda: Tiny(SQUARE), preprocess=lambda: SQUARE),
+                Backbone(name="stated_only", build=lambda: Tiny(), preprocess=lambda: SQUARE),
+                Backbone(name="disagreeing", build=lambda: Tiny(OTHER), preprocess=lambda: SQUARE),
+                Backbone(name="unstated", build=lambda: Tiny(OTHER))]
+
+
+def tiny_run(backbone: dict, tmp_path: Path) -> Run:
+    registry = load_registry([TinyBackbones()])
+    recipe = load_recipe(None, registry=registry, base={**TINY_RECIPE, "backbone": backbone})
+    return Run(recipe, registry, tmp_path)
+
+
+def test_a_stated_preprocess_is_read_without_building_the_network(tmp_path: Path) -> None:
+    before = Tiny.builds
+    assert tiny_run({"name": "stated"}, tmp_path).preprocess() == SQUARE
+    assert Tiny.builds == before
+    assert tiny_run({"name": "unstated"}, tmp_path).preprocess() == OTHER  # a record without one: built and read
+    assert Tiny.builds == before + 1
+
+
+def test_building_checks_the_module_against_its_records_preprocess(tmp_path: Path) -> None:
+    assert tiny_run({"name": "stated_only"}, tmp_path).build("backbone").preprocess == SQUARE  # derived
+    with pytest.raises(PluginError, match=r"^backbone 'disagreeing' from .*: the built module's preprocess "
+                                          r"\(Preprocess\(input_size=\(32, 32\).*differs from its record's "
+                                          r"preprocess\(options\) \(Preprocess\(input_size=\(24, 24\)"):
+        tiny_run({"name": "disagreeing"}, tmp_path).build("backbone")
+
+
+@pytest.mark.parametrize("section", [{"name": "resnet18", "input_size": 40}, {"name": "cdcn", "input_size": 48},
+                                     {"name": "minifas"}, {"name": "mobilefacenet"}, {"name": "iresnet18"},
+                                     {"name": "lstm", "encoder": {"name": "minifas", "input_size": 64}}])
+def test_every_builtin_backbone_states_the_preprocess_its_module_has(tmp_path: Path, section: dict) -> None:
+    run = tiny_run(section, tmp_path)
+    stated = run.preprocess()
+    assert stated == run.build("backbone").preprocess  # the build checks it too; here it is compared directly
+    if "input_size" in section:
+        assert stated.input_size == (section["input_size"],) * 2
+
+
+def test_every_registered_builtin_backbone_declares_its_preprocess() -> None:
+    registry = load_registry()
+    names = [entry.component.name for entry in registry.entries("backbone")]
+    assert {"resnet18", "iresnet100", "facenet", "lstm", "cdcn", "minifas", "mobilefacenet"} <= set(names)
+    for name in names:
+        if registry.entry("backbone", name).provider.distribution == "faceauth":
+            assert registry.get("backbone", name).preprocess is not None, name
