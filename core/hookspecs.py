@@ -10,8 +10,9 @@ Registration hooks (``faceauth_datasets`` ... ``faceauth_detectors``) take no ar
 a list of records from `faceauth.components`; every plugin's results are collected (none wins
 over another) and a name claimed twice within one kind is an error naming both plugins.
 
-Event hooks (``faceauth_train_start`` ... ``faceauth_train_end``) are called by trainers on every
-plugin that implements them; their return value is ignored. An implementation may accept fewer
+Event hooks (``faceauth_train_start`` ... ``faceauth_train_end``) are called through ``run.emit``
+(`faceauth.training.run.Run`; the training loop, `faceauth.training.loop.TrainingLoop`, emits them all),
+on rank 0, on every plugin that implements them; their return value is ignored. An implementation may accept fewer
 arguments than the spec lists, so new arguments never break an existing plugin.
 """
 
@@ -23,7 +24,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from faceauth.components import Backbone, Dataset, Detector, Exporter, Loss, Trainer
-    from faceauth.run import Run
+    from faceauth.training.run import Run
 
 hookspec = pluggy.HookspecMarker("faceauth")
 hookimpl = pluggy.HookimplMarker("faceauth")
@@ -113,13 +114,14 @@ def faceauth_detectors() -> list[Detector]:
 def faceauth_train_start(run: Run) -> None:
     """Called once before the first training step (also when a run resumes).
 
-    ``run`` is the `faceauth.run.Run`: its ``dir``, ``recipe`` and ``epoch`` are public.
+    ``run`` is the `faceauth.training.run.Run`: its ``dir``, ``recipe`` and ``epoch`` are public.
     """
 
 
 @hookspec
 def faceauth_epoch_end(run: Run, epoch: int, metrics: dict[str, float]) -> None:
-    """Called after each epoch's validation with that epoch's figures (``train/loss``, ``val/acer`` ...).
+    """Called after each epoch's validation with that epoch's figures (``train/loss``, ``val/acer`` ...);
+    ``epoch`` counts from 0 (``epochs.jsonl`` and the console count from 1).
 
     A plugin may call ``run.request_stop(reason)`` here, for example for early stopping: the run
     then finishes after this epoch (the best checkpoint tested and exported); ``finish=False`` pauses
@@ -129,7 +131,8 @@ def faceauth_epoch_end(run: Run, epoch: int, metrics: dict[str, float]) -> None:
 
 @hookspec
 def faceauth_checkpoint_saved(run: Run, path: Any, epoch: int, tag: str) -> None:
-    """Called after a checkpoint was written; ``tag`` is "last", "best" or "interrupted"."""
+    """Called after a checkpoint was written to ``path``; ``tag`` is "last" or "best" (``checkpoints/<tag>.pt``)
+    and ``epoch`` is the index, from 0, of the epoch it was written in."""
 
 
 @hookspec

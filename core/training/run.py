@@ -47,9 +47,9 @@ class Run:
     """One training run as a trainer sees it.
 
     Public: `recipe`, `dir`, `device`, `epoch`, `resume` (the checkpoint to continue from, or None),
-    `stop_reason`, `paused`; `build(section)`, `preprocess()`, `log(scalars, step)`, `writer`, `save_checkpoint(tag, payload)`,
-    `link_checkpoint(source, tag)`, `emit(event, **kwargs)`, `request_stop(reason, finish=True)`,
-    `record_epoch(epoch, figures, ...)`.
+    `stop_reason`, `paused`; `build(section)`, `preprocess()`, `log(scalars, step)`, `writer`,
+    `save_checkpoint(tag, payload)`, `link_checkpoint(source, tag)`, `emit(event, **kwargs)`,
+    `request_stop(reason, finish=True)`, `record_epoch(epoch, figures, ...)`.
     """
 
     def __init__(self, recipe: Recipe, registry: Registry, directory: Path, resume: dict[str, Any] | None = None,
