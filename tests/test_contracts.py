@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ import faceauth
 from faceauth.components import Backbone, Preprocess
 from faceauth.config.recipe import load_recipe
 from faceauth.config.registry import load_registry
-from faceauth.errors import CheckpointError, PluginError
+from faceauth.errors import CheckpointError, DataError, PluginError, RecipeError
 from faceauth.plugins.trainers.classifier import ClassifierTrainer, ClassifierOptions
 from faceauth.plugins.trainers.embedding import EmbeddingOptions, EmbeddingTrainer
 from faceauth.training import checkpoint
@@ -177,3 +178,74 @@ def test_every_registered_builtin_backbone_declares_its_preprocess() -> None:
     for name in names:
         if registry.entry("backbone", name).provider.distribution == "faceauth":
             assert registry.get("backbone", name).preprocess is not None, name
+
+
+# a dataset root, and a required option ---------------------------------------------------------------------
+ROOTED = ["folder", "casia_fasd", "replay_attack", "celeba_spoof", "nuaa", "video_folder", "identity_folder",
+          "recordio", "attempt_folder", "ijb"]
+
+
+def build_data(section: dict, tmp_path: Path) -> object:
+    from faceauth.config.build import build_component
+
+    registry = load_registry()
+    recipe = load_recipe(None, registry=registry, base={**TINY_RECIPE, "data": section, "detector": {"name": "haar"}})
+    return build_component(registry, recipe, "data")
+
+
+def test_dataset_root_expands_the_home_folder_and_refuses_what_is_not_a_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from faceauth.data import dataset_root
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "notes.txt").write_text("not a folder\n", encoding="utf-8")
+    assert dataset_root("~/faces", "data.root") == tmp_path / "faces"
+    assert dataset_root(tmp_path / "faces") == tmp_path / "faces"
+    with pytest.raises(DataError, match=rf"^test_data\.root: {tmp_path}/nowhere is not a directory "
+                                        rf"\(expected root/<identity>/\)$"):
+        dataset_root("~/nowhere", "test_data.root", "root/<identity>/")
+    with pytest.raises(DataError, match=r"^data\.root: .*notes\.txt is not a directory$"):
+        dataset_root(tmp_path / "notes.txt")
+    for empty in ("", "  ", None):  # Path("") would be the working directory
+        with pytest.raises(DataError, match=r"^data\.root: no folder given$"):
+            dataset_root(empty)
+
+
+@pytest.mark.parametrize("name", ROOTED)
+def test_every_dataset_with_a_root_expands_home_and_names_a_missing_root_in_one_line(
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(DataError, match=rf"^data\.root: {tmp_path}/missing is not a directory \(expected .+\)$"):
+        build_data({"name": name, "root": "~/missing"}, tmp_path)
+
+
+@pytest.mark.parametrize("name", [n for n in ROOTED if n != "folder"])  # folder's root is optional: the demo set
+def test_every_required_root_is_spelled_one_way(name: str, tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"^<recipe>: data\.root: required key is missing \(a string: .+\)$"):
+        build_data({"name": name}, tmp_path)
+    registry = load_registry()
+    options = faceauth.components.resolve(registry.get("dataset", name).options)
+    field = attrs.fields_dict(options)["root"]
+    assert field.default is attrs.NOTHING and field.kw_only and field.metadata["faceauth.required"]
+
+
+def test_an_empty_attempt_folder_root_is_no_folder_given(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"^data\.root: no folder given \(expected root/\{train,val,test\}"):
+        build_data({"name": "attempt_folder", "root": ""}, tmp_path)
+
+
+def test_required_may_follow_defaults_in_a_subclass_and_its_message_says_what_it_is() -> None:
+    @attrs.frozen
+    class Base:
+        seed: int = 0
+
+    @attrs.frozen
+    class Options(Base):
+        depth: int = 2
+        root: str = faceauth.schema.required("the folder with the faces")
+
+    assert faceauth.schema.structure(Options, {"root": "x"}, "data") == Options(root="x")
+    with pytest.raises(RecipeError) as caught:
+        faceauth.schema.structure(Options, {"depth": 3}, "data")
+    assert str(caught.value) == "data.root: required key is missing (a string: the folder with the faces)"
