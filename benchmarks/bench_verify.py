@@ -32,7 +32,8 @@ from common import median_seconds, table
 def build_models(folder: Path, size: int) -> dict[str, object]:
     """Untrained embedding, liveness and fusion models (latency does not depend on the weights), exported
     by the real exporter into `folder` as a fusion run leaves them; returns the PyTorch modules."""
-    from faceauth.deploy.authenticator import feature_names, file_sha256
+    from faceauth.deploy.authenticator import file_sha256
+    from faceauth.deploy.features import feature_names
     from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
     from faceauth.plugins.trainers.classifier import Classifier, build_backbone
     from faceauth.config.recipe import load_recipe
@@ -88,7 +89,7 @@ class EagerVerifier:
         return torch.nn.functional.normalize(self.modules["embedding"](x), dim=1)[0]
 
     def verify(self, template: torch.Tensor, probe: np.ndarray) -> tuple[bool, float]:
-        from faceauth.deploy.authenticator import quality_features
+        from faceauth.deploy.features import quality_features
         from faceauth.data import live_log_odds
 
         pil = Image.fromarray(probe)

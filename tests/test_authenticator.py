@@ -31,7 +31,8 @@ def export_fusion(folder: Path, models: dict[str, Path]) -> Path:
     """`folder` as a fusion run leaves it: model.onnx (an untrained fusion MLP) beside the component models."""
     import yaml
 
-    from faceauth.deploy.authenticator import feature_names, file_sha256
+    from faceauth.deploy.authenticator import file_sha256
+    from faceauth.deploy.features import feature_names
     from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
     from faceauth.plugins.trainers.fusion import FusionOptions, FusionTrainer
     from faceauth.config.recipe import load_recipe
@@ -99,14 +100,13 @@ def test_decision_structure_and_threshold(models_dir: Path, auth: Authenticator,
 
 
 def test_features_are_those_the_fusion_was_trained_on(models_dir: Path, auth: Authenticator, demo: object) -> None:
-    from faceauth.plugins.trainers import fusion
-    from faceauth.config.registry import load_registry
+    from faceauth.plugins.trainers.fusion import scores
+    from faceauth.plugins.trainers.fusion.components import open_components
 
-    registry = load_registry()
-    components = [fusion.load_component(registry, models_dir / f"{r}.onnx", r, r) for r in ("embedding", "liveness")]
-    options = fusion.FusionOptions(progress=False)
-    outputs = fusion.image_outputs(demo.test, "test", components, options, {"test": "authenticator"})
-    trained_on = fusion.attempt_features(demo.test, outputs, components, quality=True)
+    components = open_components({role: [models_dir / f"{role}.onnx"] for role in ("embedding", "liveness")})
+    outputs = scores.image_outputs(demo.test, "test", components, quality=True, batch_size=32, progress=False,
+                                   data_section={"test": "authenticator"})
+    trained_on = scores.features_of(demo.test, outputs, components, quality=True)
     for index in (0, 12, 24, 35):  # genuine, impostor, spoof attempts
         attempt = demo.test.attempts[index]
         np.testing.assert_allclose(auth.features(auth.enroll(list(attempt.enrol)), attempt.probe), trained_on[index],

@@ -151,7 +151,7 @@ def test_crop_options_default_to_the_old_margin() -> None:
 def test_fusion_warns_about_components_trained_on_other_crops(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from faceauth.plugins.trainers.fusion import Component, warn_other_crops
+    from faceauth.plugins.trainers.fusion.components import Component, warn_other_crops
 
     def score(images: object) -> np.ndarray:
         return np.zeros(1)

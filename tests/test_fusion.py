@@ -37,7 +37,7 @@ LIVENESS_RECIPE = {
     "backbone": {"name": "resnet18", "input_size": 32}, "loss": {"name": "cross_entropy"},
     "trainer": {"name": "classifier", "epochs": 1, "num_workers": 0, "progress": False}, "export": {"name": "onnx"},
 }
-_MODELS_VERSION = "v1"
+_MODELS_VERSION = "v2"
 
 
 def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -68,7 +68,7 @@ def _component(recipe_dict: dict, seed: int, threshold: float) -> tuple[object, 
 
 def component_models(cache: Path) -> dict[str, Path]:
     """Tiny component models, made once per test session: ``{embedding,liveness}.{onnx,pt}`` and a second
-    embedding checkpoint ``embedding_b.pt`` with other weights."""
+    embedding model ``embedding_b.{onnx,pt}`` with other weights."""
     folder = cache / "test-components" / _MODELS_VERSION
     if (folder / "done").is_file():
         return {p.stem if p.suffix == ".onnx" else f"{p.stem}_pt": p for p in folder.iterdir() if p.name != "done"}
@@ -82,8 +82,7 @@ def component_models(cache: Path) -> dict[str, Path]:
     for name, recipe, seed, threshold in made:
         trainer, run, made = _component(recipe, seed, threshold)
         checkpoint.save(tmp / f"{name}.pt", made["payload"])
-        if name != "embedding_b":
-            OnnxExporter(OnnxOptions()).export(trainer.export_bundle(run, made["model"]), tmp / f"{name}.onnx")
+        OnnxExporter(OnnxOptions()).export(trainer.export_bundle(run, made["model"]), tmp / f"{name}.onnx")
     (tmp / "done").touch()
     if not folder.exists():
         os.replace(tmp, folder)
@@ -228,7 +227,8 @@ SCORES = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.4, 0.2, 0.1, 0.95, 0.5, 0.65, 0.05
 
 
 def test_metrics_against_a_hand_computed_case() -> None:
-    from faceauth.plugins.trainers.fusion import and_accepts, decision_figures, scored_figures, threshold_at_far
+    from faceauth.metrics.joint import decision_figures, scored_figures, threshold_at_far
+    from faceauth.plugins.trainers.fusion.models import and_accepts
 
     figures = scored_figures(SCORES, KINDS, ATTACKS, threshold=0.55)
     # genuine accepted 0.9, 0.8, 0.6 of 4; impostors 0.7 of 4; spoofs 0.95 and 0.65 (both prints) of 4
@@ -250,37 +250,34 @@ def test_metrics_against_a_hand_computed_case() -> None:
 
 
 # components and features ----------------------------------------------------------------------------------
-def test_a_component_of_the_wrong_kind_is_an_error(models: dict[str, Path], tmp_path: Path) -> None:
-    from faceauth.plugins.trainers.fusion import load_component
-    from faceauth.config.registry import load_registry
+def components_of(**files: list[Path]) -> list:
+    from faceauth.plugins.trainers.fusion.components import open_components
 
-    registry = load_registry()
-    with pytest.raises(ExportError, match=r"liveness\.onnx is a liveness model .*expected an embedding model"):
-        load_component(registry, models["liveness"], "embedding", "trainer.embedding_models[0]")
-    with pytest.raises(CheckpointError, match=r"embedding\.pt is an embedding checkpoint .*expected a liveness model"):
-        load_component(registry, models["embedding_pt"], "liveness", "trainer.liveness_models[0]")
+    return open_components(files)
+
+
+def test_a_component_of_the_wrong_kind_is_an_error(models: dict[str, Path], tmp_path: Path) -> None:
     recipe = tiny_fusion_recipe(tmp_path, models, embedding=[str(models["liveness"])])
-    with pytest.raises(ExportError, match=r"trainer\.embedding_models\[0\]: liveness\.onnx is a liveness model"):
+    with pytest.raises(ExportError, match=r"trainer\.embedding_models\[0\]: liveness\.onnx is a liveness model "
+                                          r".*expected an embedding model"):
+        faceauth.run(recipe)
+    recipe = tiny_fusion_recipe(tmp_path, models, liveness=[str(models["embedding_pt"])])
+    with pytest.raises(CheckpointError, match=r"trainer\.liveness_models\[0\]: .*embedding\.pt: expected a liveness "
+                                              r"checkpoint to use as the liveness model, found an embedding checkpoint"):
+        faceauth.run(recipe)
+    recipe = tiny_fusion_recipe(tmp_path, models, liveness=[str(tmp_path / "nowhere.onnx")])
+    with pytest.raises(faceauth.RecipeError, match=r"trainer\.liveness_models\[0\]: .*nowhere\.onnx not found"):
         faceauth.run(recipe)
     assert not (tmp_path / "runs").exists()
 
 
-def test_onnx_and_checkpoint_components_agree(models: dict[str, Path]) -> None:
-    from faceauth.plugins.trainers.fusion import load_component
-    from faceauth.config.registry import load_registry
-
-    registry = load_registry()
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 255, (40 + 8 * i, 40 + 8 * i, 3), dtype=np.uint8) for i in range(3)]
-    for role in ("embedding", "liveness"):
-        from_onnx = load_component(registry, models[role], role, "x").score(images)
-        from_checkpoint = load_component(registry, models[f"{role}_pt"], role, "x").score(images)
-        np.testing.assert_allclose(from_onnx, from_checkpoint, atol=1e-4)
-    # the numpy preprocessing of deployment is the trainers' evaluation transform
-    from faceauth.deploy.authenticator import ImagePreprocess
+def test_deployment_preprocessing_is_the_evaluation_transform() -> None:
     from faceauth.components import Preprocess
+    from faceauth.deploy.authenticator import ImagePreprocess
     from faceauth.training.transforms import eval_transform
 
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (40 + 8 * i, 40 + 8 * i, 3), dtype=np.uint8) for i in range(3)]
     spec = Preprocess(input_size=(32, 24), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
     expected = torch.stack([eval_transform(spec)(Image.fromarray(x)) for x in images]).numpy()
     np.testing.assert_allclose(ImagePreprocess((32, 24), spec.mean, spec.std)(images), expected, atol=1e-5)
@@ -289,30 +286,27 @@ def test_onnx_and_checkpoint_components_agree(models: dict[str, Path]) -> None:
 def test_scores_are_cached_and_rebuilt_when_a_model_changes(models: dict[str, Path], tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    from faceauth.plugins.trainers import fusion
-    from faceauth.config.registry import load_registry
+    from faceauth.plugins.trainers.fusion import scores
 
-    registry = load_registry()
     splits = build_data(TINY_DEMO)
-    options = fusion.FusionOptions(progress=False)
     calls = []
-    compute = fusion._compute_outputs
-    monkeypatch.setattr(fusion, "_compute_outputs", lambda *a, **k: calls.append(1) or compute(*a, **k))
-    embedding = tmp_path / "embedding.pt"
-    shutil.copyfile(models["embedding_pt"], embedding)
+    compute = scores.compute_outputs
+    monkeypatch.setattr(scores, "compute_outputs", lambda *a, **k: calls.append(1) or compute(*a, **k))
+    embedding = tmp_path / "embedding.onnx"
+    shutil.copyfile(models["embedding"], embedding)
 
     def features() -> np.ndarray:
-        components = [fusion.load_component(registry, embedding, "embedding", "e"),
-                      fusion.load_component(registry, models["liveness"], "liveness", "l")]
-        outputs = fusion.image_outputs(splits.val, "val", components, options, TINY_DEMO)
-        return fusion.attempt_features(splits.val, outputs, components, quality=True)
+        components = components_of(embedding=[embedding], liveness=[models["liveness"]])
+        outputs = scores.image_outputs(splits.val, "val", components, quality=True, batch_size=32, progress=False,
+                                       data_section=TINY_DEMO)
+        return scores.features_of(splits.val, outputs, components, quality=True)
 
     first = features()
     assert len(calls) == 1 and first.shape == (36, 4)
     cached = set((Path(os.environ["FACEAUTH_CACHE"]) / "scores").glob("val-*.npz"))
     np.testing.assert_array_equal(features(), first)
     assert len(calls) == 1  # read from the cache
-    shutil.copyfile(models["embedding_b_pt"], embedding)  # the same path, other weights
+    shutil.copyfile(models["embedding_b"], embedding)  # the same path, other weights
     with caplog.at_level(logging.INFO, logger="faceauth.plugins.trainers.fusion"):
         changed = features()
     assert len(calls) == 2 and "made with other component models; rebuilding" in caplog.text
@@ -329,23 +323,23 @@ def test_scores_are_cached_and_rebuilt_when_a_model_changes(models: dict[str, Pa
 
 
 def test_several_embedding_models_are_fused_as_an_ensemble(models: dict[str, Path]) -> None:
-    from faceauth.plugins.trainers import fusion
-    from faceauth.config.registry import load_registry
+    from faceauth.plugins.trainers.fusion import FusionOptions, FusionTrainer, data, models as fusion_models, scores
+    from faceauth.runs.inputs import file_names
 
-    registry = load_registry()
     splits = build_data(TINY_DEMO)
-    components = [fusion.load_component(registry, models["embedding_pt"], "embedding", "e0"),
-                  fusion.load_component(registry, models["embedding_b_pt"], "embedding", "e1"),
-                  fusion.load_component(registry, models["liveness"], "liveness", "l")]
-    options = fusion.FusionOptions(progress=False, quality=False)
-    features = fusion.attempt_features(splits.test, fusion.image_outputs(splits.test, "test", components, options,
-                                                                         TINY_DEMO), components, quality=False)
+    components = components_of(embedding=[models["embedding"], models["embedding_b"]], liveness=[models["liveness"]])
+    outputs = scores.image_outputs(splits.test, "test", components, quality=False, batch_size=32, progress=False,
+                                   data_section=TINY_DEMO)
+    features = scores.features_of(splits.test, outputs, components, quality=False)
     assert features.shape == (36, 3) and not np.allclose(features[:, 0], features[:, 1])
-    assert fusion.FusionTrainer(options)._feature_names(components) == ["match/0", "match/1", "liveness/0"]
-    assert fusion._role_files(components) == ["embedding-0.onnx", "embedding-1.onnx", "liveness.onnx"]
+    assert data.names_of(components, quality=False) == ["match/0", "match/1", "liveness/0"]
+    # the runner keeps them in the run directory under the names the model inputs give
+    specs = FusionTrainer(FusionOptions(embedding_models=["a.onnx", "b.pt"], liveness_models=["c.onnx"])).model_inputs(
+        None)
+    assert [file_names(spec) for spec in specs] == [["embedding-0.onnx", "embedding-1.onnx"], ["liveness.onnx"]]
     # the AND rule asks every component; the matcher baseline averages the matchers
-    gates = fusion.and_thresholds(features, splits.test.kinds, components, "model")
-    assert gates == pytest.approx([0.5, 0.4, 0.5])  # the thresholds stored in the checkpoints / metadata
+    gates = fusion_models.and_thresholds(features, splits.test.kinds, components, "model")
+    assert gates == pytest.approx([0.5, 0.4, 0.5])  # the thresholds stored in the models' metadata
 
 
 # the trainer end to end -----------------------------------------------------------------------------------
@@ -356,7 +350,8 @@ def tiny_fusion_recipe(tmp_path: Path, models: dict[str, Path], embedding: list[
     recipe["data"] = dict(TINY_DEMO)
     recipe["trainer"].update({"embedding_models": embedding or [str(models["embedding"])],
                               "liveness_models": liveness or [str(models["liveness_pt"])],
-                              "epochs": 6, "checkpoint_every": 2, "progress": False, "target_far": 0.1})
+                              "epochs": 6, "progress": False, "target_far": 0.1})
+    recipe["optimizer"]["lr"] = 0.02
     path = tmp_path / "fusion.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return path
@@ -388,7 +383,7 @@ class StopAtEpoch:
 @pytest.mark.slow
 def test_a_stopped_fusion_run_resumes_to_the_same_result(models: dict[str, Path], tmp_path: Path) -> None:
     recipe = tiny_fusion_recipe(tmp_path, models, liveness=[str(models["liveness"])])
-    stopper = StopAtEpoch(3)
+    stopper = StopAtEpoch(2)  # the training loop's faceauth_epoch_end counts epochs from 0: the third
     stopped = faceauth.run(recipe, ["export=null", "run_name=stopped"], extra_plugins=[stopper])
     assert stopped.metrics["stopped"] == "test stop" and "test" not in stopped.metrics
     assert stopper.events[0] == "train_start" and stopper.events[-1] == "train_end"
@@ -449,3 +444,80 @@ def test_fusion_run_end_to_end(models: dict[str, Path], tmp_path: Path) -> None:
     for key in ("threshold", "far", "frr", "sfar", "eer", "auc", "hter_at_eer", "sfar_at_eer"):
         assert from_checkpoint[key] == pytest.approx(metrics["test"]["mlp"][key], abs=1e-6)
         assert from_onnx[key] == pytest.approx(metrics["test"]["mlp"][key], abs=1e-6)
+
+
+# component models as inputs: resolved by the runner ---------------------------------------------------------
+@pytest.mark.slow
+def test_a_fusion_run_without_models_has_the_runner_train_them_once(models: dict[str, Path], tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from faceauth.runs.models import evaluate
+
+    files = {}
+    trainable = {**EMBEDDING_RECIPE, "data": {**EMBEDDING_RECIPE["data"], "identities": 8, "val_identities": 0.25,
+                                                    "pairs_per_identity": 1},
+                 "trainer": {**EMBEDDING_RECIPE["trainer"], "batch_size": 8}}
+    for role, recipe in (("embedding", trainable), ("liveness", LIVENESS_RECIPE)):
+        files[role] = tmp_path / f"{role}.yaml"
+        files[role].write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    path = tiny_fusion_recipe(tmp_path, models)
+    recipe = yaml.safe_load(path.read_text())
+    recipe["trainer"].update({"embedding_models": [], "liveness_models": [], "epochs": 2,
+                              "train_components": {"embedding_recipe": str(files["embedding"]),
+                                                   "liveness_recipe": str(files["liveness"])}})
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="faceauth.runs.inputs"):
+        first = faceauth.run(path, ["run_name=first"])
+    assert caplog.text.count("training the") == 2
+    cache = Path(os.environ["FACEAUTH_CACHE"]) / "inputs"
+    trained = sorted(cache.iterdir())
+    assert [p.name.split("-")[0] for p in trained] == ["embedding", "liveness"]
+    assert all((p / "model.onnx").is_file() and (p / "recipe.yaml").is_file() for p in trained)
+    assert not list(cache.glob(".*tmp*"))
+    record = first.metrics["inputs"]
+    assert record == json.loads((first.dir / "inputs.json").read_text())
+    assert record["embedding"][0]["file"] == "embedding.onnx" and record["embedding"][0]["trained"]["run"] == str(
+        trained[0])
+    assert "auc" in record["liveness"][0]["trained"]["test"]  # the trained model's own figures
+    for role in ("embedding", "liveness"):  # the run directory holds what the runner trained
+        assert (first.dir / f"{role}.onnx").read_bytes() == (cache.glob(f"{role}-*").__next__() / "model.onnx").read_bytes()
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="faceauth.runs.inputs"):
+        second = faceauth.run(path, ["run_name=second"])
+    assert "training the" not in caplog.text and sorted(cache.iterdir()) == trained  # reused
+    assert second.metrics["test"] == first.metrics["test"]
+
+    shutil.rmtree(cache)  # evaluation uses the models kept in the run directory, not the cache or the recipe's
+    figures = evaluate(first.dir / "checkpoints" / "best.pt", split="test")
+    assert figures["hter"] == pytest.approx(first.metrics["test"]["mlp"]["hter"], abs=1e-6)
+    (first.dir / "liveness.onnx").unlink()
+    with pytest.raises(CheckpointError, match=r"trained with the liveness model liveness\.onnx, which is not in"):
+        evaluate(first.onnx_path, split="test")
+
+
+def test_fusion_takes_its_rates_from_the_optimizer_section(models: dict[str, Path], tmp_path: Path) -> None:
+    recipe = tiny_fusion_recipe(tmp_path, models)
+    with pytest.raises(faceauth.RecipeError, match=r"trainer\.lr"):
+        faceauth.run(recipe, ["trainer.lr=0.01"])
+    result = faceauth.run(recipe, ["trainer.epochs=1", "export=null", "optimizer.lr=0.003", "scheduler.name=constant"])
+    epochs = [json.loads(line) for line in (result.dir / "epochs.jsonl").read_text().splitlines()]
+    assert epochs[0]["train/lr"] == pytest.approx(0.003)
+    state = checkpoint.load(result.dir / "checkpoints" / "last.pt")["optimizer"]
+    assert state["param_groups"][0]["lr"] == pytest.approx(0.003)
+    assert state["param_groups"][0]["weight_decay"] == pytest.approx(1e-4)  # the recipe's adamw section
+
+
+def test_a_model_input_without_models_or_recipe_is_a_recipe_error() -> None:
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.runs.inputs import resolve
+    from faceauth.training.run import ModelInput
+
+    class NeedsAMatcher:
+        def model_inputs(self, recipe: object) -> list[ModelInput]:
+            return [ModelInput(name="matcher", task="embedding", key="trainer.matchers")]
+
+    registry = load_registry()
+    recipe = load_recipe(REPO / "recipes" / "fusion_mlp.yaml", registry=registry)
+    with pytest.raises(faceauth.RecipeError, match=r"trainer\.matchers: none given; expected an embedding model"):
+        resolve(NeedsAMatcher(), recipe, registry)

@@ -33,8 +33,6 @@ LAYERS = {
     "faceauth.commands": 6,
 }
 NOT_FOR_PLUGINS = ("faceauth.runs", "faceauth.commands", "faceauth.__main__")
-# Being moved below the orchestration this session (issue 17); the entry goes when it is done.
-KNOWN_UPWARD = {"plugins/trainers/fusion.py"}
 
 
 def layer_of(module: str) -> int:
@@ -113,8 +111,6 @@ def test_plugins_use_only_public_core_names(path: Path) -> None:
 
 @pytest.mark.parametrize("path", PLUGIN_SOURCES, ids=lambda p: str(p.relative_to(REPO)))
 def test_plugins_stay_below_the_orchestration(path: Path) -> None:
-    if str(path.relative_to(REPO)) in KNOWN_UPWARD:
-        pytest.xfail("being moved below the orchestration")
     above = [f"{path.relative_to(REPO)}:{line}: {module}" for line, module in imports_of(path)
              if module.startswith(NOT_FOR_PLUGINS)]
     assert not above, "a plugin imports the orchestration or a command: " + "; ".join(above)
@@ -166,8 +162,6 @@ LONGER = {
                                        "parts (face, print and replay attacks, camera) are only used together",
     "plugins/datasets/identity.py": "the identity-folder layout: its scan, the scan's change-detecting cache and the "
                                     "splits built from it",
-    "core/deploy/authenticator.py": "being split (issue 17): the features shared with training move out",
-    "plugins/trainers/fusion.py": "being split into a package (issue 17)",
 }
 
 

@@ -33,7 +33,8 @@ import attrs
 import numpy as np
 
 from faceauth.io import video as fa_video
-from faceauth.deploy.authenticator import LIVENESS, FaceFinder, Input, as_rgb, open_component
+from faceauth.deploy.models import FaceFinder, Input, as_rgb, open_component
+from faceauth.deploy.features import LIVENESS
 from faceauth.errors import DataError, ExportError, quote
 from faceauth.io.onnx import decision_threshold
 

@@ -20,6 +20,7 @@ from faceauth.io.onnx import metadata_threshold, onnx_session, read_metadata, re
 from faceauth.config.recipe import load_recipe
 from faceauth.config.registry import load_registry
 from faceauth.metrics.report import ReportTarget
+from faceauth.runs.inputs import beside
 from faceauth.training.protocol import ModelTrainer, missing_methods
 from faceauth.training.run import Run
 from faceauth.config.build import build_component
@@ -57,7 +58,8 @@ def evaluate(model_path: str | Path, data: str | Path | None = None, *, split: s
              ijb: str | Path | None = None, report: str | Path | None = None) -> dict[str, float]:
     """Metrics of a checkpoint (``.pt`` or run directory) or exported ``.onnx`` on one split.
 
-    The decision threshold stored with the model (chosen on validation during training) is applied.
+    The decision threshold stored with the model (chosen on validation during training) is applied. A
+    model trained on input models (`faceauth.training.run.ModelInput`) is scored with those kept beside it.
     `ijb` measures an embedding model on an IJB-B / IJB-C release instead (its test split).
     `report`: a folder for the liveness report of the split (`faceauth.metrics.report`; liveness models only).
     """
@@ -76,6 +78,7 @@ def _evaluate(model_path: Path, overrides: list[str], split: str, extra_plugins:
         metadata = read_metadata(model_path)
         stored = _with_ijb(recipe_from_metadata(metadata, model_path), ijb, metadata.get("faceauth.task"), model_path)
         run, trainer = _run_for(stored, overrides, extra_plugins, (split,))
+        run.inputs = beside(trainer, run.recipe, model_path.parent, str(model_path))
         session = onnx_session(model_path)
 
         def score(x: Any) -> np.ndarray:
@@ -87,6 +90,7 @@ def _evaluate(model_path: Path, overrides: list[str], split: str, extra_plugins:
         payload = checkpoint.load(model_path)
         stored = _with_ijb(checkpoint.recipe_of(payload), ijb, payload.get("task"), model_path)
         run, trainer = _run_for(stored, overrides, extra_plugins, (split,))
+        run.inputs = beside(trainer, run.recipe, _run_folder(model_path), str(model_path))
         with checkpoint.fitting(payload):
             model = trainer.load_model(run, payload)
         score = trainer.torch_scorer(model)
@@ -99,6 +103,13 @@ def _evaluate(model_path: Path, overrides: list[str], split: str, extra_plugins:
                           f"(liveness classifiers do)")
     target = ReportTarget(Path(report), str(model_path), rule or "eer on val")
     return trainer.evaluate(run, score, split, threshold, report=target)
+
+
+def _run_folder(model_path: Path) -> Path:
+    """The run directory of a checkpoint (``<run>/checkpoints/<tag>.pt``, or the run directory itself)."""
+    if model_path.is_dir():
+        return model_path
+    return model_path.parent.parent if model_path.parent.name == "checkpoints" else model_path.parent
 
 
 def export_checkpoint(model_path: str | Path, output: str | Path, *, overrides: Iterable[str] = (),

@@ -28,6 +28,7 @@ from faceauth.config.recipe import Recipe, load_recipe
 from faceauth.config.registry import load_registry
 from faceauth.errors import FaceAuthError, PluginError, RecipeError, TrainingError, quote
 from faceauth.io.paths import atomic_write, folder_lock, sweep_temporaries, write_fault, write_text
+from faceauth.runs import inputs as model_inputs
 from faceauth.training import checkpoint, distributed
 from faceauth.training.protocol import Trainer, missing_methods
 from faceauth.training.run import Run
@@ -140,6 +141,8 @@ def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterabl
                           f"(see faceauth.training.protocol.Trainer)")
     exporter = build_component(registry, recipe_obj, "export") if recipe_obj.export is not None else None
     distributed.check_same("the resolved recipe", recipe_obj.to_dict())
+    # The trainer's input models: checked, and the missing ones trained, before this run's directory exists.
+    resolved = model_inputs.resolve(trainer, recipe_obj, registry) if state is None else None
     created = None
     held = contextlib.ExitStack()  # the run directory's lock, held until the run ends
     if distributed.is_main():
@@ -152,6 +155,7 @@ def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterabl
     try:
         with current.interruptible():
             try:
+                current.inputs, inputs_record = _inputs(trainer, current, resolved)
                 fit = trainer.fit(current)
             except FaceAuthError:
                 # Bad input found before anything was trained: leave no empty run directory behind.
@@ -162,7 +166,7 @@ def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterabl
                 raise
         onnx_path = None
         metrics = {**fit.metrics, "stopped": current.stop_reason if current.paused else None,
-                   "datasets": current.datasets}
+                   "datasets": current.datasets, **({"inputs": inputs_record} if inputs_record else {})}
         if current.stop_reason is not None and not current.paused:
             metrics["stopped_early"] = current.stop_reason
         if distributed.is_main():
@@ -175,6 +179,19 @@ def run(recipe: str | Path | Mapping[str, Any] | None = None, overrides: Iterabl
         current.close()
         held.close()
     return RunResult(directory, metrics, current.stop_reason == "interrupted", onnx_path)
+
+
+def _inputs(trainer: Any, current: Run, resolved: list[Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`Run.inputs` and ``inputs.json``: a new run's input models put into its directory (by rank 0), a resumed
+    run's those it kept."""
+    if resolved is None:
+        return (model_inputs.beside(trainer, current.recipe, current.dir, str(current.dir)),
+                model_inputs.recorded(current.dir))
+    if distributed.is_main():
+        placed = model_inputs.place(resolved, current.dir)
+    distributed.barrier()
+    return placed if distributed.is_main() else (model_inputs.beside(trainer, current.recipe, current.dir,
+                                                                     str(current.dir)), {})
 
 
 def _take_run_dir(held: contextlib.ExitStack, directory: Path, write_recipe: str | None) -> None:

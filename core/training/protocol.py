@@ -9,19 +9,24 @@ a `Task`), which a third-party trainer may use too; the example plugin's ``linea
 
 The model a trainer returns (in `FitResult.model`, or from ``load_model``) carries ``threshold`` (float or
 None): the decision threshold chosen on validation, stored in checkpoints and exported models.
+
+A trainer that builds on other trained models (the fusion trainer on a matcher and a liveness model) also
+declares them (`TrainerWithInputs.model_inputs`); the runner, never the trainer, checks, trains and exports
+them (`faceauth.runs.inputs`), so no plugin starts a run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from faceauth.config.recipe import Recipe
     from faceauth.metrics.report import ReportTarget
     from faceauth.training.export import Bundle
-    from faceauth.training.run import FitResult, Run
+    from faceauth.training.run import FitResult, ModelInput, Run
 
-__all__ = ["ModelTrainer", "Trainer", "Scorer", "missing_methods"]
+__all__ = ["ModelTrainer", "Trainer", "TrainerWithInputs", "Scorer", "missing_methods"]
 
 #: A scorer: a batch of prepared model inputs (a torch tensor on the CPU) to one score per sample (a numpy array).
 Scorer = Callable[[Any], Any]
@@ -59,6 +64,24 @@ class ModelTrainer(Trainer, Protocol):
         """The figures of `score` (a `torch_scorer`, or an ONNX session's) on split `split` of the run's data,
         at `threshold` (None: the trainer's own choice on validation). `report`: also write the split's
         report there; a trainer that writes no reports leaves the parameter out of its signature."""
+
+
+@runtime_checkable
+class TrainerWithInputs(Trainer, Protocol):
+    """A trainer whose model is built on other trained models, which it takes as inputs (optional method)."""
+
+    def model_inputs(self, recipe: Recipe) -> Sequence[ModelInput]:
+        """The models this trainer needs for `recipe` (`faceauth.training.run.ModelInput`: a name, the task they
+        must have, the recipe key naming the given ones, and the recipe that trains one when none is given).
+        A pure function of the recipe: the runner calls it for a new run, a resumed one and faceauth-eval.
+
+        Before ``fit`` the runner checks the given models (present, of the task), trains a missing one once
+        per setting into the cache, and puts each model's ONNX form into the run directory (``<name>.onnx``,
+        ``<name>-<i>.onnx`` when several; a checkpoint is exported), with ``inputs.json`` saying where each
+        came from (also in ``metrics.json`` under ``inputs``). ``run.inputs`` then maps each name to its ONNX
+        paths in the order given; the trainer opens them (`faceauth.deploy.authenticator.open_component`)
+        and records what its model needs of them. A resumed run, and a stored model that faceauth-eval
+        scores, get the files kept beside it: a model with inputs is used where its run left them."""
 
 
 def missing_methods(trainer: Any, protocol: type) -> list[str]:

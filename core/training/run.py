@@ -1,4 +1,5 @@
-"""What a trainer receives and returns: the `Run` (one training run as a trainer sees it) and `FitResult`.
+"""What a trainer receives and returns: the `Run` (one training run as a trainer sees it), `FitResult`, and
+the `ModelInput`s a trainer that builds on other models declares.
 
 The run directory a `Run` writes into holds ``recipe.yaml`` (resolved), ``events.out.tfevents.*``
 (TensorBoard), ``checkpoints/{last,best}.pt``, ``epochs.jsonl`` (one line of figures per epoch), and, once
@@ -6,6 +7,8 @@ the runner (`faceauth.runs.runner`) finished it, ``metrics.json`` and ``model.on
 checkpoint" means ``checkpoints/best.pt`` wherever a run directory is given for a model
 (`faceauth.training.checkpoint.RUN_CHECKPOINT`, turned into a file by `faceauth.training.checkpoint.resolve`):
 the weights of the best epoch, which were tested and exported; ``last.pt`` is what ``--resume`` continues.
+A run with input models (`ModelInput`) also holds them as ``<name>.onnx`` (``<name>-<i>.onnx`` when
+several) and ``inputs.json``, where each came from.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from faceauth.io.paths import atomic_link, write_text
 from faceauth.training import checkpoint, distributed
 from faceauth.training.checkpoint import RUN_CHECKPOINT  # a run directory's model, relative to it
 
-__all__ = ["FitResult", "Run", "RUN_CHECKPOINT"]
+__all__ = ["FitResult", "ModelInput", "Run", "RUN_CHECKPOINT"]
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +46,39 @@ class FitResult:
     metrics: dict[str, Any]
 
 
+@attrs.frozen
+class ModelInput:
+    """A model a trainer takes as input (a fusion model's matcher, say), declared by the trainer's optional
+    ``model_inputs(recipe) -> Sequence[ModelInput]``. The runner, not the trainer, resolves it
+    (`faceauth.runs.inputs`) before ``fit`` and hands the trainer ONNX files on `Run.inputs`.
+
+    - `name`: the key in `Run.inputs`, and the files' stem in the run directory: ``<name>.onnx``, or
+      ``<name>-0.onnx``, ``<name>-1.onnx``... when the recipe gives several.
+    - `task`: the ``faceauth.task`` every model must have ("embedding", "liveness").
+    - `key`: the recipe key that names the given models, for messages ("trainer.embedding_models").
+    - `given`: the models the recipe names: exported ``.onnx`` files (copied), checkpoints or run
+      directories (exported with the exporter their recipe names, ONNX when none).
+    - `recipe` (+ `overrides`): when none is given, what trains one: a recipe mapping, a recipe file or a
+      built-in recipe's name; trained once per resolved setting into ``$FACEAUTH_CACHE/inputs/`` and
+      reused. None: a model must be given.
+    """
+
+    name: str
+    task: str
+    key: str
+    given: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    recipe: Mapping[str, Any] | str | None = None
+    overrides: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
 class Run:
     """One training run as a trainer sees it.
 
     Public: `recipe`, `dir`, `device`, `epoch`, `resume` (the checkpoint to continue from, or None),
-    `stop_reason`, `paused`; `build(section)`, `preprocess()`, `log(scalars, step)`, `writer`,
-    `save_checkpoint(tag, payload)`, `link_checkpoint(source, tag)`, `emit(event, **kwargs)`,
-    `request_stop(reason, finish=True)`, `record_epoch(epoch, figures, ...)`.
+    `inputs` (the ONNX files of the trainer's `ModelInput`s by name, in the order given), `stop_reason`, `paused`;
+    `build(section)`, `preprocess()`, `log(scalars, step)`, `writer`, `save_checkpoint(tag, payload)`,
+    `link_checkpoint(source, tag)`, `emit(event, **kwargs)`, `request_stop(reason, finish=True)`,
+    `record_epoch(epoch, figures, ...)`.
     """
 
     def __init__(self, recipe: Recipe, registry: Registry, directory: Path, resume: dict[str, Any] | None = None,
@@ -62,6 +91,7 @@ class Run:
         self.stop_finishes = False  # a finishing stop (tested and exported), not a resumable pause
         self.device = distributed.device(recipe.device)
         self.datasets: dict[str, Any] = {}  # what each data section's build found (counts, skips), for metrics.json
+        self.inputs: dict[str, tuple[Path, ...]] = {}  # set by the runner (faceauth.runs.inputs)
         self._writer: Any = None
         self._recipe_written = resume is None  # a resumed run's recipe.yaml is rewritten only once restored
 
