@@ -75,8 +75,8 @@ def quote(value: Any, limit: int = 200) -> str:
 
 
 def article(word: str) -> str:
-    """"an embedding", "a liveness": `word` (quoted when long) with its indefinite article, for messages."""
-    word = word if len(word) <= 40 else quote(word, 40)
+    """"an embedding", "a liveness": `word` (quoted when long or not printable) with its indefinite article."""
+    word = word if len(word) <= 40 and word.isprintable() else quote(word, 40)  # a hostile value stays one line
     return f"an {word}" if word[:1] in ("a", "e", "i", "o", "u") else f"a {word}"
 
 
