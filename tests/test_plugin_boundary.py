@@ -172,3 +172,14 @@ def test_long_modules_state_why() -> None:
     stale = [name for name in LONGER if lengths.get(name, 0) <= MAX_LINES]
     assert not unstated, f"modules over {MAX_LINES} lines without a stated reason: {unstated}"
     assert not stale, f"no longer over {MAX_LINES} lines (remove them from LONGER): {stale}"
+
+
+def test_every_package_folder_is_installed() -> None:
+    """pyproject.toml lists its packages by name: a new folder left out imports here and fails once installed."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    found = {"faceauth" + "".join(f".{part}" for part in init.parent.relative_to(CORE).parts)
+             for init in CORE.rglob("__init__.py")}
+    found |= {"faceauth.plugins" + "".join(f".{part}" for part in init.parent.relative_to(REPO / "plugins").parts)
+              for init in (REPO / "plugins").rglob("__init__.py")}
+    assert found - listed == set(), "package folders missing from pyproject.toml's packages"
