@@ -23,9 +23,24 @@ from faceauth.io.images import decode_image
 from faceauth.io.video import IMAGE_SUFFIXES  # defined there, torch-free, for the deployment side
 
 __all__ = ["LIVE", "SPOOF", "Splits", "Verification", "read_image", "IMAGE_SUFFIXES", "check_classes", "TemplateVerification",
-           "live_log_odds"]
+           "live_log_odds", "dataset_root"]
 
 LIVE, SPOOF = 0, 1
+
+
+def dataset_root(value: str | Path | None, key: str = "data.root", layout: str | None = None) -> Path:
+    """A dataset's root folder from its recipe value (``~`` expanded), which every loader starts from.
+
+    A value that is empty, or not an existing folder, is one DataError line naming `key`, the path and,
+    with `layout`, what the folder should hold: ``data.root: /x is not a directory (expected root/...)``.
+    """
+    expected = f" (expected {layout})" if layout else ""
+    if value is None or not str(value).strip():
+        raise DataError(f"{key}: no folder given{expected}")  # Path("") would be the working directory
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{key}: {path} is not a directory{expected}")
+    return path
 
 
 def live_log_odds(logits: torch.Tensor) -> torch.Tensor:

@@ -251,8 +251,11 @@ def test_another_detector_replaces_the_shipped_boxes(tree):
 
 def test_missing_root_and_label_file(tree, tmp_path):
     root, _ = tree
-    with pytest.raises(DataError, match=r"data\.root: .*nowhere has no Data/ folder"):
+    with pytest.raises(DataError, match=r"data\.root: .*nowhere is not a directory \(expected root/Data/"):
         load_celeba_spoof(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"data\.root: .*empty has no Data/ folder"):
+        load_celeba_spoof(tmp_path / "empty")
     (root / "metas/intra_test/test_label.json").unlink()
     with pytest.raises(DataError, match=r"test_label\.json: label file not found \(expected root/Data"):
         load_celeba_spoof(root)

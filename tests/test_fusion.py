@@ -21,7 +21,7 @@ from PIL import Image
 
 import faceauth
 from faceauth.training import checkpoint
-from faceauth.errors import CheckpointError, DataError, ExportError
+from faceauth.errors import CheckpointError, DataError, ExportError, RecipeError
 from faceauth.io.onnx import onnx_session, read_metadata
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,7 +173,7 @@ def test_attempt_folder_errors_name_the_problem(tmp_path: Path) -> None:
         build_data({"name": "attempt_folder", "root": str(root)})
     with pytest.raises(DataError, match=r"has no 'train/' folder"):
         build_data({"name": "attempt_folder", "root": str(tmp_path)})
-    with pytest.raises(DataError, match=r"data.root: required"):
+    with pytest.raises(RecipeError, match=r"data\.root: required key is missing"):
         build_data({"name": "attempt_folder"})
 
 

@@ -8,6 +8,10 @@ when the record declares none), then the keyword arguments its signature asks fo
   can skip preparing the others; a dataset that does not take it builds them all;
 - ``components`` (any kind): a `Components`, to build the components named inside its own options;
 - whatever its caller passes (a loss gets ``num_classes`` and ``num_features``).
+
+A backbone record's ``preprocess`` receives the same options (and ``components`` when it asks);
+`preprocess_of` reads a recipe's preprocessing through it without building the network, and building the
+backbone checks that its module agrees.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from faceauth.components import Preprocess
 from faceauth.config.recipe import COMPONENT_SECTIONS, Recipe
 from faceauth.config.registry import Registry
 from faceauth.data import Splits
 from faceauth.errors import FaceAuthError, PluginError, RecipeError
 
-__all__ = ["Components", "build_component"]
+__all__ = ["Components", "build_component", "preprocess_of"]
 
 
 def accepts(function: Any, parameter: str) -> bool:
@@ -55,13 +60,63 @@ def _build(registry: Registry, recipe: Recipe, section: Any, kind: str, **kwargs
     if accepts(entry.component.build, "components"):
         kwargs["components"] = Components(registry, recipe)
     try:
-        return entry.component.build(*args, **kwargs)
+        built = entry.component.build(*args, **kwargs)
     except FaceAuthError:
         raise
     except Exception as exc:
         raise PluginError(
             f"{kind} '{section.name}' from {entry.provider} failed to build: {type(exc).__name__}: {exc}"
         ) from exc
+    if kind == "backbone" and getattr(entry.component, "preprocess", None) is not None:
+        _check_preprocess(built, _declared_preprocess(registry, recipe, section), section.name, entry.provider)
+    return built
+
+
+def preprocess_of(registry: Registry, recipe: Recipe, section_key: str = "backbone") -> Any:
+    """The `faceauth.components.Preprocess` of the backbone a recipe section names: from its record's
+    ``preprocess(options)`` without building the network, or, for a record that declares none, read from
+    the built module."""
+    section = getattr(recipe, section_key)
+    if section is None:
+        raise RecipeError(f"{recipe.source}: {section_key}: this recipe has no '{section_key}' section")
+    return _preprocess(registry, recipe, section)
+
+
+def _preprocess(registry: Registry, recipe: Recipe, section: Any) -> Any:
+    if getattr(registry.entry("backbone", section.name).component, "preprocess", None) is not None:
+        return _declared_preprocess(registry, recipe, section)
+    built = _build(registry, recipe, section, "backbone")
+    if not hasattr(built, "preprocess"):
+        raise PluginError(f"backbone '{section.name}' has no 'preprocess' attribute (see faceauth.components.Backbone)")
+    return built.preprocess
+
+
+def _declared_preprocess(registry: Registry, recipe: Recipe, section: Any) -> Any:
+    entry = registry.entry("backbone", section.name)
+    declared = entry.component.preprocess
+    args = (section.options,) if entry.component.options is not None else ()
+    kwargs = {"components": Components(registry, recipe)} if accepts(declared, "components") else {}
+    try:
+        found = declared(*args, **kwargs)
+    except FaceAuthError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"backbone '{section.name}' from {entry.provider}: its preprocess(options) failed: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(found, Preprocess):
+        raise PluginError(f"backbone '{section.name}' from {entry.provider}: its preprocess(options) returned "
+                          f"{type(found).__name__}, expected a faceauth.components.Preprocess")
+    return found
+
+
+def _check_preprocess(module: Any, declared: Any, name: str, provider: str) -> None:
+    """The built module's ``preprocess`` must be what its record states; a module without one gets it."""
+    found = getattr(module, "preprocess", None)
+    if found is None:
+        module.preprocess = declared
+    elif found != declared:
+        raise PluginError(f"backbone '{name}' from {provider}: the built module's preprocess ({found}) differs from "
+                          f"its record's preprocess(options) ({declared})")
 
 
 class Components:
@@ -69,7 +124,8 @@ class Components:
     named inside its own options (a temporal model's frame encoder, a fusion model's members).
 
     ``components.build("backbone", {"name": "resnet18", "input_size": 64}, key="backbone.encoder")``
-    validates the section like a recipe section (errors name `key`) and builds it.
+    validates the section like a recipe section (errors name `key`) and builds it;
+    ``components.preprocess(section, key)`` gives a backbone section's preprocessing (see `preprocess_of`).
     """
 
     def __init__(self, registry: Registry, recipe: Recipe):
@@ -83,3 +139,12 @@ class Components:
         except RecipeError as exc:
             raise RecipeError(f"{self._recipe.source}: {exc}") from None
         return _build(self._registry, self._recipe, resolved, kind, **kwargs)
+
+    def preprocess(self, section: Any, key: str) -> Any:
+        from faceauth.config.recipe import resolve_section
+
+        try:
+            resolved = resolve_section(section, key, "backbone", self._registry)
+        except RecipeError as exc:
+            raise RecipeError(f"{self._recipe.source}: {exc}") from None
+        return _preprocess(self._registry, self._recipe, resolved)

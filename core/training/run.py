@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from faceauth.config.build import build_component
+from faceauth.config.build import build_component, preprocess_of
 from faceauth.config.recipe import COMPONENT_SECTIONS, Recipe
 from faceauth.config.registry import Registry, version
 from faceauth.data import Splits
@@ -75,7 +75,8 @@ class Run:
     """One training run as a trainer sees it.
 
     Public: `recipe`, `dir`, `device`, `epoch`, `resume` (the checkpoint to continue from, or None),
-    `inputs` (the ONNX files of the trainer's `ModelInput`s by name, in the order given), `stop_reason`, `paused`; `build(section)`, `log(scalars, step)`, `writer`, `save_checkpoint(tag, payload)`,
+    `inputs` (the ONNX files of the trainer's `ModelInput`s by name, in the order given), `stop_reason`, `paused`;
+    `build(section)`, `preprocess()`, `log(scalars, step)`, `writer`, `save_checkpoint(tag, payload)`,
     `link_checkpoint(source, tag)`, `emit(event, **kwargs)`, `request_stop(reason, finish=True)`,
     `record_epoch(epoch, figures, ...)`.
     """
@@ -102,6 +103,11 @@ class Run:
         if isinstance(built, Splits):
             self.datasets[section_key] = built.info
         return built
+
+    def preprocess(self, section_key: str = "backbone") -> Any:
+        """The preprocessing (`faceauth.components.Preprocess`) of the recipe's backbone, without building
+        the network when its record states it (`faceauth.config.build.preprocess_of`)."""
+        return preprocess_of(self.registry, self.recipe, section_key)
 
     def component(self, section_key: str) -> Any:
         """The registered record of a (single) recipe section, e.g. to read a loss's `consumes`."""

@@ -29,6 +29,11 @@ class ResNetOptions:
     dropout: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)
 
 
+def preprocess(options: ResNetOptions) -> Preprocess:
+    """ImageNet's normalisation at `input_size`, as torchvision's weights expect."""
+    return Preprocess(input_size=(options.input_size, options.input_size), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
 class ResNetFeatures(torch.nn.Module):
     def __init__(self, depth: int, options: ResNetOptions):
         super().__init__()
@@ -41,8 +46,7 @@ class ResNetFeatures(torch.nn.Module):
         self.num_features = self.map_channels = net.fc.in_features
         net.fc = torch.nn.Dropout(options.dropout) if options.dropout else torch.nn.Identity()
         self.net = net
-        self.preprocess = Preprocess(input_size=(options.input_size, options.input_size),
-                                     mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        self.preprocess = preprocess(options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -23,7 +23,7 @@ from faceauth.data import live_log_odds
 from faceauth.errors import CheckpointError, RecipeError
 from faceauth.training.weights import is_restoring
 
-__all__ = ["FrameScorer", "LstmOptions", "TemporalLstm", "build"]
+__all__ = ["FrameScorer", "LstmOptions", "TemporalLstm", "build", "preprocess"]
 
 
 @attrs.frozen
@@ -172,6 +172,11 @@ def _frame_scorer(encoder: torch.nn.Module, options: LstmOptions, components: An
 def _describe(preprocess: Any) -> str:
     h, w = preprocess.input_size
     return f"{h}x{w} input, mean {preprocess.mean}, std {preprocess.std}"
+
+
+def preprocess(options: LstmOptions, components: Any) -> Any:
+    """The frame encoder's preprocessing (`backbone.encoder`), applied to every frame of a clip."""
+    return components.preprocess(options.encoder, key="backbone.encoder")
 
 
 def build(options: LstmOptions, components: Any) -> TemporalLstm:

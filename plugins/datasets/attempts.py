@@ -40,7 +40,7 @@ from typing import Any
 import attrs
 import faceauth
 import numpy as np
-from faceauth.data import Splits, read_image
+from faceauth.data import Splits, dataset_root, read_image
 from faceauth.errors import DataError
 from faceauth.io.images import images_under
 from faceauth.io.paths import atomic_folder, cache_dir
@@ -224,12 +224,11 @@ def _crop_people(people: list[Person], split_dir: Path, detector: Any, scale: fl
     return [p for p in people if p.live or p.spoof], load
 
 
-def load_attempt_folder(root: Path, options: AttemptOptions, key: str = "data.root", detector: Any = None,
+def load_attempt_folder(root: str | Path, options: AttemptOptions, key: str = "data.root", detector: Any = None,
                         crop: tuple[float, int] = (1.4, 128),
                         detector_settings: dict[str, Any] | None = None) -> Splits:
     """The attempt splits of an attempt-folder tree (see the module docstring); `crop` = (scale, size)."""
-    if not root.is_dir():
-        raise DataError(f"{key}: {root} is not a directory (expected {LAYOUT})")
+    root = dataset_root(root, key, LAYOUT)
     for required in SPLITS:
         if not (root / required).is_dir():
             raise DataError(f"{key}: {root} has no '{required}/' folder (expected {LAYOUT})")
@@ -256,7 +255,7 @@ def load_attempt_folder(root: Path, options: AttemptOptions, key: str = "data.ro
 # the user's data --------------------------------------------------------------------------------------
 @attrs.frozen
 class AttemptFolderOptions(AttemptOptions):
-    root: str = ""  # required: root/{train,val,test}/<identity>/{live,spoof}/
+    root: str = faceauth.schema.required(f"the folder laid out as {LAYOUT}")
     crop_scale: float = 1.4  # with a detector: the crop side is the face box side x this, in (0, 10]
     crop_size: int = attrs.field(default=128, validator=faceauth.schema.positive)
 
@@ -267,11 +266,9 @@ class AttemptFolderOptions(AttemptOptions):
 
 
 def build_attempt_folder(options: AttemptFolderOptions, detector: Any = None) -> Splits:
-    if not options.root:
-        raise DataError(f"data.root: required for attempt_folder (a folder laid out as {LAYOUT})")
     settings = {"detector": type(detector).__name__, "detector_options": repr(getattr(detector, "options", None))}
     attempt_options = AttemptOptions(options.attempts_per_kind, options.enrol_images, options.seed)
-    return load_attempt_folder(Path(options.root).expanduser(), attempt_options, detector=detector,
+    return load_attempt_folder(options.root, attempt_options, detector=detector,
                                crop=(options.crop_scale, options.crop_size), detector_settings=settings)
 
 

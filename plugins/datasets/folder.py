@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 import faceauth
-from faceauth.data import LIVE, SPOOF, Splits, check_classes, read_image
+from faceauth.data import LIVE, SPOOF, Splits, check_classes, dataset_root, read_image
 from faceauth.errors import DataError
 from faceauth.io.images import images_under
 from faceauth.io.paths import cache_dir
@@ -67,10 +67,9 @@ def index_split(split_dir: Path) -> LivenessFolder:
     return LivenessFolder(samples)
 
 
-def load_folder(root: Path, key: str = "data.root", splits: Sequence[str] | None = None) -> Splits:
+def load_folder(root: str | Path, key: str = "data.root", splits: Sequence[str] | None = None) -> Splits:
     """The splits of `root`; `splits` (e.g. ``("test",)`` for faceauth-eval) indexes only those, and requires them."""
-    if not root.is_dir():
-        raise DataError(f"{key}: {root} is not a directory (expected root/{{train,val,test}}/{{live,spoof}}/)")
+    root = dataset_root(root, key, "root/{train,val,test}/{live,spoof}/")
     for required in splits or ("train", "val"):
         if not (root / required).is_dir():
             raise DataError(f"{key}: {root} has no '{required}/' folder (expected root/{{train,val,test}}/{{live,spoof}}/)")
@@ -113,7 +112,7 @@ def demo_root(options: DemoOptions) -> Path:
 def build_folder(options: FolderOptions, splits: Sequence[str] | None = None) -> Splits:
     if options.root is None:
         return load_folder(demo_root(DemoOptions()), key="demo", splits=splits)
-    return load_folder(Path(options.root).expanduser(), splits=splits)
+    return load_folder(options.root, splits=splits)
 
 
 def build_demo(options: DemoOptions, splits: Sequence[str] | None = None) -> Splits:

@@ -52,7 +52,7 @@ import attrs
 import numpy as np
 
 import faceauth
-from faceauth.data import IMAGE_SUFFIXES, Splits, Verification, read_image
+from faceauth.data import IMAGE_SUFFIXES, Splits, Verification, dataset_root, read_image
 from faceauth.errors import DataError
 from faceauth.io.paths import cache_dir, read_npz, write_npz
 from faceauth.plugins.datasets.pairs import generate_pairs, read_bin, read_lfw_pairs
@@ -298,9 +298,7 @@ def index_identity_folder(root: str | Path, min_images: int = 1, key: str = "dat
 
     With `use_cache`, an unchanged tree's listing comes from the cache (see the module docstring).
     """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"{key}: {root} is not a directory (expected {LAYOUT})")
+    root = dataset_root(root, key, LAYOUT)
     scan = None
     if use_cache:
         cache = _cache_path(root)
@@ -433,7 +431,7 @@ def _detected_landmarks(index: IdentityIndex, detector: Any) -> np.ndarray:
 
 @attrs.frozen
 class IdentityFolderOptions:
-    root: str
+    root: str = faceauth.schema.required(f"the folder laid out as {LAYOUT}")
     # share of the identities held out (identity-disjoint) for validation pairs; 0: no validation
     val_identities: float = attrs.field(default=0.1, validator=faceauth.schema.fraction)
     # validation pairs per held-out identity (half genuine, half impostor)

@@ -40,7 +40,8 @@ def _factor(instance: Any, attribute: attrs.Attribute, value: float) -> None:
 
 @attrs.frozen
 class MtcnnOptions:
-    weights: str  # folder with pnet.pt, rnet.pt, onet.pt (and pnet.onnx ... for runtime: onnx)
+    weights: str = faceauth.schema.required("the folder with pnet.pt, rnet.pt, onet.pt (and pnet.onnx ... for "
+                                            "runtime: onnx)")
     min_face: int = attrs.field(default=20, validator=faceauth.schema.positive)  # pixels, after max_width
     factor: float = attrs.field(default=0.709, validator=_factor)
     thresholds: tuple[float, ...] = attrs.field(default=(0.6, 0.7, 0.7), validator=_thresholds)

@@ -321,7 +321,7 @@ class ClassifierTrainer:
         dataset = run.build("data").get(split)
         if dataset is None:
             raise DataError(f"data: the dataset has no '{split}' split")
-        loader = self.eval_loader(dataset, build_backbone(run).preprocess, run.recipe.seed)
+        loader = self.eval_loader(dataset, run.preprocess(), run.recipe.seed)
         predictions = predict(score, loader, torch.device("cpu"), channels_last=self.options.channels_last,
                               progress=self.options.progress)
         figures = measure(predictions, threshold)

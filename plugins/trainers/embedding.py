@@ -239,7 +239,7 @@ class EmbeddingTrainer:
         protocol = run.build("data").get(split)
         if not isinstance(protocol, (Verification, TemplateVerification)):
             raise DataError(f"data: the dataset has no '{split}' verification protocol")
-        embeddings = self.embed(embed_fn, protocol.images, build_backbone(run).preprocess, run.recipe.seed,
+        embeddings = self.embed(embed_fn, protocol.images, run.preprocess(), run.recipe.seed,
                                 torch.device("cpu"))
         if isinstance(protocol, TemplateVerification):
             return template_metrics(embeddings, protocol, threshold, progress=self.options.progress)[0]

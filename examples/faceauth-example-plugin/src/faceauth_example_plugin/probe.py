@@ -148,7 +148,7 @@ class ProbeTrainer:
         dataset = run.build("data").get(split)
         if dataset is None:
             raise DataError(f"data: the dataset has no '{split}' split")
-        return self.measure(score, dataset, self.build_model(run).backbone.preprocess, run.recipe.seed, threshold)
+        return self.measure(score, dataset, run.preprocess(), run.recipe.seed, threshold)
 
     def export_bundle(self, run: Run, model: Probe) -> Bundle:
         model = model.to("cpu").eval()
