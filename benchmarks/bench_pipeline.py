@@ -182,7 +182,7 @@ def main() -> None:
 
     splits = build_demo(DemoOptions())  # rendered once into the cache, before any timing
     backbone = load_registry().get("backbone", "resnet18")
-    preprocess = backbone.build(backbone.options(input_size=args.size)).preprocess
+    preprocess = backbone.preprocess(backbone.options(input_size=args.size))  # the record's: no network built
     transform, spoof = train_transform(preprocess, AUGMENT), spoof_transform(AUGMENT)
     split_dir = Path(splits.info["root"]) / "train"
     print(f"before: {load_average()} ({os.cpu_count()} CPUs)")
