@@ -393,6 +393,14 @@ def test_a_stopped_fusion_run_resumes_to_the_same_result(models: dict[str, Path]
     assert stopper.events[0] == "train_start" and stopper.events[-1] == "train_end"
     assert {"epoch_end", "checkpoint_best", "checkpoint_last"} <= set(stopper.events)
     assert checkpoint.load(stopped.dir / "checkpoints" / "last.pt")["epoch"] == 3
+    import onnx
+
+    edited = shutil.copytree(stopped.dir, tmp_path / "edited")  # a component in the run directory changed
+    model = onnx.load(edited / "liveness.onnx")
+    model.metadata_props.add(key="edited", value="yes")
+    onnx.save(model, edited / "liveness.onnx")
+    with pytest.raises(CheckpointError, match=r"component model liveness\.onnx is not the one it started with"):
+        faceauth.run(resume=edited)
     resumed = faceauth.run(resume=stopped.dir)
     whole = faceauth.run(recipe, ["export=null", "run_name=whole"])
     assert resumed.metrics["epochs_completed"] == 6 and resumed.metrics["stopped"] is None

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from faceauth.deploy.features import EMBEDDING
 from faceauth.metrics.joint import (decision_figures, det_figure, licit_eer_threshold, scored_figures,
                                     threshold_at_far)
 from faceauth.training.loaders import EpochSampler
@@ -79,7 +80,7 @@ class FusionTask:
         """Every model on val and test, each at its threshold of the target FAR on validation (the MLP's is the
         best epoch's); figures flat as ``<model>/<metric>``, DET curves to TensorBoard."""
         setup, val = self.setup, self.setup.data["val"]
-        matchers = [i for i, c in enumerate(setup.components) if c.role == "embedding"]
+        matchers = [i for i, c in enumerate(setup.components) if c.role == EMBEDDING]
         scorers: dict[str, Callable[[np.ndarray], np.ndarray]] = {
             "mlp": lambda f: mlp_scores(self.model, f), "logistic": setup.logistic,
             "match": lambda f: f[:, matchers].mean(axis=1)}

@@ -140,8 +140,9 @@ class FusionTrainer:
 
 def _check_same_components(payload: dict[str, Any], setup: Prepared) -> None:
     """A resumed run scores with the component models it started with."""
-    before = [(c.get("file"), c.get("sha256")) for c in payload.get("components", [])]
-    now = [(c["file"], c["sha256"]) for c in setup.records]
-    if before != now:
-        raise CheckpointError(f"{payload.get('path')}: the run started with the component models {before}; "
-                              f"its directory now holds {now}; start a new run")
+    before = {c.get("file"): c.get("sha256") for c in payload.get("components", [])}
+    now = {c["file"]: c["sha256"] for c in setup.records}
+    changed = sorted(name for name in set(before) | set(now) if before.get(name) != now.get(name))
+    if changed:
+        raise CheckpointError(f"{payload.get('path')}: the run's component model {changed[0]} is not the one it "
+                              f"started with (missing or changed); start a new run")
