@@ -413,8 +413,12 @@ def test_fusion_run_end_to_end(models: dict[str, Path], tmp_path: Path) -> None:
 
     from faceauth.runs.models import evaluate
 
+    from faceauth.commands.cli import _summary
+
     result = faceauth.run(tiny_fusion_recipe(tmp_path, models))
     metrics = json.loads((result.dir / "metrics.json").read_text())
+    summary = _summary(result).splitlines()  # what faceauth-run prints: the fused model's figures
+    assert summary[2].startswith("test: far=") and f"sfar={metrics['test']['mlp']['sfar']:.4f}" in summary[2]
     for split in ("val", "test"):
         assert set(metrics[split]) == {"mlp", "logistic", "and", "match"}
         for name in ("mlp", "logistic", "match"):
