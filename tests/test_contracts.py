@@ -67,9 +67,6 @@ def test_a_run_directory_given_for_a_model_means_its_best_checkpoint(tmp_path: P
     assert checkpoint.load(run)["epoch"] == 1  # what faceauth-eval, faceauth-export, encoder_checkpoint read
     assert checkpoint.resolve(run, checkpoint.RESUME_CHECKPOINT) == run / "checkpoints" / "last.pt"
     assert checkpoint.resolve(run / "checkpoints" / "last.pt") == run / "checkpoints" / "last.pt"  # a file is itself
-    from faceauth.training.run import RUN_CHECKPOINT
-
-    assert RUN_CHECKPOINT is checkpoint.RUN_CHECKPOINT
 
 
 def test_a_run_directory_without_the_checkpoint_asked_for_says_why(tmp_path: Path) -> None:

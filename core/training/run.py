@@ -31,9 +31,8 @@ from faceauth.io import console
 from faceauth.io.images import utf8_text
 from faceauth.io.paths import atomic_link, write_text
 from faceauth.training import checkpoint, distributed
-from faceauth.training.checkpoint import RUN_CHECKPOINT  # a run directory's model, relative to it
 
-__all__ = ["FitResult", "ModelInput", "Run", "RUN_CHECKPOINT"]
+__all__ = ["FitResult", "ModelInput", "Run"]
 
 log = logging.getLogger(__name__)
 
