@@ -32,7 +32,7 @@ from common import median_seconds, table
 def build_models(folder: Path, size: int) -> dict[str, object]:
     """Untrained embedding, liveness and fusion models (latency does not depend on the weights), exported
     by the real exporter into `folder` as a fusion run leaves them; returns the PyTorch modules."""
-    from faceauth.deploy.authenticator import file_sha256
+    from faceauth.deploy.models import file_sha256
     from faceauth.deploy.features import feature_names
     from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
     from faceauth.plugins.trainers.classifier import Classifier, build_backbone

@@ -17,7 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from faceauth.deploy.authenticator import Authenticator, Decision, FaceFinder, Template
+from faceauth.deploy.authenticator import Authenticator, Decision, Template
+from faceauth.deploy.models import FaceFinder
 from faceauth.commands.verify import verify_main
 from faceauth.errors import DataError, ExportError
 from tests.conftest import run_without_torch
@@ -31,7 +32,7 @@ def export_fusion(folder: Path, models: dict[str, Path]) -> Path:
     """`folder` as a fusion run leaves it: model.onnx (an untrained fusion MLP) beside the component models."""
     import yaml
 
-    from faceauth.deploy.authenticator import file_sha256
+    from faceauth.deploy.models import file_sha256
     from faceauth.deploy.features import feature_names
     from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
     from faceauth.plugins.trainers.fusion import FusionOptions, FusionTrainer
@@ -161,8 +162,10 @@ def test_models_that_do_not_belong_together_are_refused(models_dir: Path, tmp_pa
     (changed / "embedding.onnx").unlink()
     with pytest.raises(ExportError, match=r"embedding\.onnx not found"):
         Authenticator.from_dir(changed)
-    with pytest.raises(ExportError, match=r"expected a fusion model"):
+    with pytest.raises(ExportError) as caught:  # worded as every "model of another task"
         Authenticator(models_dir / "liveness.onnx")
+    assert str(caught.value) == (f"{models_dir / 'liveness.onnx'} is a liveness model (faceauth.task='liveness'); "
+                                 f"expected a fusion model")
 
 
 def test_cli_prints_the_decision_and_one_line_errors(models_dir: Path, demo: object, tmp_path: Path,
@@ -194,7 +197,7 @@ def test_the_verify_path_imports_no_torch(models_dir: Path, demo: object) -> Non
         "from faceauth.deploy.authenticator import Authenticator\nfrom faceauth.commands.verify import verify_main\n"
         f"auth = Authenticator.from_dir({str(models_dir)!r}, detect=False)\n"
         f"auth.verify({list(attempt.enrol)!r}, {attempt.probe!r})\n"
-        f"next(iter(Authenticator.from_dir({str(models_dir)!r}).finders.values())).detector.detect("
+        f"next(iter(Authenticator.from_dir({str(models_dir)!r}).face_crops.finders.values())).detector.detect("
         f"__import__('numpy').zeros((64, 64, 3), 'uint8'))\n"
         f"code = verify_main(['--enrolled', *{list(attempt.enrol)!r}, '--probe', {attempt.probe!r}, "
         f"'--models', {str(models_dir)!r}, '--no-detect', '--json'])\n"

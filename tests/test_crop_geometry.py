@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from faceauth.faces.align import align_five_point
-from faceauth.deploy.authenticator import FaceFinder, model_geometry
+from faceauth.deploy.models import FaceFinder, model_geometry
 from faceauth.components import Preprocess
 from faceauth.errors import DataError, ExportError, RecipeError
 from faceauth.training.export import model_metadata

@@ -273,7 +273,7 @@ def test_a_component_of_the_wrong_kind_is_an_error(models: dict[str, Path], tmp_
 
 def test_deployment_preprocessing_is_the_evaluation_transform() -> None:
     from faceauth.components import Preprocess
-    from faceauth.deploy.authenticator import ImagePreprocess
+    from faceauth.deploy.models import ImagePreprocess
     from faceauth.training.transforms import eval_transform
 
     rng = np.random.default_rng(0)
@@ -340,7 +340,7 @@ def test_several_embedding_models_are_fused_as_an_ensemble(models: dict[str, Pat
     recipe = load_recipe(REPO / "recipes" / "fusion_mlp.yaml", registry=load_registry())
     specs = FusionTrainer(FusionOptions(embedding_models=["a.onnx", "b.pt"])).model_inputs(recipe)
     assert [file_names(spec) for spec in specs] == [["embedding-0.onnx", "embedding-1.onnx"], ["liveness.onnx"]]
-    assert specs[0].recipe is None and specs[1].recipe["trainer"]["name"] == "classifier"  # none given: trained
+    assert specs[0].recipe is None and specs[1].recipe == "fusion_liveness_component"  # none given: trained
     # the AND rule asks every component; the matcher baseline averages the matchers
     gates = fusion_models.and_thresholds(features, splits.test.kinds, components, "model")
     assert gates == pytest.approx([0.5, 0.4, 0.5])  # the thresholds stored in the models' metadata
@@ -399,8 +399,13 @@ def test_a_stopped_fusion_run_resumes_to_the_same_result(models: dict[str, Path]
     model = onnx.load(edited / "liveness.onnx")
     model.metadata_props.add(key="edited", value="yes")
     onnx.save(model, edited / "liveness.onnx")
-    with pytest.raises(CheckpointError, match=r"component model liveness\.onnx is not the one it started with"):
+    changed = r"liveness\.onnx: not the liveness model this fusion model was trained with \(liveness\.onnx, sha256"
+    with pytest.raises(ExportError, match=changed):
         faceauth.run(resume=edited)
+    from faceauth.runs.models import evaluate
+
+    with pytest.raises(ExportError, match=changed):  # the same check, worded alike, when evaluated
+        evaluate(edited / "checkpoints" / "best.pt", split="val")
     resumed = faceauth.run(resume=stopped.dir)
     whole = faceauth.run(recipe, ["export=null", "run_name=whole"])
     assert resumed.metrics["epochs_completed"] == 6 and resumed.metrics["stopped"] is None
@@ -418,17 +423,20 @@ def test_fusion_run_end_to_end(models: dict[str, Path], tmp_path: Path) -> None:
     result = faceauth.run(tiny_fusion_recipe(tmp_path, models))
     metrics = json.loads((result.dir / "metrics.json").read_text())
     summary = _summary(result).splitlines()  # what faceauth-run prints: the fused model's figures
-    assert summary[2].startswith("test: far=") and f"sfar={metrics['test']['mlp']['sfar']:.4f}" in summary[2]
-    for split in ("val", "test"):
-        assert set(metrics[split]) == {"mlp", "logistic", "and", "match"}
-        for name in ("mlp", "logistic", "match"):
-            assert {"threshold", "far", "frr", "hter", "sfar", "eer", "auc", "hter_at_eer"} <= set(metrics[split][name])
-        assert {"far", "frr", "hter", "sfar", "sfar_print", "sfar_replay"} <= set(metrics[split]["and"])
-        assert metrics[split]["and"]["num_genuine"] == 12
-    assert metrics["test"]["mlp"]["threshold"] == pytest.approx(metrics["val"]["mlp"]["threshold"])
-    assert metrics["threshold"] == pytest.approx(metrics["val"]["mlp"]["threshold"])
+    assert summary[2].startswith("test: far=") and f"sfar={metrics['test']['sfar']:.4f}" in summary[2]
+    figures = {"threshold", "far", "frr", "hter", "sfar", "eer", "auc", "hter_at_eer"}
+    for split in ("val", "test"):  # val and test: the fused model's, flat as every trainer's
+        assert figures <= set(metrics[split]) and not any(isinstance(v, dict) for v in metrics[split].values())
+        assert metrics[split]["num_genuine"] == 12
+        baselines = metrics["baselines"][split]
+        assert set(baselines) == {"logistic", "and", "match"}
+        for name in ("logistic", "match"):
+            assert figures <= set(baselines[name])
+        assert {"far", "frr", "hter", "sfar", "sfar_print", "sfar_replay"} <= set(baselines["and"])
+    assert metrics["test"]["threshold"] == pytest.approx(metrics["val"]["threshold"])
+    assert metrics["threshold"] == pytest.approx(metrics["val"]["threshold"])
     assert metrics["features"] == ["match/0", "liveness/0", "quality/sharpness", "quality/brightness"]
-    assert metrics["val"]["mlp"]["far"] <= 0.1  # the threshold reaches the target FAR on validation
+    assert metrics["val"]["far"] <= 0.1  # the threshold reaches the target FAR on validation
     payload = checkpoint.load(result.dir / "checkpoints" / "best.pt")
     assert payload["task"] == "fusion" and payload["threshold"] == pytest.approx(metrics["threshold"])
     assert checkpoint.load(result.dir / "checkpoints" / "last.pt")["epoch"] == 6
@@ -437,7 +445,7 @@ def test_fusion_run_end_to_end(models: dict[str, Path], tmp_path: Path) -> None:
     events.Reload()
     tags = events.Tags()
     assert {"val/det", "test/det"} <= set(tags["images"])
-    assert {"train/loss", "val/loss", "val/eer", "test/mlp/hter", "test/and/sfar", "test/logistic/far"} <= set(
+    assert {"train/loss", "val/loss", "val/eer", "test/hter", "test/and/sfar", "test/logistic/far"} <= set(
         tags["scalars"])
 
     # the run directory is a models directory: fusion model + the components as shipped
@@ -458,8 +466,8 @@ def test_fusion_run_end_to_end(models: dict[str, Path], tmp_path: Path) -> None:
     from_checkpoint = evaluate(result.dir / "checkpoints" / "best.pt", split="test")
     from_onnx = evaluate(result.onnx_path, split="test")
     for key in ("threshold", "far", "frr", "sfar", "eer", "auc", "hter_at_eer", "sfar_at_eer"):
-        assert from_checkpoint[key] == pytest.approx(metrics["test"]["mlp"][key], abs=1e-6)
-        assert from_onnx[key] == pytest.approx(metrics["test"]["mlp"][key], abs=1e-6)
+        assert from_checkpoint[key] == pytest.approx(metrics["test"][key], abs=1e-6)
+        assert from_onnx[key] == pytest.approx(metrics["test"][key], abs=1e-6)
 
 
 # component models as inputs: resolved by the runner ---------------------------------------------------------
@@ -505,7 +513,7 @@ def test_a_fusion_run_without_models_has_the_runner_train_them_once(models: dict
 
     shutil.rmtree(cache)  # evaluation uses the models kept in the run directory, not the cache or the recipe's
     figures = evaluate(first.dir / "checkpoints" / "best.pt", split="test")
-    assert figures["hter"] == pytest.approx(first.metrics["test"]["mlp"]["hter"], abs=1e-6)
+    assert figures["hter"] == pytest.approx(first.metrics["test"]["hter"], abs=1e-6)
     (first.dir / "liveness.onnx").unlink()
     with pytest.raises(CheckpointError, match=r"trained with the liveness model liveness\.onnx, which is not in"):
         evaluate(first.onnx_path, split="test")
@@ -521,6 +529,63 @@ def test_fusion_takes_its_rates_from_the_optimizer_section(models: dict[str, Pat
     state = checkpoint.load(result.dir / "checkpoints" / "last.pt")["optimizer"]
     assert state["param_groups"][0]["lr"] == pytest.approx(0.003)
     assert state["param_groups"][0]["weight_decay"] == pytest.approx(1e-4)  # the recipe's adamw section
+
+
+def test_component_models_train_from_the_shipped_recipes_with_the_fusion_recipes_settings() -> None:
+    from faceauth.config.recipe import builtin_recipes, load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.plugins.trainers.fusion import ComponentTraining, FusionOptions, FusionTrainer
+
+    registry = load_registry()
+    recipe = load_recipe(REPO / "recipes" / "fusion_mlp.yaml", ["seed=3", "device=cpu", "backbone.input_size=32"],
+                         registry=registry)
+    options = FusionOptions(progress=False, train_components=ComponentTraining(liveness_overrides=["optimizer.lr=0.002"]))
+    embedding, liveness = FusionTrainer(options).model_inputs(recipe)
+    assert (embedding.recipe, liveness.recipe) == ("fusion_embedding_component", "fusion_liveness_component")
+    assert {embedding.recipe, liveness.recipe} <= set(builtin_recipes())  # shipped as package data
+    for spec in (embedding, liveness):
+        shipped = yaml.safe_load((REPO / "recipes" / f"{spec.recipe}.yaml").read_text())
+        trains = load_recipe(spec.recipe, spec.overrides, registry=registry)
+        assert trains.backbone == recipe.backbone and (trains.seed, trains.device) == (3, "cpu")
+        assert trains.trainer.options.progress is False
+        assert trains.trainer.options.epochs == shipped["trainer"]["epochs"]
+        assert trains.optimizer.name == shipped["optimizer"]["name"]  # each its own optimiser, from its file
+        assert trains.scheduler.warmup_epochs == shipped["scheduler"]["warmup_epochs"]
+    assert load_recipe(embedding.recipe, embedding.overrides, registry=registry).loss == recipe.loss
+    assert load_recipe(embedding.recipe, embedding.overrides, registry=registry).optimizer.lr == 0.05
+    assert load_recipe(liveness.recipe, liveness.overrides, registry=registry).optimizer.lr == 0.002  # overrides on top
+    assert load_recipe(liveness.recipe, liveness.overrides, registry=registry).loss.name == "cross_entropy"
+
+
+def test_fusion_metrics_hold_the_fused_models_figures_flat_and_the_baselines_apart() -> None:
+    from faceauth.plugins.trainers.fusion import FusionOptions, FusionTrainer
+    from faceauth.plugins.trainers.fusion.data import Prepared
+
+    setup = Prepared([], [], {}, ["match/0"], None, [0.5])
+    measured = {"val": {"far": 0.1, "hter": 0.2, "logistic/far": 0.3, "and/sfar": 0.4},
+                "test": {"far": 0.5, "match/eer": 0.6}, "threshold": 0.7}
+    metrics = FusionTrainer(FusionOptions())._metrics(measured, setup)
+    assert metrics["val"] == {"far": 0.1, "hter": 0.2} and metrics["test"] == {"far": 0.5}
+    assert metrics["baselines"] == {"val": {"logistic": {"far": 0.3}, "and": {"sfar": 0.4}},
+                                    "test": {"match": {"eer": 0.6}}}
+    paused = FusionTrainer(FusionOptions())._metrics({"val": {"loss": 0.1, "far": 0.2}}, setup)
+    assert paused["val"] == {"loss": 0.1, "far": 0.2} and "baselines" not in paused
+
+
+def test_fusion_options_are_the_loops_without_the_image_pipelines() -> None:
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.training.loop import LoopOptions
+
+    registry = load_registry()
+    recipe = load_recipe(REPO / "recipes" / "fusion_mlp.yaml", ["trainer.grad_clip=1.0"], registry=registry)
+    assert isinstance(recipe.trainer.options, LoopOptions) and recipe.trainer.options.grad_clip == 1.0
+    assert (recipe.trainer.options.epochs, recipe.trainer.options.num_workers) == (150, 0)
+    for override in ("trainer.amp=true", "trainer.num_workers=2", "trainer.channels_last=true"):
+        key = override.partition("=")[0]
+        with pytest.raises(RecipeError, match=rf"{key}: the fusion trainer fits a small MLP on feature rows .*"
+                                              rf"takes no {key.split('.')[1]}"):
+            load_recipe(REPO / "recipes" / "fusion_mlp.yaml", [override], registry=registry)
 
 
 def test_a_model_input_without_models_or_recipe_is_a_recipe_error() -> None:

@@ -211,7 +211,7 @@ def _record_hash(folder: Path, file: str) -> None:
 
     import onnx
 
-    from faceauth.deploy.authenticator import file_sha256
+    from faceauth.deploy.models import file_sha256
 
     model = onnx.load(folder / "model.onnx")
     props = {p.key: p.value for p in model.metadata_props}
@@ -245,7 +245,7 @@ METADATA_KEYS = ["preprocess.input_size", "preprocess.mean", "preprocess.std", "
 @given(changes=st.dictionaries(st.sampled_from(METADATA_KEYS), metadata_text, min_size=1, max_size=3))
 def test_any_component_metadata_gives_a_model_or_one_line(models_dir: Path, tmp_path: Path,  # noqa: F811
                                                           changes: dict[str, str | None]) -> None:
-    from faceauth.deploy.authenticator import open_component
+    from faceauth.deploy.models import open_component
 
     model = with_metadata(models_dir / "liveness.onnx", tmp_path / "liveness.onnx", changes)
     try:
@@ -301,7 +301,7 @@ from PIL import Image  # noqa: E402
 
 
 def test_decompression_bombs_and_undecodable_images_name_the_file(tmp_path: Path) -> None:
-    from faceauth.deploy.authenticator import as_rgb
+    from faceauth.deploy.models import as_rgb
     from faceauth.data import read_image
 
     bomb = png_bomb(tmp_path / "bomb.png")

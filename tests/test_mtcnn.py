@@ -208,7 +208,7 @@ def test_deployment_finds_and_aligns_mtcnn_faces_without_importing_torch(exporte
     np.save(tmp_path / "image.npy", face_image(2))
     script = (
         "import numpy as np\n"
-        "from faceauth.deploy.authenticator import FaceFinder\n"
+        "from faceauth.deploy.models import FaceFinder\n"
         "from faceauth.faces import CropGeometry\n"
         f"geometry = CropGeometry('mtcnn', {{'weights': {str(weights)!r}, 'min_face': 24, "
         "'thresholds': [0.3, 0.3, 0.3]}, size=112, align=True)\n"

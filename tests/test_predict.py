@@ -76,7 +76,7 @@ def test_images_and_folders_give_one_row_each_in_path_order(models: dict[str, Pa
 
 
 def test_faces_are_found_as_the_authenticator_finds_them(models: dict[str, Path], inputs: Path) -> None:
-    from faceauth.deploy.authenticator import FaceFinder
+    from faceauth.deploy.models import FaceFinder
 
     model = Liveness(models["liveness"])
     found, none = model.predict(inputs / "photo.png"), model.predict(inputs / "wall.png")

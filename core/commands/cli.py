@@ -43,7 +43,6 @@ def _summary(result: Any) -> str:
     lines = [f"run directory: {result.dir}"]
     for split in ("val", "test", "cross_test"):
         figures = result.metrics.get(split) or {}
-        figures = figures["mlp"] if isinstance(figures.get("mlp"), dict) else figures  # a fusion run: the fused model
         shown = {k: figures[k] for k in ("acer", "apcer", "bpcer", "far", "frr", "hter", "sfar", "eer", "auc",
                                          "accuracy") if k in figures}
         if shown:

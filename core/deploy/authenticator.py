@@ -36,7 +36,6 @@ A probe given as several frames is scored frame by frame and its features averag
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,27 +45,13 @@ import numpy as np
 from PIL import Image
 
 from faceauth.deploy.features import (EMBEDDING, LIVENESS, QUALITY_FEATURES, attempt_features, feature_names,
-                                      match_scores, quality_features, template, unit)
-from faceauth.deploy.models import (FaceFinder, ImagePreprocess, Input, OnnxComponent, as_rgb, file_sha256,
-                                    model_geometry, open_component, task_of)
-from faceauth.errors import DataError, ExportError, article, quote
-from faceauth.faces import CropGeometry, crop_faces, find_face
+                                      match_scores, quality_features, template)
+from faceauth.deploy.models import (FaceCrops, Input, OnnxComponent, as_rgb, expect_model_task, expect_same_component,
+                                    model_geometry, open_component, scale_averaged, task_of)
+from faceauth.errors import DataError, ExportError, quote
 from faceauth.io.onnx import decision_threshold, metadata_json, metadata_threshold, onnx_session
 
-# FaceFinder ... open_component: the component models (`faceauth.deploy.models`), part of this API too.
-__all__ = [
-    "FUSION",
-    "Authenticator",
-    "Decision",
-    "FaceFinder",
-    "ImagePreprocess",
-    "OnnxComponent",
-    "Template",
-    "as_rgb",
-    "file_sha256",
-    "model_geometry",
-    "open_component",
-]
+__all__ = ["FUSION", "Authenticator", "Decision", "Template"]
 
 FUSION = "fusion"
 
@@ -152,9 +137,7 @@ class Authenticator:
             raise ExportError(f"{fusion}: fusion model not found")
         self.session = onnx_session(fusion, threads, providers)
         metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        if task_of(metadata) != FUSION:
-            raise ExportError(f"{fusion}: {article(task_of(metadata))} model (faceauth.task={quote(task_of(metadata), 60)}); "
-                              f"expected a fusion model")
+        expect_model_task(metadata, FUSION, str(fusion))
         listed, self.feature_names = _components_from(metadata, str(fusion))
         self.path, self.metadata = fusion, metadata
         given = {EMBEDDING: embedding, LIVENESS: liveness}
@@ -166,10 +149,7 @@ class Authenticator:
                 raise ExportError(f"{fusion}: trained with {len(expected)} {role} model(s), given {len(paths)}")
             self.models[role] = [open_component(p, role, threads=threads, providers=providers) for p in paths]
             for model, record in zip(self.models[role], expected):
-                if model.sha256 != record["sha256"]:
-                    raise ExportError(f"{model.path}: not the {role} model this fusion model was trained with "
-                                      f"({record['file']}, sha256 {record['sha256'][:12]}...; this file has "
-                                      f"{model.sha256[:12]}...)")
+                expect_same_component(model.path, model.sha256, record)
         self.quality = all(name in self.feature_names for name in QUALITY_FEATURES)
         expected_names = feature_names(len(self.models[EMBEDDING]), len(self.models[LIVENESS]), self.quality)
         if expected_names != self.feature_names:
@@ -183,23 +163,17 @@ class Authenticator:
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != len(self.feature_names)):
             raise ExportError(f"{fusion}: the model takes input of shape {quote(shape, 80)}, but its metadata lists "
                               f"{len(self.feature_names)} features")
-        # One finder per distinct crop geometry (the models', and the fusion model's own for the quality
-        # features), shared by the models using it; "" stands for the images themselves (detect=False).
-        self.finders: dict[str, FaceFinder] = {}
-        self.crop_keys: dict[int, str] = {}  # id(model) -> its finder's key
+        # The crop geometries in use: the models', and the fusion model's own for the quality features;
+        # "" stands for the images themselves (detect=False).
+        self.face_crops = FaceCrops(mtcnn_weights)
+        self.crop_keys: dict[int, str] = {}  # id(model) -> its geometry's key
         self.quality_key = ""
         if detect:
             for model in (m for role in (EMBEDDING, LIVENESS) for m in self.models[role]):
-                self.crop_keys[id(model)] = self._finder(model_geometry(model.metadata, str(model.path)), mtcnn_weights)
+                self.crop_keys[id(model)] = self.face_crops.add(model_geometry(model.metadata, str(model.path)))
             if self.quality:
-                self.quality_key = self._finder(model_geometry(metadata, str(fusion)), mtcnn_weights)
+                self.quality_key = self.face_crops.add(model_geometry(metadata, str(fusion)))
         self.input_name = self.session.get_inputs()[0].name
-
-    def _finder(self, geometry: CropGeometry, mtcnn_weights: str | Path | None) -> str:
-        key = geometry.to_json()
-        if key not in self.finders:
-            self.finders[key] = FaceFinder(geometry, mtcnn_weights=mtcnn_weights)
-        return key
 
     @classmethod
     def from_dir(cls, models_dir: str | Path, **options: Any) -> Authenticator:
@@ -235,26 +209,12 @@ class Authenticator:
         for index, item in enumerate(items):
             where = _name(item, f"{what}[{index}]")
             image = as_rgb(item, where)
-            if not self.finders:
-                faces.append({"": [image]})
-                continue
-            boxes: dict[str, Any] = {}
-            crops = {}
-            for key, finder in self.finders.items():
-                detector = json.dumps([finder.geometry.detector, finder.geometry.detector_options], sort_keys=True)
-                if detector not in boxes:
-                    boxes[detector] = find_face(image, finder.detector, where)
-                crops[key] = crop_faces(image, boxes[detector], finder.geometry, where)
-            faces.append(crops)
+            faces.append(self.face_crops.crops(image, where) if self.face_crops.finders else {"": [image]})
         return faces
 
     def _outputs(self, model: OnnxComponent, faces: list[dict[str, list[np.ndarray]]]) -> np.ndarray:
         """`model`'s output per item: unit embeddings [N, D] or scores [N], averaged over the crop scales."""
-        per_item = [face[self.crop_keys.get(id(model), "")] for face in faces]
-        out = model([crop for crops in per_item for crop in crops])
-        bounds = np.cumsum([0] + [len(crops) for crops in per_item])
-        means = np.stack([out[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
-        return unit(means) if model.role == EMBEDDING else means.astype(np.float32)
+        return scale_averaged(model, model.role, [face[self.crop_keys.get(id(model), "")] for face in faces])
 
     def enroll(self, images: Input | Sequence[Input]) -> Template:
         """The template of one person from one or more enrolment images."""

@@ -8,7 +8,7 @@ Deployment code: numpy, onnxruntime, Pillow and OpenCV only, never PyTorch::
     for row in model.predict("photos/"):            # an image, a video, or a folder of them
         row.path, row.face, row.score, row.live
 
-Faces are found and cropped as `faceauth.deploy.authenticator.FaceFinder` finds them for the model: by the
+Faces are found and cropped as `faceauth.deploy.models.FaceFinder` finds them for the model: by the
 crop geometry it was trained with (``faceauth.crop``: detector, scales, size, alignment), the
 scores of several scales averaged (``detect=False`` takes the images as face crops already), and
 prepared as the model's metadata says. ``score`` is

@@ -7,7 +7,8 @@ numpy, onnxruntime, Pillow and OpenCV (face finding) only, never PyTorch.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,18 @@ from faceauth.io.images import decode_image
 from faceauth.io.onnx import metadata_threshold, onnx_session
 
 __all__ = [
+    "FaceCrops",
     "FaceFinder",
     "ImagePreprocess",
     "Input",
     "OnnxComponent",
     "as_rgb",
+    "expect_model_task",
+    "expect_same_component",
     "file_sha256",
     "model_geometry",
     "open_component",
+    "scale_averaged",
     "task_of",
 ]
 
@@ -93,6 +98,48 @@ class FaceFinder:
         height, width = image.shape[:2]
         box = first_face(self.detector.detect(image), width, height)
         return None if box is None else crop_faces(image, box, self.geometry, where)
+
+
+class FaceCrops:
+    """Faces cropped for several models at once, each as its model was trained: one `FaceFinder` per distinct
+    crop geometry (`add`), shared by the models cropped alike; a detector several geometries share runs once
+    per image. Used by the `Authenticator` and by the fusion trainer on photos."""
+
+    def __init__(self, mtcnn_weights: str | Path | None = None):
+        self.mtcnn_weights = mtcnn_weights
+        self.finders: dict[str, FaceFinder] = {}  # the geometry's JSON -> its finder
+
+    def add(self, geometry: CropGeometry) -> str:
+        """The key of `geometry`'s finder (its JSON), made on first use."""
+        key = geometry.to_json()
+        if key not in self.finders:
+            self.finders[key] = FaceFinder(geometry, mtcnn_weights=self.mtcnn_weights)
+        return key
+
+    def crops(self, image: np.ndarray, where: str, *, required: bool = True) -> dict[str, list[np.ndarray] | None]:
+        """Per geometry key, the crops (one per scale) of the largest face in `image`; without a face a
+        DataError naming `where` (`required`), else None."""
+        height, width = image.shape[:2]
+        boxes: dict[str, Any] = {}
+        crops: dict[str, list[np.ndarray] | None] = {}
+        for key, finder in self.finders.items():
+            detector = json.dumps([finder.geometry.detector, finder.geometry.detector_options], sort_keys=True)
+            if detector not in boxes:
+                boxes[detector] = (find_face(image, finder.detector, where) if required
+                                   else first_face(finder.detector.detect(image), width, height))
+            box = boxes[detector]
+            crops[key] = None if box is None else crop_faces(image, box, finder.geometry, where)
+        return crops
+
+
+def scale_averaged(model: Callable[[Sequence[np.ndarray]], np.ndarray], role: str,
+                   crops: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+    """`model`'s output per face, averaged over the face's crops (one per scale): unit embeddings [N, D] (the
+    mean re-normalised) for an embedding model, scores [N] for a liveness model."""
+    out = model([crop for per_face in crops for crop in per_face])
+    bounds = np.cumsum([0] + [len(per_face) for per_face in crops])
+    means = np.stack([out[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+    return unit(means) if role == EMBEDDING else means.astype(np.float32)
 
 
 def model_geometry(metadata: dict[str, str], where: str) -> CropGeometry:
@@ -188,19 +235,37 @@ def task_of(metadata: dict[str, str]) -> str:
     return metadata.get("faceauth.task", "") or "unknown"
 
 
+def expect_model_task(metadata: dict[str, str], task: str, where: str) -> None:
+    """The one check that an exported model was made for `task` (its ``faceauth.task``), the ONNX twin of
+    `faceauth.training.checkpoint.expect_task`. Otherwise one ExportError line: ``<where> is <a task> model
+    (faceauth.task=...); expected <a task> model``; `where` names the file (after the recipe key that named
+    it, when one did)."""
+    found = task_of(metadata)
+    if found != task:
+        raise ExportError(f"{where} is {article(found)} model (faceauth.task={quote(found, 60)}); "
+                          f"expected {article(task)} model")
+
+
+def expect_same_component(path: str | Path, sha256: str, record: Mapping[str, Any]) -> None:
+    """The one check that a component model is the file a fusion model was trained with: `record` is the
+    fusion model's entry for it (``faceauth.components``: role, file, sha256). Otherwise one ExportError line
+    naming the file and both digests."""
+    expected = str(record.get("sha256"))
+    if sha256 != expected:
+        raise ExportError(f"{path}: not the {record.get('role')} model this fusion model was trained with "
+                          f"({record.get('file')}, sha256 {expected[:12]}...; this file has "
+                          f"{sha256[:12]}...)")
+
+
 def open_component(path: str | Path, role: str, where: str | None = None, threads: int | None = None,
                    providers: Sequence[str] | None = None) -> OnnxComponent:
     """Load an exported model and check that it is of `role` ("embedding" or "liveness") by its faceauth.task.
 
     `threads` and `providers` are `faceauth.io.onnx.onnx_session`'s."""
     path = Path(path)
-    where = where or str(path)
     if not path.is_file():
-        raise ExportError(f"{where}: {path} not found (expected {article(role)} model exported as .onnx)")
+        raise ExportError(f"{where or path}: {path} not found (expected {article(role)} model exported as .onnx)")
     session = onnx_session(path, threads, providers)
     metadata = dict(session.get_modelmeta().custom_metadata_map)
-    task = task_of(metadata)
-    if task != role:
-        raise ExportError(f"{where}: {path.name} is {article(task)} model (faceauth.task={quote(task, 60)}); "
-                          f"expected {article(role)} model")
+    expect_model_task(metadata, role, f"{where}: {path.name}" if where else str(path))
     return OnnxComponent(path, role, session, metadata)

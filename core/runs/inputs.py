@@ -30,8 +30,8 @@ import attrs
 
 from faceauth.config.recipe import Recipe, load_recipe
 from faceauth.config.registry import Registry, version
-from faceauth.deploy.authenticator import file_sha256
-from faceauth.errors import CheckpointError, ExportError, RecipeError, article, quote
+from faceauth.deploy.models import expect_model_task, file_sha256
+from faceauth.errors import CheckpointError, RecipeError, article, quote
 from faceauth.io.onnx import read_metadata
 from faceauth.io.paths import atomic_write, cache_dir, write_text
 from faceauth.training import checkpoint, distributed
@@ -95,10 +95,7 @@ def _given(spec: ModelInput, index: int, text: str) -> Path:
         raise RecipeError(f"{where}: {path} not found (expected {article(spec.task)} model: an exported .onnx, "
                           f"a checkpoint or a run directory)")
     if path.suffix == ".onnx":
-        task = read_metadata(path).get("faceauth.task") or "unknown"
-        if task != spec.task:
-            raise ExportError(f"{where}: {path.name} is {article(task)} model (faceauth.task={quote(task, 60)}); "
-                              f"expected {article(spec.task)} model")
+        expect_model_task(read_metadata(path), spec.task, f"{where}: {path.name}")
     else:
         checkpoint.expect_task(checkpoint.load(path), spec.task, f"use as the {spec.name} model", key=where)
     return path

@@ -45,18 +45,19 @@ class Bundle:
     parity_metric: str = ""
 
 
-def model_metadata(run: Any, preprocess: Any, *, task: str, score: str, threshold: float | None,
+def model_metadata(run: Any, preprocess: Any = None, *, task: str, score: str, threshold: float | None,
                    **extra: str) -> dict[str, str]:
-    """The metadata every faceauth model carries: preprocessing, task, score meaning, threshold,
-    the resolved recipe (so `faceauth-eval` can rebuild the data), the versions that made it, and the
-    crop geometry of its training faces (``faceauth.crop``, when its data crops faces), which every
-    deployment path reads to crop alike."""
+    """The metadata every faceauth model carries: preprocessing (``preprocess.*``, from a backbone's
+    `Preprocess`; None for a model whose input is not an image, such as the fusion model's feature rows),
+    task, score meaning, threshold, the resolved recipe (so `faceauth-eval` can rebuild the data), the
+    versions that made it, and the crop geometry of its training faces (``faceauth.crop``, when its data
+    crops faces), which every deployment path reads to crop alike. `extra` adds ``faceauth.<key>``."""
     from faceauth.faces import crop_geometry
 
     recipe = run.recipe.to_dict()
     crop = crop_geometry(recipe)
     return {
-        **{f"preprocess.{k}": v for k, v in preprocess.as_metadata().items()},
+        **({f"preprocess.{k}": v for k, v in preprocess.as_metadata().items()} if preprocess is not None else {}),
         "faceauth.task": task,
         "faceauth.score": score,
         "faceauth.threshold": f"{threshold:.9g}" if threshold is not None else "",

@@ -79,7 +79,7 @@ class TrainerWithInputs(Trainer, Protocol):
         per setting into the cache, and puts each model's ONNX form into the run directory (``<name>.onnx``,
         ``<name>-<i>.onnx`` when several; a checkpoint is exported), with ``inputs.json`` saying where each
         came from (also in ``metrics.json`` under ``inputs``). ``run.inputs`` then maps each name to its ONNX
-        paths in the order given; the trainer opens them (`faceauth.deploy.authenticator.open_component`)
+        paths in the order given; the trainer opens them (`faceauth.deploy.models.open_component`)
         and records what its model needs of them. A resumed run, and a stored model that faceauth-eval
         scores, get the files kept beside it: a model with inputs is used where its run left them."""
 

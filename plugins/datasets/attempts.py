@@ -44,12 +44,12 @@ from faceauth.data import Splits, dataset_root, read_image
 from faceauth.errors import DataError
 from faceauth.io.images import images_under
 from faceauth.io.paths import atomic_folder, cache_dir
+from faceauth.metrics.joint import ATTEMPT_KINDS
 from PIL import Image
 
 __all__ = [
     "ACCEPT",
     "CLASSES",
-    "KINDS",
     "REJECT",
     "Attempt",
     "AttemptFolderOptions",
@@ -66,7 +66,6 @@ log = logging.getLogger(__name__)
 
 REJECT, ACCEPT = 0, 1
 CLASSES = ("reject", "accept")
-KINDS = ("genuine", "impostor", "spoof")
 SPLITS = ("train", "val", "test")
 LAYOUT = "root/{train,val,test}/<identity>/{live,spoof}/*.jpg"
 _DEMO_VERSION = 1
@@ -131,7 +130,7 @@ class AttemptSet:
         return sorted({a.probe for a in self.attempts})
 
     def counts(self) -> dict[str, int]:
-        return {kind: int(np.sum(self.kinds == kind)) for kind in KINDS}
+        return {kind: int(np.sum(self.kinds == kind)) for kind in ATTEMPT_KINDS}
 
 
 # indexing ---------------------------------------------------------------------------------------------
@@ -182,7 +181,7 @@ def generate_attempts(people: Sequence[Person], per_kind: int, enrol_images: int
             "impostor": f"two identities with live images, one with at least {enrol_images}",
             "spoof": f"an identity with spoof images and at least {enrol_images} live image(s)"}
     attempts = []
-    for kind in KINDS:
+    for kind in ATTEMPT_KINDS:
         if not eligible[kind]:
             raise DataError(f"{where}: cannot make {kind} attempts: needs {need[kind]} (layout {LAYOUT})")
         for who in _turns(eligible[kind], per_kind, rng):

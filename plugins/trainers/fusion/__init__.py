@@ -7,14 +7,16 @@ frozen component models and learns the decision over their scores. One job per m
 - `options`: ``trainer:`` options (the optimiser and schedule are the recipe's ``optimizer`` and
   ``scheduler``, as for every trainer);
 - `components`: the component models as the trainer's model inputs (``trainer.embedding_models``,
-  ``trainer.liveness_models``; when none are given, the runner trains small ones from the recipes
-  `components.builtin_recipes` writes, or ``trainer.train_components``), opened from the ONNX files
+  ``trainer.liveness_models``; when none are given, the runner trains small ones from the built-in
+  recipes ``fusion_embedding_component`` and ``fusion_liveness_component`` with this recipe's backbone,
+  or from ``trainer.train_components``), opened from the ONNX files
   the runner hands over and scored with onnxruntime, as at deployment;
 - `scores`: per-image outputs cached per split in ``$FACEAUTH_CACHE/scores/`` (rebuilt when a
   component changes), and the attempts' features (`faceauth.deploy.features`, the deployment code):
   match score per embedding model, log-odds of live per liveness model, with ``quality: true`` the
   probe's sharpness and brightness;
-- `models`: ``mlp`` (the fused model, exported) beside the field's baselines ``logistic``, ``and``
+- `models`: ``mlp`` (the fused model, exported; its figures are a run's ``val`` and ``test``) beside the
+  field's baselines (under ``baselines`` in ``metrics.json``) ``logistic``, ``and``
   (every component at its own threshold: validation EER with ``and_thresholds: val``, the models'
   stored thresholds with ``model``) and ``match`` (the matcher alone); several embedding models are
   fused as an ensemble by the MLP and logistic models;

@@ -3,6 +3,7 @@ ONNX files the runner hands over (`faceauth.training.run.Run.inputs`), scored wi
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,19 +12,21 @@ from typing import Any
 import attrs
 import numpy as np
 
-from faceauth.deploy.authenticator import model_geometry, open_component
+from faceauth.deploy.models import model_geometry, open_component
 from faceauth.deploy.features import EMBEDDING, LIVENESS
 from faceauth.faces import CropGeometry, crop_geometry
 from faceauth.training.run import ModelInput
 
 from faceauth.plugins.trainers.fusion.options import FusionOptions
 
-__all__ = ["ROLES", "Component", "builtin_recipes", "component_inputs", "open_components", "records",
-           "warn_other_crops"]
+__all__ = ["COMPONENT_RECIPES", "ROLES", "Component", "builtin_overrides", "component_inputs", "open_components",
+           "records", "warn_other_crops"]
 
 log = logging.getLogger(__name__)
 
 ROLES = (EMBEDDING, LIVENESS)  # the order of the components (and of their features)
+# The built-in recipes (package data, `faceauth-run --list`) that train a component model a recipe names none of
+COMPONENT_RECIPES = {EMBEDDING: "fusion_embedding_component", LIVENESS: "fusion_liveness_component"}
 
 
 @attrs.define
@@ -38,36 +41,32 @@ class Component:
     geometry: CropGeometry  # the crop geometry of its training faces (`faceauth.crop` in its metadata)
 
 
-def builtin_recipes(recipe: Any, progress: bool) -> dict[str, dict[str, Any]]:
-    """The recipes of the small component models trained when a recipe names none (each with its own optimiser)."""
-    common = {"seed": recipe.seed, "device": recipe.device, "backbone": recipe.backbone.to_dict(),
-              "scheduler": {"name": "cosine", "warmup_epochs": 0.5}, "export": {"name": "onnx"}}
-    loop = {"batch_size": 32, "num_workers": 0, "progress": progress}
-    return {
-        EMBEDDING: {**common, "data": {"name": "demo_identities", "identities": 100, "images_per_identity": 8},
-                    "loss": recipe.loss.to_dict(), "trainer": {"name": "embedding", "epochs": 5, **loop},
-                    "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}},
-        LIVENESS: {**common, "data": {"name": "demo"}, "loss": {"name": "cross_entropy"},
-                   "trainer": {"name": "classifier", "epochs": 3, **loop},
-                   "optimizer": {"name": "adamw", "lr": 0.001, "weight_decay": 5e-4}},
-    }
+def builtin_overrides(recipe: Any, role: str, progress: bool) -> list[str]:
+    """What the fusion recipe sets in its `COMPONENT_RECIPES`: its seed, device and backbone (and, for the
+    embedding model, its loss), and the progress bars."""
+    sections = {"backbone": recipe.backbone.to_dict(), **({"loss": recipe.loss.to_dict()} if role == EMBEDDING else {})}
+    return [f"seed={recipe.seed}", f"device={json.dumps(recipe.device)}",
+            *(f"{key}={json.dumps(value)}" for key, value in sections.items()), f"trainer.progress={json.dumps(progress)}"]
 
 
 def component_inputs(recipe: Any, options: FusionOptions) -> list[ModelInput]:
-    """The trainer's model inputs: the models the recipe names, else what trains one of each role."""
+    """The trainer's model inputs: the models the recipe names, else what trains one of each role (the recipe
+    file ``trainer.train_components`` names, else the built-in one with `builtin_overrides`; the recipe's
+    ``*_overrides`` on top)."""
     training = options.train_components
     files = {EMBEDDING: training.embedding_recipe, LIVENESS: training.liveness_recipe}
-    overrides = {EMBEDDING: training.embedding_overrides, LIVENESS: training.liveness_overrides}
+    extra = {EMBEDDING: training.embedding_overrides, LIVENESS: training.liveness_overrides}
     given = {EMBEDDING: options.embedding_models, LIVENESS: options.liveness_models}
-
-    def trains(role: str) -> dict[str, Any] | str | None:
-        if given[role]:
-            return None
-        return str(Path(files[role]).expanduser()) if files[role] else builtin_recipes(recipe, options.progress)[role]
-
-    return [ModelInput(name=role, task=role, key=f"trainer.{role}_models", given=tuple(given[role]),
-                       recipe=trains(role), overrides=tuple(overrides[role]))
-            for role in ROLES]
+    inputs = []
+    for role in ROLES:
+        trains, overrides = None, []
+        if not given[role] and files[role]:
+            trains = str(Path(files[role]).expanduser())
+        elif not given[role]:
+            trains, overrides = COMPONENT_RECIPES[role], builtin_overrides(recipe, role, options.progress)
+        inputs.append(ModelInput(name=role, task=role, key=f"trainer.{role}_models", given=tuple(given[role]),
+                                 recipe=trains, overrides=(*overrides, *extra[role])))
+    return inputs
 
 
 def open_components(inputs: dict[str, Sequence[Path]]) -> list[Component]:

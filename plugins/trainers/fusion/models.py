@@ -20,12 +20,11 @@ from faceauth.metrics import eer_threshold
 
 from faceauth.plugins.trainers.fusion.components import Component
 
-__all__ = ["MODELS", "SCORED", "FusionMLP", "Logistic", "and_accepts", "and_thresholds", "mlp_scores"]
+__all__ = ["MODELS", "FusionMLP", "Logistic", "and_accepts", "and_thresholds", "mlp_scores"]
 
 log = logging.getLogger(__name__)
 
 MODELS = ("mlp", "logistic", "and", "match")
-SCORED = ("mlp", "logistic", "match")  # the models with a score (``and`` only decides)
 
 
 class FusionMLP(torch.nn.Module):

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from faceauth.deploy.features import EMBEDDING, attempt_features, match_scores, quality_features, template, unit
-from faceauth.deploy.models import FaceFinder, as_rgb
+from faceauth.deploy.features import EMBEDDING, attempt_features, match_scores, quality_features, template
+from faceauth.deploy.models import FaceCrops, as_rgb, scale_averaged
+from faceauth.io import console
 from faceauth.io.paths import cache_dir, read_npz, write_npz
 
 from faceauth.plugins.trainers.fusion.components import Component
@@ -51,28 +51,27 @@ def images_key(paths: Sequence[str]) -> str:
 
 
 class ComponentCrops:
-    """Each component's crops of a photo, as deployment makes them: one finder per distinct crop geometry."""
+    """Each component's crops of a photo, as deployment makes them (`faceauth.deploy.models.FaceCrops`)."""
 
     def __init__(self, components: Sequence[Component]):
-        self.finders = {c.geometry.to_json(): FaceFinder(c.geometry) for c in components}
-        self.missed = dict.fromkeys(self.finders, 0)  # geometry -> photos where its detector found no face
+        self.faces = FaceCrops()
+        for component in components:
+            self.faces.add(component.geometry)
+        self.missed = dict.fromkeys(self.faces.finders, 0)  # geometry -> photos where its detector found no face
 
     def crops(self, paths: Sequence[str], fallback: Sequence[np.ndarray]) -> dict[str, list[list[np.ndarray]]]:
         """Per geometry, per photo: its crops (one per scale), or [the attempts' crop] when no face was found."""
-        photos = [as_rgb(path) for path in paths]
-        found = {key: [finder.find(photo, path) for photo, path in zip(photos, paths)]
-                 for key, finder in self.finders.items()}
-        for key, per_photo in found.items():
-            self.missed[key] += sum(crops is None for crops in per_photo)
-        return {key: [crops if crops is not None else [crop] for crops, crop in zip(per_photo, fallback)]
-                for key, per_photo in found.items()}
+        found = [self.faces.crops(as_rgb(path), path, required=False) for path in paths]
+        per_geometry = {}
+        for key in self.faces.finders:
+            self.missed[key] += sum(crops[key] is None for crops in found)
+            per_geometry[key] = [crops[key] or [crop] for crops, crop in zip(found, fallback)]
+        return per_geometry
 
-    def score(self, component: Component, crops: list[list[np.ndarray]]) -> np.ndarray:
+    @staticmethod
+    def score(component: Component, crops: list[list[np.ndarray]]) -> np.ndarray:
         """`component`'s output per photo, averaged over its crops (as `Authenticator` does)."""
-        out = component.score([crop for per_photo in crops for crop in per_photo])
-        bounds = np.cumsum([0] + [len(per_photo) for per_photo in crops])
-        means = np.stack([out[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
-        return unit(means) if component.role == EMBEDDING else means.astype(np.float32)
+        return scale_averaged(component.score, component.role, crops)
 
 
 def compute_outputs(dataset: Any, components: Sequence[Component], quality: bool, batch_size: int,
@@ -85,8 +84,9 @@ def compute_outputs(dataset: Any, components: Sequence[Component], quality: bool
     chunks["quality"] = []
     probe_order: list[int] = []
     own = ComponentCrops(components) if getattr(dataset, "photos", False) else None
-    with tqdm(total=len(images), desc=f"scoring {where}", unit="image", disable=not progress, leave=False) as bar:
-        for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    with console.phase(f"scoring {where}"):
+        for start in console.progress(starts, len(starts), enabled=progress):
             paths = images[start:start + batch_size]
             pixels = [np.asarray(dataset.load(p).convert("RGB")) for p in paths]
             is_probe = [p in probe_row for p in paths]
@@ -105,7 +105,6 @@ def compute_outputs(dataset: Any, components: Sequence[Component], quality: bool
                 chunks[f"{component.role}/{i}"].append(own.score(component, mine))
             if quality and probe_pixels:
                 chunks["quality"].append(np.stack([quality_features(x) for x in probe_pixels]))
-            bar.update(len(paths))
     if own is not None:
         for key, count in own.missed.items():
             if count:

@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from faceauth.deploy.features import EMBEDDING
-from faceauth.metrics.joint import (decision_figures, det_figure, licit_eer_threshold, scored_figures,
-                                    threshold_at_far)
+from faceauth.metrics.joint import (ATTEMPT_KINDS, decision_figures, det_figure, licit_eer_threshold,
+                                    scored_figures, threshold_at_far)
 from faceauth.training.loaders import EpochSampler
 from faceauth.training.loop import lower_is_better
 from faceauth.training.run import Run
@@ -78,7 +78,8 @@ class FusionTask:
 
     def test(self, step: int, threshold: float | None) -> dict[str, dict[str, float]]:
         """Every model on val and test, each at its threshold of the target FAR on validation (the MLP's is the
-        best epoch's); figures flat as ``<model>/<metric>``, DET curves to TensorBoard."""
+        best epoch's): the fused model's figures as every trainer's (``<metric>``, with the split's attempt
+        counts), the baselines' as ``<model>/<metric>``; DET curves to TensorBoard."""
         setup, val = self.setup, self.setup.data["val"]
         matchers = [i for i, c in enumerate(setup.components) if c.role == EMBEDDING]
         scorers: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -94,8 +95,8 @@ class FusionTask:
             if split in setup.data:
                 figures, curves = measure(setup.data[split], scorers, thresholds, eer_thresholds, setup.gates)
                 self.run.writer.add_figure(f"{split}/det", det_figure(curves, split), step)
-                results[split] = {f"{name}/{key}": value for name, values in figures.items()
-                                  for key, value in values.items()}
+                results[split] = {**figures.pop("mlp"), **{f"{name}/{key}": value for name, values in figures.items()
+                                                           for key, value in values.items()}}
         return results
 
     def log_samples(self) -> None:
@@ -104,7 +105,8 @@ class FusionTask:
 
 def measure(part: SplitData, scorers: dict[str, Callable[[np.ndarray], np.ndarray]], thresholds: dict[str, float],
             eer_thresholds: dict[str, float], gates: list[float]) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """Each model's figures on one split (`faceauth.metrics.joint`) and its DET curve data."""
+    """Each model's figures on one split (`faceauth.metrics.joint`; the attempt counts with the fused model's)
+    and its DET curve data."""
     figures, curves = {}, {}
     for name in MODELS:
         if name == "and":
@@ -116,7 +118,7 @@ def measure(part: SplitData, scorers: dict[str, Callable[[np.ndarray], np.ndarra
             figures[name] = scored_figures(scores, part.kinds, part.attack_types, thresholds[name],
                                            eer_thresholds[name])
             curves[name] = {"kinds": part.kinds, "scores": scores, "accepted": scores >= thresholds[name]}
-    figures["and"]["num_attempts"] = float(len(part.kinds))
-    for kind in ("genuine", "impostor", "spoof"):
-        figures["and"][f"num_{kind}"] = float(np.sum(part.kinds == kind))
+    figures["mlp"]["num_attempts"] = float(len(part.kinds))
+    for kind in ATTEMPT_KINDS:
+        figures["mlp"][f"num_{kind}"] = float(np.sum(part.kinds == kind))
     return figures, curves

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from faceauth.errors import CheckpointError, DataError
-from faceauth.faces import crop_geometry
+from faceauth.deploy.models import expect_same_component
+from faceauth.errors import DataError
 from faceauth.training.checkpoint import expect_task
 from faceauth.metrics.joint import licit_eer_threshold, scored_figures, threshold_at_far
-from faceauth.training.export import Bundle
+from faceauth.training.export import Bundle, model_metadata
 from faceauth.training.loop import TrainingLoop
 from faceauth.training.run import FitResult, ModelInput, Run
 
@@ -47,22 +47,23 @@ class FusionTrainer:
         model = self.build_model(len(setup.names))
         model.standardise_on(setup.data["train"].features)
         task = FusionTask(run, self.options, setup, model.to(run.device))
-        fit = TrainingLoop(run, self.options.loop_options(), task).fit()
+        fit = TrainingLoop(run, self.options, task).fit()
         return FitResult(model=fit.model, metrics=self._metrics(fit.metrics, setup))
 
     def _metrics(self, figures: dict[str, Any], setup: Prepared) -> dict[str, Any]:
-        """The loop's figures with the fusion's: each split's as ``{model: {metric: value}}``, the features and
-        components, the AND thresholds."""
+        """The loop's figures with the fusion's: `val` and `test` the fused model's (as every trainer's), the
+        baselines' under ``baselines: {split: {model: {metric: value}}}``, the features and components, the AND
+        thresholds."""
         result = {**figures, "target_far": self.options.target_far, "features": setup.names,
                   "components": setup.records, "and_thresholds": dict(zip(setup.names, setup.gates))}
+        baselines: dict[str, dict[str, dict[str, float]]] = {}
         for split in ("val", "test"):
             flat = result.get(split) or {}
-            if any("/" in key for key in flat):  # measured (not a paused run's best validation figures)
-                nested: dict[str, dict[str, float]] = {}
-                for key, value in flat.items():
-                    name, _, metric = key.partition("/")
-                    nested.setdefault(name, {})[metric] = value
-                result[split] = nested
+            for key in [key for key in flat if "/" in key]:  # measured (not a paused run's best validation figures)
+                name, _, metric = key.partition("/")
+                baselines.setdefault(split, {}).setdefault(name, {})[metric] = flat.pop(key)
+        if baselines:
+            result["baselines"] = baselines
         return result
 
     def load_model(self, run: Run, payload: dict[str, Any]) -> FusionMLP:
@@ -96,8 +97,7 @@ class FusionTrainer:
             raise DataError(f"data: the dataset has no '{split}' split")
         components = open_components(run.inputs)
         for component, record in zip(components, getattr(score_fn, "components", None) or ()):
-            if component.sha256 != record["sha256"]:
-                raise CheckpointError(f"{component.path}: changed since the fusion model was trained with it")
+            expect_same_component(component.path, component.sha256, record)
 
         def scored(name: str) -> tuple[Any, np.ndarray]:
             part = split_data(run, self.options, splits.get(name), name, components)
@@ -114,21 +114,14 @@ class FusionTrainer:
         model = model.to("cpu").eval()
         threshold = getattr(model, "threshold", None)
         features = list(getattr(model, "features", []))
-        metadata = {
-            "faceauth.task": TASK,
-            "faceauth.score": "P(accept): the probe is the enrolled person and live; accept when score >= threshold",
-            "faceauth.threshold": f"{threshold:.9g}" if threshold is not None else "",
-            "faceauth.input": "features [batch, F] in the order of faceauth.features",
-            "faceauth.features": json.dumps(features),
-            "faceauth.components": json.dumps([{k: c[k] for k in ("role", "file", "sha256", "threshold")}
-                                               for c in getattr(model, "components", [])]),
-            "faceauth.template": "re-normalised mean of the unit enrolment embeddings; match = cosine with the probe",
-            "faceauth.recipe": json.dumps(run.recipe.to_dict()),
-            "faceauth.versions": json.dumps(run.versions()),
-        }
-        crop = crop_geometry(run.recipe.to_dict())  # the attempts' crop: where deployment takes the quality features
-        if crop is not None:
-            metadata["faceauth.crop"] = crop.to_json()
+        # faceauth.crop is the attempts' crop: where deployment takes the quality features
+        metadata = model_metadata(
+            run, task=TASK, threshold=threshold,
+            score="P(accept): the probe is the enrolled person and live; accept when score >= threshold",
+            input="features [batch, F] in the order of faceauth.features", features=json.dumps(features),
+            components=json.dumps([{k: c[k] for k in ("role", "file", "sha256", "threshold")}
+                                   for c in getattr(model, "components", [])]),
+            template="re-normalised mean of the unit enrolment embeddings; match = cosine with the probe")
         generator = torch.Generator().manual_seed(0)
         width = len(features) or int(model.mean.shape[0])
         return Bundle(module=model, example_inputs=(torch.randn(2, width, generator=generator),),
@@ -139,10 +132,6 @@ class FusionTrainer:
 
 
 def _check_same_components(payload: dict[str, Any], setup: Prepared) -> None:
-    """A resumed run scores with the component models it started with."""
-    before = {c.get("file"): c.get("sha256") for c in payload.get("components", [])}
-    now = {c["file"]: c["sha256"] for c in setup.records}
-    changed = sorted(name for name in set(before) | set(now) if before.get(name) != now.get(name))
-    if changed:
-        raise CheckpointError(f"{payload.get('path')}: the run's component model {changed[0]} is not the one it "
-                              f"started with (missing or changed); start a new run")
+    """A resumed run scores with the component models it started with (the runner keeps them beside it)."""
+    for component, record in zip(setup.components, payload.get("components", [])):
+        expect_same_component(component.path, component.sha256, record)
