@@ -38,7 +38,9 @@ class Trainer(Protocol):
 
     def fit(self, run: Run) -> FitResult:
         """Train and measure (validation each epoch, the test split at the end) and return the best model and
-        the run's figures, which the runner writes to ``metrics.json``. Checkpoints go through
+        the run's figures, which the runner writes to ``metrics.json``: ``val`` and ``test`` hold the trained
+        model's figures flat (``{metric: number}``, what faceauth-run prints), anything else (other models'
+        figures, such as fusion's ``baselines``) goes under keys of its own. Checkpoints go through
         ``run.save_checkpoint`` with the payload key ``task`` naming the task; when ``run.resume`` holds a
         checkpoint payload, continue from it."""
 
