@@ -88,7 +88,6 @@ def bench_pairs(loop_pairs: int, dim: int) -> None:
 
 
 def _trainer(backbone: str, batch: int, workers: int):
-    from faceauth.plugins.trainers.classifier import build_backbone
     from faceauth.config.recipe import load_recipe
     from faceauth.config.registry import load_registry
     from faceauth.training.run import Run
@@ -100,7 +99,7 @@ def _trainer(backbone: str, batch: int, workers: int):
         "loss": {"name": "arcface"},
         "trainer": {"name": "embedding", "batch_size": batch, "num_workers": workers, "progress": False}})
     run = Run(recipe, registry, directory=Path("."))
-    model = build_backbone(run).eval()
+    model = run.build("backbone").eval()
     return build_component(registry, recipe, "trainer"), model
 
 

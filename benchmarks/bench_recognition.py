@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from faceauth.training.loaders import EpochSampler, Transformed
+from faceauth.training.loaders import Transformed
+from faceauth.training.samplers import EpochSampler
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.config.registry import load_registry
 

@@ -29,7 +29,8 @@ import torch
 from torch.utils.data import DataLoader
 
 import faceauth
-from faceauth.training.loaders import EpochSampler, Transformed
+from faceauth.training.loaders import Transformed
+from faceauth.training.samplers import EpochSampler
 from faceauth.training.export import Bundle
 from faceauth.plugins.backbones import temporal
 from faceauth.plugins.datasets import clips, demo_clips

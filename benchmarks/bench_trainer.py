@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from faceauth.training.loaders import EpochSampler, Transformed
+from faceauth.training.loaders import Transformed
+from faceauth.training.samplers import EpochSampler
 from faceauth.plugins.datasets.folder import DemoOptions, build_demo
 from faceauth.training.transforms import AugmentOptions, train_transform
 from faceauth.config.registry import load_registry

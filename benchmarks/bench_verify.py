@@ -35,7 +35,7 @@ def build_models(folder: Path, size: int) -> dict[str, object]:
     from faceauth.deploy.models import file_sha256
     from faceauth.deploy.features import feature_names
     from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
-    from faceauth.plugins.trainers.classifier import Classifier, build_backbone
+    from faceauth.plugins.trainers.classifier import Classifier
     from faceauth.config.recipe import load_recipe
     from faceauth.config.registry import load_registry
     from faceauth.training.run import Run
@@ -63,7 +63,7 @@ def build_models(folder: Path, size: int) -> dict[str, object]:
             model.mean.copy_(torch.tensor([0.9, 0.5, 5.0, 0.5]))  # typical features: scores stay off 0 and 1
             model.threshold, model.features, model.components = 0.5, feature_names(1, 1, True), records
         else:
-            model = build_backbone(run) if role == "embedding" else Classifier(build_backbone(run), 2)
+            model = run.build("backbone") if role == "embedding" else Classifier(run.build("backbone"), 2)
             model.threshold = 0.5
         model.eval()
         path = folder / ("model.onnx" if role == "fusion" else f"{role}.onnx")

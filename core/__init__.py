@@ -1,19 +1,21 @@
 """faceauth: train, measure and ship the models of a facial authentication system.
 
 The package's layers, lowest first (a module imports only from its own layer or lower ones;
-``tests/test_layers.py`` checks it):
+``tests/test_plugin_boundary.py`` checks it, and CONTRIBUTING.md draws the same table):
 
-1. the plugin API, here at the top level: the hooks (`hookspecs`), the component records
-   (`components`), option validation (`schema`), errors (`errors`) and what a dataset returns (`data`);
-2. `faceauth.io`: files, images, videos, ONNX sessions and metadata, the terminal;
+0. the plugin API, here at the top level: the hooks (`hookspecs`), the component records
+   (`components`), option validation (`schema`) and errors (`errors`);
+1. `faceauth.io`: files, images, videos, ONNX sessions and metadata, the terminal;
+2. `faceauth.data`: what a dataset returns (samples, splits, the liveness score convention);
 3. `faceauth.config` (recipes, the registry, building components), `faceauth.faces` (detection, crops,
    alignment), `faceauth.metrics` (metrics and reports);
 4. `faceauth.training` (the toolkit trainers build on) and `faceauth.deploy` (exported models at
    deployment, without PyTorch);
-5. `faceauth.runs`: running a recipe, evaluating and exporting what a run produced;
+5. `faceauth.runs`: running a recipe, the models a trainer takes as input, evaluating and exporting what
+   a run produced;
 6. `faceauth.commands`: the console scripts.
 
-Plugins (`faceauth.plugins` and third-party packages) use layers 1 to 4 only. `__all__` lists the plugin
+Plugins (`faceauth.plugins` and third-party packages) use layers 0 to 4 only. `__all__` lists the plugin
 API; for Python callers the package also offers `faceauth.run`, `faceauth.evaluate`,
 `faceauth.export_checkpoint`, `faceauth.Authenticator` and `faceauth.Liveness`, imported on first use,
 so deployment code can use the ONNX side without PyTorch.

@@ -47,7 +47,7 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _component(recipe_dict: dict, seed: int, threshold: float) -> tuple[object, object, dict]:
     """An untrained model of the recipe's trainer, the run that exports it, and its checkpoint payload."""
-    from faceauth.plugins.trainers.classifier import Classifier, build_backbone
+    from faceauth.plugins.trainers.classifier import Classifier
     from faceauth.config.recipe import load_recipe
     from faceauth.config.registry import load_registry
     from faceauth.training.run import Run
@@ -57,7 +57,7 @@ def _component(recipe_dict: dict, seed: int, threshold: float) -> tuple[object, 
     recipe = load_recipe(None, registry=registry, base=recipe_dict)
     run = Run(recipe, registry, Path("."))
     torch.manual_seed(seed)
-    backbone = build_backbone(run)
+    backbone = run.build("backbone")
     liveness = recipe.trainer.name == "classifier"
     model = (Classifier(backbone, 2) if liveness else backbone).eval()
     model.threshold = threshold

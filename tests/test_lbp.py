@@ -76,3 +76,22 @@ def test_optimizer_or_scheduler_settings_the_lbp_trainer_would_ignore_are_refuse
                                  f"scheduler; remove {key} from the recipe (its settings are trainer.C and "
                                  f"trainer.max_iter)")
     assert not (tmp_path / "runs").exists()
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @faceauth.hookimpl
+    def faceauth_train_start(self, run) -> None:
+        self.seen.append("train_start")
+
+    @faceauth.hookimpl
+    def faceauth_train_end(self, run, metrics) -> None:
+        self.seen.append(f"train_end {sorted(metrics)[:1]}")
+
+
+def test_lbp_runs_emit_the_start_and_end_events_plugins_listen_to(tmp_path) -> None:
+    events = _Events()
+    faceauth.run(_recipe(tmp_path), ["run_name=events"], extra_plugins=[events])
+    assert events.seen == ["train_start", "train_end ['best_epoch']"]

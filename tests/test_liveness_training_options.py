@@ -10,7 +10,7 @@ import torch
 import yaml
 
 import faceauth
-from faceauth.training.loaders import EpochSampler
+from faceauth.training.samplers import EpochSampler
 from tests.conftest import TINY_RECIPE
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import faceauth
 from tests.conftest import REPO
 
 PLUGIN_SOURCES = sorted([*(REPO / "plugins").rglob("*.py"), *(REPO / "examples").rglob("*.py")])
@@ -58,40 +59,80 @@ def _is_core_module(name: str) -> bool:
     return name.startswith("faceauth.") and not name.startswith("faceauth.plugins")
 
 
+def _relative_base(path: Path, level: int) -> str | None:
+    """The package a relative import in `path` starts from (plugins only; None elsewhere)."""
+    if not path.is_relative_to(REPO / "plugins"):
+        return None
+    parts = ["faceauth", "plugins", *path.relative_to(REPO / "plugins").with_suffix("").parts]
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts[:len(parts) - level]) if path.name != "__init__.py" or level > 1 else ".".join(parts)
+
+
+def _from_module(node: ast.ImportFrom, path: Path) -> str | None:
+    if node.level:
+        base = _relative_base(path, node.level)
+        return None if base is None else f"{base}.{node.module}" if node.module else base
+    return node.module if node.module and node.module.startswith("faceauth") else None
+
+
 def imports_of(path: Path) -> list[tuple[int, str]]:
-    """(line, module) of every faceauth module `path` imports, at any depth (lazy imports too)."""
+    """(line, module) of every faceauth module `path` imports, at any depth (lazy imports too), and the
+    modules behind `faceauth.run`, `faceauth.evaluate`... that the package imports on first use."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names if alias.name.startswith("faceauth")]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("faceauth"):
+        elif isinstance(node, ast.ImportFrom) and (module := _from_module(node, path)) is not None:
             for alias in node.names:
-                full = f"{node.module}.{alias.name}"
-                found.append((node.lineno, full if _is_module(full) else node.module))
+                full = f"{module}.{alias.name}"
+                lazy = faceauth._LAZY_FUNCTIONS.get(alias.name) if module == "faceauth" else None
+                found.append((node.lineno, f"faceauth.{lazy}" if lazy else full if _is_module(full) else module))
+        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "faceauth"
+              and node.attr in faceauth._LAZY_FUNCTIONS):
+            found.append((node.lineno, f"faceauth.{faceauth._LAZY_FUNCTIONS[node.attr]}"))
     return found
 
 
+def _chain(node: ast.Attribute) -> tuple[str, list[str]] | None:
+    """`a.b.c` as ("a", ["b", "c"]), or None when the chain does not start at a name."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return (node.id, parts[::-1]) if isinstance(node, ast.Name) else None
+
+
 def names_used(path: Path) -> list[tuple[int, str, str]]:
-    """(line, module, name) for each name the file imports from a faceauth module or reads as `module.name`."""
+    """(line, module, name) for each name the file imports from a faceauth module or reads as `module.name`
+    (through `import faceauth`, `import faceauth.x.y as m`, `from faceauth.x import y` or a relative import)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     modules: dict[str, str] = {"faceauth": "faceauth"}  # local name -> module
     used = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("faceauth"):
+        if isinstance(node, ast.Import):
             for alias in node.names:
-                full = f"{node.module}.{alias.name}"
+                if alias.name.startswith("faceauth") and alias.asname:
+                    modules[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom) and (module := _from_module(node, path)) is not None:
+            for alias in node.names:
+                full = f"{module}.{alias.name}"
                 if _is_module(full):
                     modules[alias.asname or alias.name] = full
                 else:
-                    used.append((node.lineno, node.module, alias.name))
+                    used.append((node.lineno, module, alias.name))
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute):
-            base = node.value
-            if isinstance(base, ast.Name) and base.id in modules and modules[base.id] != "faceauth":
-                used.append((node.lineno, modules[base.id], node.attr))
-            elif (isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name) and base.value.id == "faceauth"
-                  and _is_core_module(f"faceauth.{base.attr}")):
-                used.append((node.lineno, f"faceauth.{base.attr}", node.attr))
+        chain = _chain(node) if isinstance(node, ast.Attribute) else None
+        if chain is None or chain[0] not in modules:
+            continue
+        module, parts = modules[chain[0]], chain[1]
+        for position, part in enumerate(parts):  # the longest module prefix, then the name read from it
+            if _is_module(f"{module}.{part}"):
+                module = f"{module}.{part}"
+                continue
+            if position == len(parts) - 1:  # the chain's inner node records it once (m.name, not m.name.attr)
+                used.append((node.lineno, module, part))
+            break
     return used
 
 
@@ -105,7 +146,7 @@ def _module_name(path: Path) -> str:
 @pytest.mark.parametrize("path", PLUGIN_SOURCES, ids=lambda p: str(p.relative_to(REPO)))
 def test_plugins_use_only_public_core_names(path: Path) -> None:
     private = [f"{path.relative_to(REPO)}:{line}: {module}.{name}" for line, module, name in names_used(path)
-               if _is_core_module(module) and name not in _public(module)]
+               if (module == "faceauth" or _is_core_module(module)) and name not in _public(module)]
     assert not private, "not in the module's __all__: " + "; ".join(private)
 
 
@@ -144,13 +185,26 @@ def test_the_checks_see_what_they_forbid(tmp_path: Path) -> None:
     source = tmp_path / "plugin.py"
     source.write_text("from faceauth.training import distributed\nfrom faceauth.data import _secret\n"
                       "import faceauth\nx = distributed.active() + faceauth.schema.positive\n"
-                      "from faceauth.runs.runner import run\nfrom faceauth.plugins.datasets.folder import _hidden\n")
+                      "from faceauth.runs.runner import run\nfrom faceauth.plugins.datasets.folder import _hidden\n"
+                      "import faceauth.training.checkpoint as ckpt\ny = ckpt._private + faceauth.training.checkpoint._other\n"
+                      "z = faceauth.training.checkpoint.load + faceauth.run\n")
     assert sorted(names_used(source)) == [(2, "faceauth.data", "_secret"), (4, "faceauth.schema", "positive"),
                                           (4, "faceauth.training.distributed", "active"),
                                           (5, "faceauth.runs.runner", "run"),
-                                          (6, "faceauth.plugins.datasets.folder", "_hidden")]
-    assert (5, "faceauth.runs.runner") in imports_of(source)
+                                          (6, "faceauth.plugins.datasets.folder", "_hidden"),
+                                          (8, "faceauth.training.checkpoint", "_other"),
+                                          (8, "faceauth.training.checkpoint", "_private"),
+                                          (9, "faceauth", "run"), (9, "faceauth.training.checkpoint", "load")]
+    assert (5, "faceauth.runs.runner") in imports_of(source) and (9, "faceauth.runs.runner") in imports_of(source)
+    assert "run" not in _public("faceauth")  # so a plugin calling faceauth.run fails the public-name check too
     assert layer_of("faceauth.runs.runner") > layer_of("faceauth.training.loop") > layer_of("faceauth.io.paths")
+
+
+def test_relative_imports_are_read_in_their_package(tmp_path: Path) -> None:
+    inside = REPO / "plugins" / "datasets" / "folder.py"
+    node = ast.parse("from .identity import _scan\nfrom ..trainers import classifier\n").body
+    assert _from_module(node[0], inside) == "faceauth.plugins.datasets.identity"
+    assert _from_module(node[1], inside) == "faceauth.plugins.trainers"
 
 
 # Modules longer than about 400 lines, each with the reason it stays one module (issue 17: rooms with one job).

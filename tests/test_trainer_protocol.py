@@ -57,3 +57,21 @@ def test_eval_of_a_trainer_without_load_model_is_one_line(tmp_path: Path) -> Non
     with pytest.raises(faceauth.CheckpointError, match=r"trainer 'fit_only' cannot evaluate or export a stored model "
                                                        r"\(it has no evaluate, export_bundle, load_model, torch_scorer"):
         faceauth.evaluate(path, extra_plugins=[Plugin()])
+
+
+class FeaturelessBackbone:
+    @faceauth.hookimpl
+    def faceauth_backbones(self):
+        from faceauth.components import Backbone
+
+        return [Backbone(name="featureless", build=lambda options: __import__("torch").nn.Identity(), options=NoOptions)]
+
+
+def test_every_trainer_gets_backbones_with_their_stated_attributes(tmp_path: Path) -> None:
+    """The core checks what faceauth.components.Backbone states (num_features, preprocess) when it builds one,
+    so no trainer repeats the check."""
+    recipe = {"data": {"name": "demo", "train": 8, "val": 8, "test": 8}, "backbone": {"name": "featureless"},
+              "loss": {"name": "cross_entropy"}, "trainer": {"name": "classifier", "progress": False},
+              "output_dir": str(tmp_path)}
+    with pytest.raises(faceauth.PluginError, match=r"backbone 'featureless' from .* has no 'num_features' attribute"):
+        faceauth.run(recipe, extra_plugins=[FeaturelessBackbone()])

@@ -20,7 +20,7 @@ import inspect
 from typing import Any
 
 from faceauth.components import Preprocess
-from faceauth.config.recipe import COMPONENT_SECTIONS, Recipe
+from faceauth.config.recipe import COMPONENT_SECTIONS, Recipe, resolve_section
 from faceauth.config.registry import Registry
 from faceauth.data import Splits
 from faceauth.errors import FaceAuthError, PluginError, RecipeError
@@ -67,8 +67,13 @@ def _build(registry: Registry, recipe: Recipe, section: Any, kind: str, **kwargs
         raise PluginError(
             f"{kind} '{section.name}' from {entry.provider} failed to build: {type(exc).__name__}: {exc}"
         ) from exc
-    if kind == "backbone" and getattr(entry.component, "preprocess", None) is not None:
-        _check_preprocess(built, _declared_preprocess(registry, recipe, section), section.name, entry.provider)
+    if kind == "backbone":
+        if getattr(entry.component, "preprocess", None) is not None:
+            _check_preprocess(built, _declared_preprocess(registry, recipe, section), section.name, entry.provider)
+        missing = [name for name in ("num_features", "preprocess") if not hasattr(built, name)]
+        if missing:
+            raise PluginError(f"backbone '{section.name}' from {entry.provider} has no '{missing[0]}' attribute "
+                              f"(see faceauth.components.Backbone)")
     return built
 
 
@@ -132,19 +137,13 @@ class Components:
         self._registry, self._recipe = registry, recipe
 
     def build(self, kind: str, section: Any, key: str, **kwargs: Any) -> Any:
-        from faceauth.config.recipe import resolve_section
-
-        try:
-            resolved = resolve_section(section, key, kind, self._registry)
-        except RecipeError as exc:
-            raise RecipeError(f"{self._recipe.source}: {exc}") from None
-        return _build(self._registry, self._recipe, resolved, kind, **kwargs)
+        return _build(self._registry, self._recipe, self._resolve(section, key, kind), kind, **kwargs)
 
     def preprocess(self, section: Any, key: str) -> Any:
-        from faceauth.config.recipe import resolve_section
+        return _preprocess(self._registry, self._recipe, self._resolve(section, key, "backbone"))
 
+    def _resolve(self, section: Any, key: str, kind: str) -> Any:
         try:
-            resolved = resolve_section(section, key, "backbone", self._registry)
+            return resolve_section(section, key, kind, self._registry)
         except RecipeError as exc:
             raise RecipeError(f"{self._recipe.source}: {exc}") from None
-        return _preprocess(self._registry, self._recipe, resolved)

@@ -25,6 +25,7 @@ import pluggy
 from faceauth import hookspecs
 from faceauth.components import KINDS, Component
 from faceauth.errors import PluginError, quote, suggest
+from faceauth.io.console import installed_version
 
 __all__ = ["ENTRY_POINT_GROUP", "Provider", "Registry", "load_registry", "version"]
 
@@ -64,13 +65,7 @@ class Entry:
 
 def version() -> str:
     """The installed faceauth's version ("unknown" when it runs from a source tree without metadata)."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("faceauth")
-    except PackageNotFoundError:
-        return "unknown"
+    return installed_version("faceauth") or "unknown"
 
 
 def normalise(distribution: str) -> str:

@@ -32,7 +32,7 @@ from faceauth.io.paths import atomic_write
 
 from faceauth.errors import FaceAuthError
 
-__all__ = ["EPOCHS_FILE", "EXIT_ERROR", "EXIT_INTERRUPTED", "add_version_option", "epoch_line", "guard", "record_epoch",
+__all__ = ["EPOCHS_FILE", "EXIT_ERROR", "EXIT_INTERRUPTED", "add_version_option", "epoch_line", "guard", "installed_version", "record_epoch",
            "read_epochs", "is_terminal", "step_progress", "progress", "phase", "versions"]
 
 EPOCHS_FILE = "epochs.jsonl"
@@ -163,6 +163,16 @@ EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 REPORTED = ("torch", "torchvision", "onnxruntime", "onnx")
 
 
+def installed_version(distribution: str) -> str | None:
+    """The installed version of `distribution` from its metadata (nothing is imported), or None."""
+    import importlib.metadata as metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def versions() -> list[tuple[str, str]]:
     """(distribution, version) of faceauth, its main dependencies and every installed plugin
     package, read from the installed metadata (nothing is imported)."""
@@ -170,10 +180,7 @@ def versions() -> list[tuple[str, str]]:
     import platform
 
     def version_of(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
+        return installed_version(name) or "not installed"
 
     found = [("faceauth", version_of("faceauth")), ("python", platform.python_version())]
     found += [(name, version_of(name)) for name in REPORTED]

@@ -43,6 +43,7 @@ Verification conventions (LFW protocol)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import auc, roc_auc_score, roc_curve
@@ -50,6 +51,7 @@ from sklearn.metrics import auc, roc_auc_score, roc_curve
 __all__ = [
     "eer_threshold",
     "parse_threshold_rule",
+    "threshold_rule_option",
     "threshold_for",
     "liveness_metrics",
     "roc_points",
@@ -140,6 +142,14 @@ def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
     if kind.strip() not in ("apcer", "bpcer") or not 0.0 < target < 1.0:
         raise ValueError(f"expected {wanted}, got {str(rule)[:80]!r}")
     return kind.strip(), target
+
+
+def threshold_rule_option(instance: Any, attribute: Any, value: str) -> None:
+    """An attrs validator for a trainer's ``threshold`` option: a rule `parse_threshold_rule` accepts."""
+    try:
+        parse_threshold_rule(value)
+    except ValueError as exc:
+        raise ValueError(f"{attribute.name}: {exc}") from None
 
 
 def threshold_for(scores, is_live, rule: str = "eer", attack_types: Sequence[str] | None = None) -> float:

@@ -26,14 +26,13 @@ import os
 import platform
 import time
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
 
+from faceauth.io.console import installed_version
 from faceauth.io.images import utf8_text
 from faceauth.io.paths import atomic_write
 
@@ -73,12 +72,7 @@ class SplitScores:
 
 def environment() -> dict[str, Any]:
     """Versions of faceauth and the libraries that score, the hardware, and the load at writing time."""
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = dist_version(name)
-        except PackageNotFoundError:
-            continue
+    versions = {name: found for name in _PACKAGES if (found := installed_version(name)) is not None}
     cpu = platform.processor() or platform.machine()
     try:
         names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

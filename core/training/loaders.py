@@ -9,15 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from faceauth.data import SPOOF
 from faceauth.errors import FaceAuthError
 from faceauth.training import distributed
+from faceauth.training.samplers import EpochSampler
 
-__all__ = ["EpochSampler", "Transformed", "image_loader", "reraise_worker_errors", "to_device"]
+__all__ = ["Transformed", "image_loader", "reraise_worker_errors", "to_device"]
 
 
 class Transformed(Dataset):
@@ -62,48 +62,6 @@ class Transformed(Dataset):
         finally:
             generator.set_state(state)
         return sample
-
-
-class EpochSampler(Sampler):
-    """Yields ``(index, seed)``: a permutation fixed by (seed, epoch), or the plain order for evaluation.
-
-    `start` skips the first positions of the epoch, which is how a run resumes mid-epoch. With
-    `world_size` > 1 each rank takes every `world_size`-th position. With `weights`, an epoch draws
-    `size` samples with replacement, each with probability proportional to its weight (class
-    balancing).
-    """
-
-    def __init__(self, size: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
-                 weights: np.ndarray | None = None):
-        self.size, self.seed, self.shuffle = size, seed, shuffle
-        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def _order(self) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        if self.weights is not None:
-            order = rng.choice(self.size, size=self.size, replace=True, p=self.weights)
-        else:
-            order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
-        seeds = rng.integers(0, 2**62, size=self.size)
-        if self.shuffle and self.world_size > 1:
-            # Every process must take the same number of training steps: drop the uneven tail.
-            usable = len(order) - len(order) % self.world_size
-            order, seeds = order[:usable], seeds[:usable]
-        return order[self.rank :: self.world_size], seeds[self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order, seeds = self._order()
-        for position in range(self.start, len(order)):
-            yield int(order[position]), int(seeds[position])
-
-    def __len__(self) -> int:
-        size = self.size - self.size % self.world_size if self.shuffle else self.size
-        return max(0, len(range(self.rank, size, self.world_size)) - self.start)
 
 
 def reraise_worker_errors(batches: Iterator[Any]) -> Iterator[Any]:

@@ -27,7 +27,7 @@ from faceauth.training.optim import build_optimizer, build_scheduler
 from faceauth.training.run import FitResult, Run
 
 __all__ = ["LoopOptions", "TIE_BREAKS", "Task", "TrainingLoop", "amp_dtype", "higher_is_better", "improves",
-           "lower_is_better", "optimizer_step", "unscale_gradients"]
+           "lower_is_better", "optimizer_step", "seed_from", "unscale_gradients"]
 
 
 @attrs.frozen
@@ -48,7 +48,22 @@ class LoopOptions:
     progress: bool = True
 
 
+def seed_from(run: Run) -> None:
+    """Seed PyTorch from ``recipe.seed`` (and, with ``recipe.deterministic``, ask for deterministic kernels).
+    A trainer calls it first in ``fit``, before it builds its model, so the initial weights follow the seed."""
+    torch.manual_seed(run.recipe.seed)
+    if run.recipe.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 class Task(Protocol):
+    """What a trainer gives `TrainingLoop`: what is trained and how it is measured; the loop owns the rest.
+
+    Batches from `train_loader` are dicts with at least ``label`` (a tensor: the loop counts samples with it).
+    An optional ``checkpoint_extras() -> dict`` adds entries to every checkpoint (e.g. the class names);
+    its ``threshold_rule`` entry, when present, goes into the run's figures.
+    """
+
     name: str  # stored in checkpoints: "liveness", "embedding", ...
     model: torch.nn.Module
     head: torch.nn.Module | None
@@ -57,7 +72,7 @@ class Task(Protocol):
 
     def set_epoch(self, epoch: int, position: int) -> None: ...  # order of `epoch`, skipping `position` batches
     def loss(self, batch: dict[str, Any]) -> torch.Tensor: ...
-    def validate(self, step: int) -> dict[str, float]: ...
+    def validate(self, step: int) -> dict[str, float]: ...  # includes "threshold" when the task chooses one
     def test(self, step: int, threshold: float | None) -> dict[str, dict[str, float]]: ...  # {split label: figures}
     def log_samples(self) -> None: ...
 

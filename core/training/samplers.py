@@ -1,4 +1,6 @@
-"""Batch samplers for metric learning.
+"""The samplers trainers draw from: `EpochSampler` (every split: a seeded order per epoch, with a per-sample
+augmentation seed, resumable mid-epoch, sharded under torchrun, optionally weighted) and `PKSampler`
+(metric learning).
 
 `PKSampler` builds every batch from P identities with K images each, as batch-hard triplet mining
 needs (each anchor then has K - 1 positives and (P - 1) * K negatives in its batch). Use it as
@@ -15,7 +17,7 @@ from torch.utils.data import Sampler
 
 from faceauth.errors import DataError
 
-__all__ = ["PKSampler"]
+__all__ = ["EpochSampler", "PKSampler"]
 
 
 class PKSampler(Sampler[list]):
@@ -139,3 +141,45 @@ def _take_distinct(pending: list[int], count: int, new_pass) -> list[int]:
                 rest.append(item)
         pending[:] = rest
     return taken
+
+
+class EpochSampler(Sampler):
+    """Yields ``(index, seed)``: a permutation fixed by (seed, epoch), or the plain order for evaluation.
+
+    `start` skips the first positions of the epoch, which is how a run resumes mid-epoch. With
+    `world_size` > 1 each rank takes every `world_size`-th position. With `weights`, an epoch draws
+    `size` samples with replacement, each with probability proportional to its weight (class
+    balancing).
+    """
+
+    def __init__(self, size: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
+                 weights: np.ndarray | None = None):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _order(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.weights is not None:
+            order = rng.choice(self.size, size=self.size, replace=True, p=self.weights)
+        else:
+            order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+        seeds = rng.integers(0, 2**62, size=self.size)
+        if self.shuffle and self.world_size > 1:
+            # Every process must take the same number of training steps: drop the uneven tail.
+            usable = len(order) - len(order) % self.world_size
+            order, seeds = order[:usable], seeds[:usable]
+        return order[self.rank :: self.world_size], seeds[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order, seeds = self._order()
+        for position in range(self.start, len(order)):
+            yield int(order[position]), int(seeds[position])
+
+    def __len__(self) -> int:
+        size = self.size - self.size % self.world_size if self.shuffle else self.size
+        return max(0, len(range(self.rank, size, self.world_size)) - self.start)

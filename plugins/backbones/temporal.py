@@ -114,7 +114,7 @@ class TemporalLstm(torch.nn.Module):
 # ---- building ----------------------------------------------------------------------------------------
 
 def _load_liveness_checkpoint(path: str) -> dict[str, Any]:
-    payload = checkpoint.load(path)
+    payload = checkpoint.load(checkpoint.resolve(path, key="backbone.encoder_checkpoint"))
     checkpoint.expect_task(payload, "liveness", "be the lstm's frame encoder (a classifier run's, e.g. of "
                            "recipes/liveness_resnet18.yaml)", key="backbone.encoder_checkpoint")
     return payload

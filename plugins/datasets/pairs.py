@@ -36,7 +36,7 @@ from faceauth.io import images
 from faceauth.io.paths import atomic_write, inside
 
 __all__ = ["ImageFiles", "EncodedImages", "read_lfw_pairs", "read_bin", "write_bin", "generate_pairs",
-           "pairs_verification", "decode_image"]
+           "decode_image"]
 
 
 # --- image datasets -----------------------------------------------------------------------------
@@ -337,10 +337,3 @@ def generate_pairs(labels: Sequence[int] | np.ndarray, count: int, seed: int = 0
     is_same = np.zeros(2 * half, bool)
     is_same[0::2] = True
     return pairs, is_same
-
-
-def pairs_verification(name: str, images: Any, labels: Sequence[int] | np.ndarray, count: int,
-                       seed: int) -> Verification:
-    """A `Verification` of `generate_pairs` over a labelled image dataset."""
-    pairs, is_same = generate_pairs(labels, count, seed)
-    return Verification(name=name, images=images, pairs=pairs, is_same=is_same)

@@ -34,7 +34,7 @@ from faceauth.errors import ExportError
 from faceauth.training.export import Bundle
 from faceauth.io.onnx import onnx_session, run_session
 
-log = logging.getLogger("faceauth.export")
+log = logging.getLogger(__name__)
 
 QUANTIZATION = "int8 static QDQ (uint8 activations, per-channel int8 weights), onnxruntime"
 

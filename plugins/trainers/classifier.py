@@ -26,7 +26,7 @@ from torchvision.utils import make_grid
 import faceauth
 from faceauth.data import LIVE, Splits, live_log_odds
 from faceauth.errors import DataError, RecipeError
-from faceauth.metrics import parse_threshold_rule
+from faceauth.metrics import threshold_rule_option
 from faceauth.io.images import utf8_text
 from faceauth.metrics.report import ReportTarget
 from faceauth.plugins.trainers.auxiliary import (AuxiliaryOptions, FourierHead, PixelMapHead, fourier_loss,
@@ -36,23 +36,16 @@ from faceauth.plugins.trainers.liveness_scores import (inputs_of, measure, predi
 from faceauth.training import checkpoint, distributed
 from faceauth.training.export import Bundle, model_metadata
 from faceauth.training.loaders import image_loader, reraise_worker_errors, to_device
-from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better
+from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better, seed_from
 from faceauth.training.run import FitResult, Run
 from faceauth.training.transforms import (AugmentOptions, denormalise, eval_transform, spoof_transform,
                                           train_transform)
 
 
-def _threshold_rule(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    try:
-        parse_threshold_rule(value)
-    except ValueError as exc:
-        raise ValueError(f"{attribute.name}: {exc}") from None
-
-
 @attrs.frozen
 class ClassifierOptions(LoopOptions):
     monitor: Literal["acer", "hter", "eer", "auc", "loss"] = "acer"
-    threshold: str = attrs.field(default="eer", validator=_threshold_rule)  # eer | apcer=<rate> | bpcer=<rate>
+    threshold: str = attrs.field(default="eer", validator=threshold_rule_option)  # eer | apcer=<rate> | bpcer=<rate>
     # image: each input image standardised on its own (per channel), inside the model and its export,
     # so a global brightness, contrast or colour gain cannot be a cue
     input_norm: Literal["dataset", "image"] = "dataset"
@@ -124,15 +117,6 @@ def check_input_kind(backbone: torch.nn.Module, dataset: Any, run: Run, section:
     if clips and not temporal:
         raise RecipeError(f"{section}.clip_length: {section} gives clips of frames, but backbone '{name}' takes "
                           f"single images; remove {section}.clip_length or use a temporal backbone (e.g. lstm)")
-
-
-def build_backbone(run: Run) -> torch.nn.Module:
-    backbone = run.build("backbone")
-    for attribute in ("num_features", "preprocess"):
-        if not hasattr(backbone, attribute):
-            raise faceauth.PluginError(f"backbone '{run.recipe.backbone.name}' has no '{attribute}' attribute "
-                                       f"(see faceauth.components.Backbone)")
-    return backbone
 
 
 class LivenessTask:
@@ -283,7 +267,7 @@ class ClassifierTrainer:
         self.options = options
 
     def build_model(self, run: Run, num_classes: int) -> Classifier:
-        backbone = build_backbone(run)
+        backbone = run.build("backbone")
         options = self.options
         wanted = [key for key, aux in (("pixel_supervision", options.pixel_supervision), ("fourier", options.fourier))
                   if aux.weight > 0]
@@ -337,9 +321,7 @@ class ClassifierTrainer:
         return figures
 
     def fit(self, run: Run) -> FitResult:
-        torch.manual_seed(run.recipe.seed)
-        if run.recipe.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        seed_from(run)
         return TrainingLoop(run, self.options, LivenessTask(run, self.options, self)).fit()
 
     def export_bundle(self, run: Run, model: Classifier) -> Bundle:

@@ -33,8 +33,7 @@ from faceauth.errors import DataError, RecipeError
 from faceauth.training.export import Bundle, model_metadata
 from faceauth.training.samplers import PKSampler
 from faceauth.plugins.trainers.templates import template_metrics
-from faceauth.plugins.trainers.classifier import build_backbone
-from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better
+from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better, seed_from
 from faceauth.training.loaders import image_loader, to_device
 from faceauth.training.transforms import AugmentOptions, denormalise, eval_transform, train_transform
 from faceauth.training.run import FitResult, Run
@@ -101,7 +100,7 @@ class EmbeddingTask:
         train = self.splits.train
         if train is None:
             raise DataError(f"data: dataset '{run.recipe.data.name}' has no training split")
-        self.model = build_backbone(run).to(run.device)
+        self.model = run.build("backbone").to(run.device)
         if options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         loss = run.component("loss")
@@ -199,7 +198,7 @@ class EmbeddingTrainer:
 
     def load_model(self, run: Run, payload: dict[str, Any]) -> torch.nn.Module:
         checkpoint.expect_task(payload, EmbeddingTask.name, "load an embedding model")
-        model = build_backbone(run)
+        model = run.build("backbone")
         model.load_state_dict(payload["model"])
         model.threshold = payload.get("threshold")
         return model.to(run.device).eval()
@@ -250,9 +249,7 @@ class EmbeddingTrainer:
         return figures
 
     def fit(self, run: Run) -> FitResult:
-        torch.manual_seed(run.recipe.seed)
-        if run.recipe.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        seed_from(run)
         return TrainingLoop(run, self.options, EmbeddingTask(run, self.options, self)).fit()
 
     def export_bundle(self, run: Run, model: torch.nn.Module) -> Bundle:

@@ -33,7 +33,7 @@ import faceauth
 from faceauth.data import LIVE
 from faceauth.errors import DataError, ExportError, RecipeError
 from faceauth.config.recipe import OptimizerConfig, Recipe, SchedulerConfig
-from faceauth.metrics import parse_threshold_rule
+from faceauth.metrics import threshold_rule_option
 from faceauth.io.paths import write_npz
 from faceauth.plugins.trainers.liveness_scores import measure
 from faceauth.training.run import FitResult, Run
@@ -46,13 +46,6 @@ def _colour_spaces(instance: Any, attribute: attrs.Attribute, value: Sequence[st
     unknown = [v for v in value if v not in COLOUR_SPACES]
     if not value or unknown:
         raise ValueError(f"{attribute.name}: expected one or more of {', '.join(COLOUR_SPACES)}, got {list(value)!r:.200}")
-
-
-def _threshold_rule(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    try:
-        parse_threshold_rule(value)
-    except ValueError as exc:
-        raise ValueError(f"{attribute.name}: {exc}") from None
 
 
 def _radii(instance: Any, attribute: attrs.Attribute, value: Sequence[int]) -> None:
@@ -69,7 +62,7 @@ class LbpOptions:
     C: float = attrs.field(default=0.1, validator=faceauth.schema.positive)  # inverse L2 strength
     class_weight: Literal["balanced", "none"] = "balanced"
     max_iter: int = attrs.field(default=2000, validator=faceauth.schema.positive)
-    threshold: str = attrs.field(default="eer", validator=_threshold_rule)  # as the classifier's trainer.threshold
+    threshold: str = attrs.field(default="eer", validator=threshold_rule_option)  # as the classifier's trainer.threshold
 
 
 def lbp_features(image: np.ndarray, options: LbpOptions) -> np.ndarray:
@@ -139,6 +132,7 @@ class LbpTrainer:
         splits = run.build("data")
         if splits.val is None or len(splits.val) == 0:
             raise DataError("data: the lbp trainer chooses its threshold on the validation split; the dataset has none")
+        run.emit("train_start")  # one fit, no epochs: the event hooks see its start and end
         x_train, train = _features(splits.train, self.options, "train")
         model = self._classifier(run.recipe.seed).fit(x_train, train["label"] == LIVE)
         result: dict[str, Any] = {"epochs_completed": 1, "best_epoch": 1, "monitor": "val/eer",
@@ -155,6 +149,7 @@ class LbpTrainer:
             if label in result:
                 run.log({f"{label}/{k}": v for k, v in result[label].items()}, 1)
         self._save(run, model, result["threshold"])
+        run.emit("train_end", metrics=result)
         return FitResult(model=model, metrics=result)
 
     def _save(self, run: Run, model: Any, threshold: float) -> None:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from faceauth.deploy.features import EMBEDDING
 from faceauth.metrics.joint import (ATTEMPT_KINDS, decision_figures, det_figure, licit_eer_threshold,
                                     scored_figures, threshold_at_far)
-from faceauth.training.loaders import EpochSampler
+from faceauth.training.samplers import EpochSampler
 from faceauth.training.loop import lower_is_better
 from faceauth.training.run import Run
 

@@ -14,7 +14,7 @@ from faceauth.errors import DataError
 from faceauth.training.checkpoint import expect_task
 from faceauth.metrics.joint import licit_eer_threshold, scored_figures, threshold_at_far
 from faceauth.training.export import Bundle, model_metadata
-from faceauth.training.loop import TrainingLoop
+from faceauth.training.loop import TrainingLoop, seed_from
 from faceauth.training.run import FitResult, ModelInput, Run
 
 from faceauth.plugins.trainers.fusion.components import component_inputs, open_components
@@ -43,7 +43,7 @@ class FusionTrainer:
         setup = prepare(run, self.options)
         if run.resume is not None:
             _check_same_components(run.resume, setup)
-        torch.manual_seed(run.recipe.seed)
+        seed_from(run)
         model = self.build_model(len(setup.names))
         model.standardise_on(setup.data["train"].features)
         task = FusionTask(run, self.options, setup, model.to(run.device))

@@ -1,4 +1,4 @@
-"""An example faceauth plugin: one registration module, five hooks, nothing from faceauth's internals.
+"""An example faceauth plugin: one registration module, eight hooks, nothing from faceauth's internals.
 
 This module imports no PyTorch, so `faceauth-run --list` stays fast: the records point at their
 builders in `models.py` through `faceauth.components.lazy`, imported when a recipe uses them.

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from faceauth.data import LIVE, live_log_odds
-from faceauth.errors import DataError
+from faceauth.errors import DataError, RecipeError
 from faceauth.metrics import liveness_metrics
 from faceauth.training.checkpoint import expect_task
 from faceauth.training.export import Bundle, model_metadata
 from faceauth.training.loaders import image_loader, reraise_worker_errors, to_device
-from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better
+from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better, seed_from
 from faceauth.training.run import FitResult, Run
 from faceauth.training.transforms import AugmentOptions, eval_transform, train_transform
 
@@ -73,7 +73,11 @@ class ProbeTask:
         self.splits = run.build("data")
         self.model = trainer.build_model(run).to(run.device)
         self.head = None
-        self.criterion = run.build("loss", num_classes=2, num_features=self.model.backbone.num_features)
+        if run.component("loss").consumes != "logits":
+            raise RecipeError(f"loss.name: '{run.recipe.loss.name}' does not take logits; a linear probe needs a "
+                              f"loss on logits (e.g. cross_entropy)")
+        self.criterion = run.build("loss", num_classes=2,
+                                   num_features=self.model.backbone.num_features).to(run.device)
         preprocess = self.model.backbone.preprocess
         self.train_loader = image_loader(self.splits.train, train_transform(preprocess, options.augment),
                                          batch_size=options.batch_size, num_workers=options.num_workers,
@@ -114,7 +118,7 @@ class ProbeTrainer:
         return Probe(run.build("backbone"))
 
     def fit(self, run: Run) -> FitResult:
-        torch.manual_seed(run.recipe.seed)
+        seed_from(run)
         return TrainingLoop(run, self.options, ProbeTask(run, self.options, self)).fit()
 
     def load_model(self, run: Run, payload: dict[str, Any]) -> Probe:
