@@ -1,5 +1,8 @@
 """One exported component model at deployment (an embedding or liveness ``.onnx``): its crop geometry, its
-preprocessing and its onnxruntime session, shared by the `Authenticator` and `faceauth.deploy.liveness`.
+preprocessing and its onnxruntime session, shared by the `Authenticator`, `faceauth.deploy.liveness` and
+the fusion trainer (which scores its components as deployment does); the checks that a model file is of
+the expected task (`expect_model_task`) and is the one a fusion model was trained with
+(`expect_same_component`).
 
 numpy, onnxruntime, Pillow and OpenCV (face finding) only, never PyTorch.
 """
@@ -261,7 +264,8 @@ def open_component(path: str | Path, role: str, where: str | None = None, thread
                    providers: Sequence[str] | None = None) -> OnnxComponent:
     """Load an exported model and check that it is of `role` ("embedding" or "liveness") by its faceauth.task.
 
-    `threads` and `providers` are `faceauth.io.onnx.onnx_session`'s."""
+    `where` names what gave the path in messages (a recipe key; None: the path). `threads` and `providers`
+    are `faceauth.io.onnx.onnx_session`'s."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{where or path}: {path} not found (expected {article(role)} model exported as .onnx)")
