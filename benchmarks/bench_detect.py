@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from common import load_average, table
+from PIL import Image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -141,8 +141,8 @@ def layout_overrides(name: str, root: Path, args: argparse.Namespace, output: Pa
 def data_path_rate(overrides: list[str], device: torch.device, max_batches: int | None) -> tuple[float, int]:
     """Images/s of the training loader a run of these overrides builds, over one whole epoch, copied to
     `device`; and the images one training epoch has."""
-    from faceauth.plugins.trainers.embedding import EmbeddingTask
     from faceauth.config.recipe import load_recipe
+    from faceauth.plugins.trainers.embedding import EmbeddingTask
     from faceauth.training.run import Run
 
     registry = load_registry()

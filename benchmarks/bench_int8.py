@@ -20,19 +20,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from common import load_average, median_seconds, table
 
-from faceauth.training.export import Bundle
 from faceauth.io.onnx import onnx_session
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.plugins.exporters.quantize import quantize_int8
+from faceauth.training.export import Bundle
 
-from common import load_average, median_seconds, table
 
 def _model(name: str) -> tuple[torch.nn.Module, int]:
     """The exported form of backbone `name` at its default options, and its input side (its record's preprocess)."""
-    from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
     from faceauth.config.recipe import resolve_section
     from faceauth.config.registry import load_registry
+    from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
 
     registry = load_registry()
     section = resolve_section({"name": name}, "backbone", "backbone", registry)

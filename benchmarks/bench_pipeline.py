@@ -31,17 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import load_average, table
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from faceauth.config.registry import load_registry
 from faceauth.plugins.datasets.folder import DemoOptions, build_demo
 from faceauth.training import loaders
 from faceauth.training import transforms as fa_transforms
 from faceauth.training.transforms import AugmentOptions, spoof_transform, train_transform
-from faceauth.config.registry import load_registry
-
-from common import load_average, table
 
 BATCH = 32
 # The liveness recipe's defaults with every presentation-attack augmentation on.

@@ -19,16 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import load_average, table
 from PIL import Image
 
-from faceauth.training.export import Bundle
-from faceauth.io.onnx import onnx_session
 from faceauth.deploy.liveness import Liveness
+from faceauth.io.onnx import onnx_session
 from faceauth.plugins.backbones.resnet import ResNetFeatures, ResNetOptions
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
-
-from common import load_average, table
+from faceauth.training.export import Bundle
 
 BATCH = 32
 

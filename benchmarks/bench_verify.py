@@ -24,22 +24,21 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
-from PIL import Image
-
 from common import median_seconds, table
+from PIL import Image
 
 
 def build_models(folder: Path, size: int) -> dict[str, object]:
     """Untrained embedding, liveness and fusion models (latency does not depend on the weights), exported
     by the real exporter into `folder` as a fusion run leaves them; returns the PyTorch modules."""
-    from faceauth.deploy.models import file_sha256
-    from faceauth.deploy.features import feature_names
-    from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
-    from faceauth.plugins.trainers.classifier import Classifier
+    from faceauth.config.build import build_component
     from faceauth.config.recipe import load_recipe
     from faceauth.config.registry import load_registry
+    from faceauth.deploy.features import feature_names
+    from faceauth.deploy.models import file_sha256
+    from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
+    from faceauth.plugins.trainers.classifier import Classifier
     from faceauth.training.run import Run
-    from faceauth.config.build import build_component
 
     registry = load_registry()
     common = {"backbone": {"name": "resnet18", "input_size": size}, "export": {"name": "onnx"}}
@@ -89,8 +88,8 @@ class EagerVerifier:
         return torch.nn.functional.normalize(self.modules["embedding"](x), dim=1)[0]
 
     def verify(self, template: torch.Tensor, probe: np.ndarray) -> tuple[bool, float]:
-        from faceauth.deploy.features import quality_features
         from faceauth.data import live_log_odds
+        from faceauth.deploy.features import quality_features
 
         pil = Image.fromarray(probe)
         embedding = torch.nn.functional.normalize(self.modules["embedding"](self.embed_transform(pil)[None]), dim=1)[0]

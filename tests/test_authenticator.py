@@ -17,9 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
+from faceauth.commands.verify import verify_main
 from faceauth.deploy.authenticator import Authenticator, Decision, Template
 from faceauth.deploy.models import FaceFinder
-from faceauth.commands.verify import verify_main
 from faceauth.errors import DataError, ExportError
 from tests.conftest import run_without_torch
 from tests.test_fusion import REPO, TINY_DEMO, build_data, component_models, session_cache
@@ -32,12 +32,12 @@ def export_fusion(folder: Path, models: dict[str, Path]) -> Path:
     """`folder` as a fusion run leaves it: model.onnx (an untrained fusion MLP) beside the component models."""
     import yaml
 
-    from faceauth.deploy.models import file_sha256
-    from faceauth.deploy.features import feature_names
-    from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
-    from faceauth.plugins.trainers.fusion import FusionOptions, FusionTrainer
     from faceauth.config.recipe import load_recipe
     from faceauth.config.registry import load_registry
+    from faceauth.deploy.features import feature_names
+    from faceauth.deploy.models import file_sha256
+    from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
+    from faceauth.plugins.trainers.fusion import FusionOptions, FusionTrainer
     from faceauth.training.run import Run
 
     folder.mkdir(parents=True)

@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from faceauth.config.build import build_component
+from faceauth.config.recipe import load_recipe
+from faceauth.config.registry import load_registry
 from faceauth.data import LIVE, SPOOF
 from faceauth.errors import DataError
 from faceauth.faces import Box
@@ -19,9 +22,6 @@ from faceauth.plugins.datasets.celeba_spoof import ATTACK_TYPES, load_celeba_spo
 from faceauth.plugins.datasets.demo_render import render_face, sample_identity
 from faceauth.plugins.datasets.frames import CropOptions
 from faceauth.plugins.detectors.haar import ShippedBoxes
-from faceauth.config.recipe import load_recipe
-from faceauth.config.registry import load_registry
-from faceauth.config.build import build_component
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME = (160, 120)          # image width, height: not square, so x and y scale differently

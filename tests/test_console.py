@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import faceauth
-from faceauth.training import checkpoint
 from faceauth.io import console
+from faceauth.training import checkpoint
 
 
 def test_epoch_line_shows_loss_liveness_figures_best_and_time() -> None:

@@ -15,7 +15,7 @@ from faceauth.components import Backbone, Preprocess
 from faceauth.config.recipe import load_recipe
 from faceauth.config.registry import load_registry
 from faceauth.errors import CheckpointError, DataError, PluginError, RecipeError
-from faceauth.plugins.trainers.classifier import ClassifierTrainer, ClassifierOptions
+from faceauth.plugins.trainers.classifier import ClassifierOptions, ClassifierTrainer
 from faceauth.plugins.trainers.embedding import EmbeddingOptions, EmbeddingTrainer
 from faceauth.training import checkpoint
 from faceauth.training.run import Run

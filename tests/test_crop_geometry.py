@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceauth.faces.align import align_five_point
-from faceauth.deploy.models import FaceFinder, model_geometry
 from faceauth.components import Preprocess
-from faceauth.errors import DataError, ExportError, RecipeError
-from faceauth.training.export import model_metadata
-from faceauth.faces import Box, CropCache, CropGeometry, crop_face, crop_faces, crop_geometry
-from faceauth.plugins.datasets.frames import CropOptions, CroppedFaces, FrameSource, crop_all
 from faceauth.config.recipe import load_recipe
 from faceauth.config.registry import load_registry
+from faceauth.deploy.models import FaceFinder, model_geometry
+from faceauth.errors import DataError, ExportError, RecipeError
+from faceauth.faces import Box, CropCache, CropGeometry, crop_face, crop_faces, crop_geometry
+from faceauth.faces.align import align_five_point
+from faceauth.plugins.datasets.frames import CropOptions, CroppedFaces, FrameSource, crop_all
+from faceauth.training.export import model_metadata
 from faceauth.training.run import Run
 from tests.conftest import REPO
 

@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from faceauth.training import distributed
 from faceauth.errors import RecipeError
+from faceauth.training import distributed
 from faceauth.training.loop import optimizer_step
 
 

@@ -14,9 +14,9 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import faceauth
-from faceauth.training import checkpoint
 from faceauth.commands.cli import eval_main, export_main, run_main
 from faceauth.io.onnx import onnx_session, read_metadata
+from faceauth.training import checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -20,10 +20,10 @@ import yaml
 
 import faceauth
 import faceauth.io.paths
-from faceauth.training import checkpoint
 from faceauth.commands.cli import eval_main, run_main
 from faceauth.errors import CheckpointError, RecipeError
 from faceauth.io.paths import FolderLocked, folder_lock
+from faceauth.training import checkpoint
 from tests.conftest import TINY_RECIPE
 
 

@@ -15,14 +15,13 @@ import yaml
 
 import faceauth
 from faceauth.commands.cli import eval_main, export_main, run_main
-from faceauth.io.console import versions
 from faceauth.commands.predict import predict_main
 from faceauth.components import Dataset, Lazy, lazy, resolve
-from faceauth.errors import PluginError, RecipeError
 from faceauth.config.recipe import builtin_recipes, find_recipe, load_recipe
 from faceauth.config.registry import load_registry
+from faceauth.errors import PluginError, RecipeError
+from faceauth.io.console import versions
 from tests.conftest import REPO, TINY_RECIPE
-
 
 # ---- built-in recipes ----------------------------------------------------------------------------
 

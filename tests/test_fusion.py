@@ -20,9 +20,9 @@ import yaml
 from PIL import Image
 
 import faceauth
-from faceauth.training import checkpoint
 from faceauth.errors import CheckpointError, DataError, ExportError, RecipeError
 from faceauth.io.onnx import onnx_session, read_metadata
+from faceauth.training import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DEMO = {"name": "demo_attempts", "train_identities": 4, "val_identities": 3, "test_identities": 3, "live": 3,
@@ -47,11 +47,11 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _component(recipe_dict: dict, seed: int, threshold: float) -> tuple[object, object, dict]:
     """An untrained model of the recipe's trainer, the run that exports it, and its checkpoint payload."""
-    from faceauth.plugins.trainers.classifier import Classifier
+    from faceauth.config.build import build_component
     from faceauth.config.recipe import load_recipe
     from faceauth.config.registry import load_registry
+    from faceauth.plugins.trainers.classifier import Classifier
     from faceauth.training.run import Run
-    from faceauth.config.build import build_component
 
     registry = load_registry()
     recipe = load_recipe(None, registry=registry, base=recipe_dict)
@@ -323,7 +323,8 @@ def test_scores_are_cached_and_rebuilt_when_a_model_changes(models: dict[str, Pa
 
 
 def test_several_embedding_models_are_fused_as_an_ensemble(models: dict[str, Path]) -> None:
-    from faceauth.plugins.trainers.fusion import FusionOptions, FusionTrainer, data, models as fusion_models, scores
+    from faceauth.plugins.trainers.fusion import FusionOptions, FusionTrainer, data, scores
+    from faceauth.plugins.trainers.fusion import models as fusion_models
     from faceauth.runs.inputs import file_names
 
     splits = build_data(TINY_DEMO)
@@ -416,9 +417,8 @@ def test_a_stopped_fusion_run_resumes_to_the_same_result(models: dict[str, Path]
 def test_fusion_run_end_to_end(models: dict[str, Path], tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from faceauth.runs.models import evaluate
-
     from faceauth.commands.cli import _summary
+    from faceauth.runs.models import evaluate
 
     result = faceauth.run(tiny_fusion_recipe(tmp_path, models))
     metrics = json.loads((result.dir / "metrics.json").read_text())

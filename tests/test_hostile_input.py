@@ -301,8 +301,8 @@ from PIL import Image  # noqa: E402
 
 
 def test_decompression_bombs_and_undecodable_images_name_the_file(tmp_path: Path) -> None:
-    from faceauth.deploy.models import as_rgb
     from faceauth.data import read_image
+    from faceauth.deploy.models import as_rgb
 
     bomb = png_bomb(tmp_path / "bomb.png")
     assert bomb.stat().st_size < 100_000

@@ -12,9 +12,9 @@ from PIL import Image
 
 import faceauth
 from faceauth import metrics as fa_metrics
-from faceauth.faces.align import ARCFACE_TEMPLATE_112
 from faceauth.commands.cli import eval_main
 from faceauth.data import TemplateVerification
+from faceauth.faces.align import ARCFACE_TEMPLATE_112
 from faceauth.plugins.datasets.ijb import load_ijb
 from faceauth.plugins.trainers.templates import template_features, template_metrics, template_pair_scores
 

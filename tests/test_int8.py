@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from faceauth.errors import ExportError
-from faceauth.training.export import Bundle
 from faceauth.io.onnx import read_metadata
 from faceauth.plugins.exporters import quantize
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
+from faceauth.training.export import Bundle
 
 
 def _bundle() -> Bundle:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from faceauth.errors import ExportError
-from faceauth.training.export import Bundle
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
+from faceauth.training.export import Bundle
 
 
 class ExportsOtherwise(torch.nn.Module):

@@ -17,12 +17,12 @@ import torch
 import yaml
 
 import faceauth
-from faceauth.training import checkpoint
+from faceauth.config.registry import load_registry
 from faceauth.errors import RecipeError
 from faceauth.plugins.losses.margin import MarginSoftmaxLoss
 from faceauth.plugins.losses.partial_fc import PartialFC, PartialFCOptions, build_partial_fc, shard_bounds
-from faceauth.config.registry import load_registry
 from faceauth.schema import structure
+from faceauth.training import checkpoint
 
 MARGINS = {"arcface": (1.0, 0.5, 0.0), "cosface": (1.0, 0.0, 0.35), "combined": (1.2, 0.3, 0.1)}
 

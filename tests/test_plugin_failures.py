@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from faceauth.commands.cli import run_main
-from faceauth.errors import PluginError
 from faceauth.config.registry import load_registry
+from faceauth.errors import PluginError
 
 
 def install_fake_distribution(site: Path, dist: str, module: str, source: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceauth.io import video as fa_video
-from faceauth.errors import DataError, ExportError
-from faceauth.deploy.liveness import Liveness, Prediction
 from faceauth.commands.predict import predict_main
+from faceauth.deploy.liveness import Liveness, Prediction
+from faceauth.errors import DataError, ExportError
+from faceauth.io import video as fa_video
 from tests.conftest import run_without_torch
 from tests.test_fusion import component_models, session_cache
 from tests.videos import HAAR_FRAME, face_frames, haar_face, write_video

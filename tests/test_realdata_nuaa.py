@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 import faceauth
+from faceauth.config.build import build_component
 from faceauth.config.recipe import load_recipe
 from faceauth.config.registry import load_registry
-from faceauth.config.build import build_component
-
 from tests.conftest import REPO, SHARED_DATA
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]

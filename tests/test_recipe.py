@@ -13,9 +13,9 @@ import faceauth
 import faceauth.plugins.trainers.classifier  # noqa: F401  (imports torch at collection, not inside the first test)
 from faceauth.commands.cli import run_main
 from faceauth.components import Loss
-from faceauth.errors import RecipeError
 from faceauth.config.recipe import apply_overrides, load_recipe, read_yaml, resolve
 from faceauth.config.registry import load_registry
+from faceauth.errors import RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
 HEADLINE = REPO / "recipes" / "liveness_resnet18.yaml"

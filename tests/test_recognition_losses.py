@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import faceauth.plugins.trainers.classifier  # noqa: F401  (imports torchvision at collection, not inside the registry test)
-from faceauth.training.loaders import Transformed
+from faceauth.config.registry import load_registry
 from faceauth.errors import DataError, RecipeError
 from faceauth.plugins.losses.margin import (
     ArcFaceOptions,
@@ -26,9 +26,9 @@ from faceauth.plugins.losses.margin import (
     margin_logits,
 )
 from faceauth.plugins.losses.triplet import BatchHardTripletLoss, TripletOptions, build_triplet
-from faceauth.training.samplers import PKSampler
-from faceauth.config.registry import load_registry
 from faceauth.schema import structure
+from faceauth.training.loaders import Transformed
+from faceauth.training.samplers import PKSampler
 
 S = 64.0
 

@@ -14,17 +14,17 @@ import yaml
 
 import faceauth
 from faceauth.components import Backbone, Preprocess
+from faceauth.config.build import Components
+from faceauth.config.recipe import load_recipe
+from faceauth.config.registry import load_registry
 from faceauth.errors import CheckpointError, RecipeError
-from faceauth.training.export import Bundle
 from faceauth.io.onnx import onnx_session, run_session
 from faceauth.plugins.backbones import temporal
 from faceauth.plugins.backbones.resnet import ResNetFeatures, ResNetOptions
 from faceauth.plugins.backbones.temporal import LstmOptions
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
-from faceauth.config.recipe import load_recipe
-from faceauth.config.registry import load_registry
-from faceauth.config.build import Components
+from faceauth.training.export import Bundle
 from tests.conftest import TINY_RECIPE
 
 SIZE = 16

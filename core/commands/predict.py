@@ -18,9 +18,9 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from faceauth.io.onnx import decision_threshold
 from faceauth.deploy.liveness import Liveness, Prediction
 from faceauth.io.console import add_version_option, guard
+from faceauth.io.onnx import decision_threshold
 from faceauth.io.paths import atomic_write
 
 __all__ = ["FIELDS", "format_rows", "predict_main"]

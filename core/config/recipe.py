@@ -26,9 +26,8 @@ import yaml
 
 from faceauth import schema
 from faceauth.components import resolve as resolve_reference
-from faceauth.errors import PluginError, RecipeError, quote
 from faceauth.config.registry import Registry
-from faceauth.errors import suggest
+from faceauth.errors import PluginError, RecipeError, quote, suggest
 
 __all__ = ["Recipe", "Section", "OptimizerConfig", "SchedulerConfig", "load_recipe", "apply_overrides", "read_yaml",
            "builtin_recipes", "find_recipe"]

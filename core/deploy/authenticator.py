@@ -44,10 +44,28 @@ import attrs
 import numpy as np
 from PIL import Image
 
-from faceauth.deploy.features import (EMBEDDING, LIVENESS, QUALITY_FEATURES, attempt_features, feature_names,
-                                      match_scores, quality_features, template)
-from faceauth.deploy.models import (FaceCrops, Input, OnnxComponent, as_rgb, expect_model_task, expect_same_component,
-                                    model_geometry, open_component, scale_averaged, task_of)
+from faceauth.deploy.features import (
+    EMBEDDING,
+    LIVENESS,
+    QUALITY_FEATURES,
+    attempt_features,
+    feature_names,
+    match_scores,
+    quality_features,
+    template,
+)
+from faceauth.deploy.models import (
+    FaceCrops,
+    Input,
+    OnnxComponent,
+    as_rgb,
+    expect_model_task,
+    expect_same_component,
+    model_geometry,
+    open_component,
+    scale_averaged,
+    task_of,
+)
 from faceauth.errors import DataError, ExportError, quote
 from faceauth.io.onnx import decision_threshold, metadata_json, metadata_threshold, onnx_session
 

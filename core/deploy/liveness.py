@@ -32,10 +32,10 @@ from typing import Any
 import attrs
 import numpy as np
 
-from faceauth.io import video as fa_video
-from faceauth.deploy.models import FaceFinder, Input, as_rgb, open_component
 from faceauth.deploy.features import LIVENESS
+from faceauth.deploy.models import FaceFinder, Input, as_rgb, open_component
 from faceauth.errors import DataError, ExportError, quote
+from faceauth.io import video as fa_video
 from faceauth.io.onnx import decision_threshold
 
 __all__ = ["Liveness", "Prediction", "inputs_under"]

@@ -23,7 +23,6 @@ follow the original one-based convention the published weights were trained with
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Sequence
 from pathlib import Path
 

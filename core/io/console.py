@@ -28,9 +28,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from faceauth.io.paths import atomic_write
-
 from faceauth.errors import FaceAuthError
+from faceauth.io.paths import atomic_write
 
 __all__ = ["EPOCHS_FILE", "EXIT_ERROR", "EXIT_INTERRUPTED", "add_version_option", "epoch_line", "guard", "installed_version", "record_epoch",
            "read_epochs", "is_terminal", "step_progress", "progress", "phase", "versions"]

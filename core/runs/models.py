@@ -14,16 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from faceauth.training import checkpoint, weights
-from faceauth.errors import CheckpointError, ExportError, RecipeError
-from faceauth.io.onnx import metadata_threshold, onnx_session, read_metadata, recipe_from_metadata, run_session
+from faceauth.config.build import build_component
 from faceauth.config.recipe import load_recipe
 from faceauth.config.registry import load_registry
+from faceauth.errors import CheckpointError, ExportError, RecipeError
+from faceauth.io.onnx import metadata_threshold, onnx_session, read_metadata, recipe_from_metadata, run_session
 from faceauth.metrics.report import ReportTarget
 from faceauth.runs.inputs import beside
+from faceauth.training import checkpoint, weights
 from faceauth.training.protocol import ModelTrainer, missing_methods
 from faceauth.training.run import Run
-from faceauth.config.build import build_component
 
 __all__ = ["evaluate", "export_checkpoint"]
 

@@ -18,11 +18,10 @@ import attrs
 import torch
 
 import faceauth
-from faceauth.training import checkpoint, distributed
-from faceauth.io import console
-
-from faceauth.training.loaders import reraise_worker_errors
 from faceauth.errors import TrainingError
+from faceauth.io import console
+from faceauth.training import checkpoint, distributed
+from faceauth.training.loaders import reraise_worker_errors
 from faceauth.training.optim import build_optimizer, build_scheduler
 from faceauth.training.run import FitResult, Run
 

@@ -18,9 +18,9 @@ import attrs
 import torch
 
 import faceauth
-from faceauth.training import checkpoint
 from faceauth.data import live_log_odds
 from faceauth.errors import CheckpointError, RecipeError
+from faceauth.training import checkpoint
 from faceauth.training.weights import is_restoring
 
 __all__ = ["FrameScorer", "LstmOptions", "TemporalLstm", "build", "preprocess"]

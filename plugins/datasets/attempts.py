@@ -38,14 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import faceauth
 import numpy as np
+from PIL import Image
+
+import faceauth
 from faceauth.data import Splits, dataset_root, read_image
 from faceauth.errors import DataError
 from faceauth.io.images import images_under
 from faceauth.io.paths import atomic_folder, cache_dir
 from faceauth.metrics.joint import ATTEMPT_KINDS
-from PIL import Image
 
 __all__ = [
     "ACCEPT",

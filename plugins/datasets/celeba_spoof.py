@@ -38,12 +38,21 @@ import numpy as np
 import faceauth
 from faceauth.data import LIVE, SPOOF, Splits, check_classes, dataset_root
 from faceauth.errors import DataError, quote
+from faceauth.faces import Box, CropCache
 from faceauth.io.images import image_size
 from faceauth.io.paths import inside
-from faceauth.faces import Box, CropCache
-from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, crop_geometry_of, detector_settings,
-                                              hold_out_subjects, open_fraction, report_missing,
-                                              warn_shared_subjects)
+from faceauth.plugins.datasets.frames import (
+    CropOptions,
+    CroppedFaces,
+    FrameSource,
+    crop_all,
+    crop_geometry_of,
+    detector_settings,
+    hold_out_subjects,
+    open_fraction,
+    report_missing,
+    warn_shared_subjects,
+)
 
 __all__ = ["ATTACK_TYPES", "CelebASpoofOptions", "LabelEntry", "read_labels", "read_box",
            "load_celeba_spoof"]

@@ -41,10 +41,10 @@ import numpy as np
 from PIL import Image
 
 import faceauth
-from faceauth.io import video as fa_video
 from faceauth.data import LIVE, SPOOF, Splits, check_classes, dataset_root
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import Box, CropCache, CropGeometry
+from faceauth.io import video as fa_video
 from faceauth.plugins.datasets.frames import FrameCounts, FrameSource, crop_all, crop_geometry_of, detector_settings
 
 __all__ = ["CLASSES", "ClipDataset", "ClipOptions", "ClipReport", "ClipSampling", "ClipVideo", "VideoFolderOptions", "WholeFrame",

@@ -25,8 +25,9 @@ import zlib
 from pathlib import Path
 
 import attrs
-import faceauth
 import numpy as np
+
+import faceauth
 from faceauth.data import Splits
 from faceauth.io.paths import atomic_folder, cache_dir
 from faceauth.io.video import write_video

@@ -12,12 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
-import faceauth
 import numpy as np
+from PIL import Image
+
+import faceauth
 from faceauth.data import Splits
 from faceauth.io.paths import atomic_folder, cache_dir
 from faceauth.plugins.datasets.identity import load_identity_folder
-from PIL import Image
 
 __all__ = ["DemoIdentitiesOptions", "frontal_capture", "write_identity_demo", "demo_identities_root"]
 

@@ -27,13 +27,20 @@ from typing import Any, Literal
 import attrs
 
 import faceauth
-from faceauth.io import video as fa_video
 from faceauth.data import Splits, check_classes, dataset_root
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache
+from faceauth.io import video as fa_video
 from faceauth.plugins.datasets.clips import CLASSES, ClipSampling, build_clip_splits
-from faceauth.plugins.datasets.frames import (CropOptions, FrameCounts, FrameSource, crop_all, crop_geometry_of, detector_settings,
-                                              warn_shared_subjects)
+from faceauth.plugins.datasets.frames import (
+    CropOptions,
+    FrameCounts,
+    FrameSource,
+    crop_all,
+    crop_geometry_of,
+    detector_settings,
+    warn_shared_subjects,
+)
 
 __all__ = ["FACE_DIR", "VideoFile", "VideoOptions", "build_video_splits", "read_face_file", "video_root"]
 

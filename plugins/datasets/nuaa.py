@@ -54,11 +54,21 @@ import attrs
 
 import faceauth
 from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes, dataset_root
-from faceauth.io.paths import inside
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import CropCache
-from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, crop_geometry_of, detector_settings, hold_out_subjects, open_fraction,
-                                              report_missing, warn_shared_subjects)
+from faceauth.io.paths import inside
+from faceauth.plugins.datasets.frames import (
+    CropOptions,
+    CroppedFaces,
+    FrameSource,
+    crop_all,
+    crop_geometry_of,
+    detector_settings,
+    hold_out_subjects,
+    open_fraction,
+    report_missing,
+    warn_shared_subjects,
+)
 
 __all__ = ["NuaaOptions", "VARIANTS", "parse_name", "scan", "read_list", "by_session", "load_nuaa"]
 

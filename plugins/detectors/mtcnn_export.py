@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 import faceauth
-from faceauth.io.console import add_version_option
 from faceauth.errors import PluginError
 from faceauth.faces.mtcnn import MTCNN_NETS, onnx_files
+from faceauth.io.console import add_version_option
 from faceauth.io.paths import atomic_write
 from faceauth.plugins.detectors.mtcnn import load_networks
 

@@ -31,8 +31,8 @@ import numpy as np
 import onnx
 
 from faceauth.errors import ExportError
-from faceauth.training.export import Bundle
 from faceauth.io.onnx import onnx_session, run_session
+from faceauth.training.export import Bundle
 
 log = logging.getLogger(__name__)
 

@@ -26,20 +26,31 @@ from torchvision.utils import make_grid
 import faceauth
 from faceauth.data import LIVE, Splits, live_log_odds
 from faceauth.errors import DataError, RecipeError
-from faceauth.metrics import threshold_rule_option
 from faceauth.io.images import utf8_text
+from faceauth.metrics import threshold_rule_option
 from faceauth.metrics.report import ReportTarget
-from faceauth.plugins.trainers.auxiliary import (AuxiliaryOptions, FourierHead, PixelMapHead, fourier_loss,
-                                                 has_feature_map, pixel_map_loss)
-from faceauth.plugins.trainers.liveness_scores import (inputs_of, measure, predict, report_split, torch_frame_scorer,
-                                                       write_report)
+from faceauth.plugins.trainers.auxiliary import (
+    AuxiliaryOptions,
+    FourierHead,
+    PixelMapHead,
+    fourier_loss,
+    has_feature_map,
+    pixel_map_loss,
+)
+from faceauth.plugins.trainers.liveness_scores import (
+    inputs_of,
+    measure,
+    predict,
+    report_split,
+    torch_frame_scorer,
+    write_report,
+)
 from faceauth.training import checkpoint, distributed
 from faceauth.training.export import Bundle, model_metadata
 from faceauth.training.loaders import image_loader, reraise_worker_errors, to_device
 from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better, seed_from
 from faceauth.training.run import FitResult, Run
-from faceauth.training.transforms import (AugmentOptions, denormalise, eval_transform, spoof_transform,
-                                          train_transform)
+from faceauth.training.transforms import AugmentOptions, denormalise, eval_transform, spoof_transform, train_transform
 
 
 @attrs.frozen

@@ -23,20 +23,19 @@ import torch
 from torchvision.utils import make_grid
 
 import faceauth
-from faceauth.io import console
-from faceauth.training import checkpoint, distributed
 from faceauth import metrics as fa_metrics
-from faceauth.io.images import utf8_text
 from faceauth.data import Splits, TemplateVerification, Verification
-from faceauth.training.loaders import reraise_worker_errors
 from faceauth.errors import DataError, RecipeError
-from faceauth.training.export import Bundle, model_metadata
-from faceauth.training.samplers import PKSampler
+from faceauth.io import console
+from faceauth.io.images import utf8_text
 from faceauth.plugins.trainers.templates import template_metrics
+from faceauth.training import checkpoint, distributed
+from faceauth.training.export import Bundle, model_metadata
+from faceauth.training.loaders import image_loader, reraise_worker_errors, to_device
 from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better, seed_from
-from faceauth.training.loaders import image_loader, to_device
-from faceauth.training.transforms import AugmentOptions, denormalise, eval_transform, train_transform
 from faceauth.training.run import FitResult, Run
+from faceauth.training.samplers import PKSampler
+from faceauth.training.transforms import AugmentOptions, denormalise, eval_transform, train_transform
 
 
 @attrs.frozen

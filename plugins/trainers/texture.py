@@ -30,11 +30,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import faceauth
+from faceauth.config.recipe import OptimizerConfig, Recipe, SchedulerConfig
 from faceauth.data import LIVE
 from faceauth.errors import DataError, ExportError, RecipeError
-from faceauth.config.recipe import OptimizerConfig, Recipe, SchedulerConfig
-from faceauth.metrics import threshold_rule_option
 from faceauth.io.paths import write_npz
+from faceauth.metrics import threshold_rule_option
 from faceauth.plugins.trainers.liveness_scores import measure
 from faceauth.training.run import FitResult, Run
 

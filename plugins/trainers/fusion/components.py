@@ -12,12 +12,11 @@ from typing import Any
 import attrs
 import numpy as np
 
-from faceauth.deploy.models import model_geometry, open_component
 from faceauth.deploy.features import EMBEDDING, LIVENESS
+from faceauth.deploy.models import model_geometry, open_component
 from faceauth.faces import CropGeometry, crop_geometry
-from faceauth.training.run import ModelInput
-
 from faceauth.plugins.trainers.fusion.options import FusionOptions
+from faceauth.training.run import ModelInput
 
 __all__ = ["COMPONENT_RECIPES", "ROLES", "Component", "builtin_overrides", "component_inputs", "open_components",
            "records", "warn_other_crops"]

@@ -11,12 +11,11 @@ import numpy as np
 
 from faceauth.deploy.features import EMBEDDING, LIVENESS, feature_names
 from faceauth.errors import DataError, RecipeError
-from faceauth.training.run import Run
-
 from faceauth.plugins.trainers.fusion.components import Component, open_components, records, warn_other_crops
 from faceauth.plugins.trainers.fusion.models import Logistic, and_thresholds
 from faceauth.plugins.trainers.fusion.options import FusionOptions
 from faceauth.plugins.trainers.fusion.scores import features_of, image_outputs
+from faceauth.training.run import Run
 
 __all__ = ["Prepared", "SplitData", "attempt_splits", "names_of", "prepare", "split_data"]
 

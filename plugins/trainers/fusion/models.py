@@ -17,7 +17,6 @@ import torch
 
 from faceauth.deploy.features import EMBEDDING
 from faceauth.metrics import eer_threshold
-
 from faceauth.plugins.trainers.fusion.components import Component
 
 __all__ = ["MODELS", "FusionMLP", "Logistic", "and_accepts", "and_thresholds", "mlp_scores"]

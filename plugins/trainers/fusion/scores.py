@@ -28,7 +28,6 @@ from faceauth.deploy.features import EMBEDDING, attempt_features, match_scores, 
 from faceauth.deploy.models import FaceCrops, as_rgb, scale_averaged
 from faceauth.io import console
 from faceauth.io.paths import cache_dir, read_npz, write_npz
-
 from faceauth.plugins.trainers.fusion.components import Component
 
 __all__ = ["SCORES_VERSION", "compute_outputs", "features_of", "image_outputs", "images_key"]

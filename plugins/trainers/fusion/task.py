@@ -11,15 +11,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from faceauth.deploy.features import EMBEDDING
-from faceauth.metrics.joint import (ATTEMPT_KINDS, decision_figures, det_figure, licit_eer_threshold,
-                                    scored_figures, threshold_at_far)
-from faceauth.training.samplers import EpochSampler
-from faceauth.training.loop import lower_is_better
-from faceauth.training.run import Run
-
+from faceauth.metrics.joint import (
+    ATTEMPT_KINDS,
+    decision_figures,
+    det_figure,
+    licit_eer_threshold,
+    scored_figures,
+    threshold_at_far,
+)
 from faceauth.plugins.trainers.fusion.data import Prepared, SplitData
 from faceauth.plugins.trainers.fusion.models import MODELS, FusionMLP, and_accepts, mlp_scores
 from faceauth.plugins.trainers.fusion.options import FusionOptions
+from faceauth.training.loop import lower_is_better
+from faceauth.training.run import Run
+from faceauth.training.samplers import EpochSampler
 
 __all__ = ["TASK", "FeatureRows", "FusionTask", "measure"]
 

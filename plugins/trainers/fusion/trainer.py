@@ -11,17 +11,16 @@ import torch
 
 from faceauth.deploy.models import expect_same_component
 from faceauth.errors import DataError
-from faceauth.training.checkpoint import expect_task
 from faceauth.metrics.joint import licit_eer_threshold, scored_figures, threshold_at_far
-from faceauth.training.export import Bundle, model_metadata
-from faceauth.training.loop import TrainingLoop, seed_from
-from faceauth.training.run import FitResult, ModelInput, Run
-
 from faceauth.plugins.trainers.fusion.components import component_inputs, open_components
 from faceauth.plugins.trainers.fusion.data import Prepared, attempt_splits, prepare, split_data
 from faceauth.plugins.trainers.fusion.models import FusionMLP
 from faceauth.plugins.trainers.fusion.options import FusionOptions
 from faceauth.plugins.trainers.fusion.task import TASK, FusionTask
+from faceauth.training.checkpoint import expect_task
+from faceauth.training.export import Bundle, model_metadata
+from faceauth.training.loop import TrainingLoop, seed_from
+from faceauth.training.run import FitResult, ModelInput, Run
 
 __all__ = ["FusionTrainer"]
 
