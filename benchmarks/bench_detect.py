@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from common import load_average, table
+from PIL import Image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -46,7 +45,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from faceauth.mtcnn import MtcnnOnnx, onnx_files
+    from faceauth.faces.mtcnn import MtcnnOnnx, onnx_files
     from faceauth.plugins.detectors.haar import HaarDetector, HaarOptions
     from faceauth.plugins.detectors.mtcnn import MtcnnDetector, MtcnnOptions
 

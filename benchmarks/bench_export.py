@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from faceauth.export import Bundle
+from faceauth.config.registry import load_registry
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
-from faceauth.registry import load_registry
+from faceauth.training.export import Bundle
 
 
 def main() -> None:

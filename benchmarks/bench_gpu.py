@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import faceauth
-from faceauth.registry import load_registry
+from faceauth.config.registry import load_registry
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embeddings_arcface_r50.yaml"
 
@@ -141,9 +141,9 @@ def layout_overrides(name: str, root: Path, args: argparse.Namespace, output: Pa
 def data_path_rate(overrides: list[str], device: torch.device, max_batches: int | None) -> tuple[float, int]:
     """Images/s of the training loader a run of these overrides builds, over one whole epoch, copied to
     `device`; and the images one training epoch has."""
+    from faceauth.config.recipe import load_recipe
     from faceauth.plugins.trainers.embedding import EmbeddingTask
-    from faceauth.recipe import load_recipe
-    from faceauth.runner import Run
+    from faceauth.training.run import Run
 
     registry = load_registry()
     recipe = load_recipe(RECIPE, overrides, registry=registry)

@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from common import load_average, table
 from PIL import Image
 
-from common import load_average, table
 from faceauth.faces import HaarCascade
 from faceauth.plugins.datasets.demo_render import render_face, sample_identity
 

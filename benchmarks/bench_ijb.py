@@ -35,7 +35,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
-
 from common import load_average, table
 
 FULL_TEMPLATES, FULL_PAIRS, FULL_GENUINE, FULL_FACES = 23_124, 15_658_489, 19_557, 469_375
@@ -88,10 +87,10 @@ def bench_pairs(loop_pairs: int, dim: int) -> None:
 
 
 def _trainer(backbone: str, batch: int, workers: int):
-    from faceauth.plugins.trainers.classifier import build_backbone
-    from faceauth.recipe import load_recipe
-    from faceauth.registry import load_registry
-    from faceauth.runner import Run, build_component
+    from faceauth.config.build import build_component
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.training.run import Run
 
     registry = load_registry()
     recipe = load_recipe(None, registry=registry, base={
@@ -99,16 +98,17 @@ def _trainer(backbone: str, batch: int, workers: int):
         "loss": {"name": "arcface"},
         "trainer": {"name": "embedding", "batch_size": batch, "num_workers": workers, "progress": False}})
     run = Run(recipe, registry, directory=Path("."))
-    model = build_backbone(run).eval()
+    model = run.build("backbone").eval()
     return build_component(registry, recipe, "trainer"), model
 
 
 def bench_embed(images: int, backbone: str, batch: int, workers: int) -> None:
+    from make_ijb import make_ijb
+
     from faceauth.plugins.datasets.identity import IdentityImages, index_identity_folder
     from faceauth.plugins.datasets.ijb import LooseCrops
-    from faceauth.plugins.trainers.loop import image_loader
-    from faceauth.plugins.trainers.transforms import eval_transform
-    from make_ijb import make_ijb
+    from faceauth.training.loaders import image_loader
+    from faceauth.training.transforms import eval_transform
 
     trainer, model = _trainer(backbone, batch, workers)
     with tempfile.TemporaryDirectory() as folder:

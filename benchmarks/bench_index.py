@@ -43,7 +43,6 @@ from typing import Any
 
 import attrs
 import numpy as np
-
 from common import table
 
 # --- measuring a build in a fresh process --------------------------------------------------------

@@ -20,31 +20,30 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-
-from faceauth.export import Bundle, onnx_session
-from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
-from faceauth.plugins.exporters.quantize import quantize_int8
-
 from common import load_average, median_seconds, table
 
-SIZES = {"facenet": 160}  # the others at 112x112
+from faceauth.io.onnx import onnx_session
+from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
+from faceauth.plugins.exporters.quantize import quantize_int8
+from faceauth.training.export import Bundle
 
 
-def _model(name: str, size: int) -> torch.nn.Module:
+def _model(name: str) -> tuple[torch.nn.Module, int]:
+    """The exported form of backbone `name` at its default options, and its input side (its record's preprocess)."""
+    from faceauth.config.recipe import resolve_section
+    from faceauth.config.registry import load_registry
     from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
-    from faceauth.recipe import resolve_section
-    from faceauth.registry import load_registry
 
     registry = load_registry()
-    options = {"name": name, **({"input_size": size} if name.startswith("resnet") else {})}
-    section = resolve_section(options, "backbone", "backbone", registry)
+    section = resolve_section({"name": name}, "backbone", "backbone", registry)
     entry = registry.entry("backbone", name)
+    size = entry.component.preprocess(section.options).input_size[0]  # 112 (resnets' default), facenet 160
     backbone = entry.component.build(section.options)
     if name.startswith("resnet"):
-        return LivenessScore(Classifier(backbone, 2)).eval()
+        return LivenessScore(Classifier(backbone, 2)).eval(), size
     from faceauth.plugins.trainers.embedding import EmbeddingModel
 
-    return EmbeddingModel(backbone).eval()  # what the embedding trainer exports: unit embeddings
+    return EmbeddingModel(backbone).eval(), size  # what the embedding trainer exports: unit embeddings
 
 
 def _export(model: torch.nn.Module, size: int, folder: Path) -> tuple[Path, Path]:
@@ -79,9 +78,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = [("backbone", "batch", "eager ms", "fp32 ms", "int8 ms", "fp32/eager", "int8/eager", "int8/fp32")]
     for name in args.backbones.split(","):
-        size = SIZES.get(name, 112)
         torch.manual_seed(0)
-        model = _model(name, size)
+        model, size = _model(name)
         with tempfile.TemporaryDirectory() as tmp:
             fp32, int8 = _export(model, size, Path(tmp))
             for batch in (int(b) for b in args.batches.split(",")):

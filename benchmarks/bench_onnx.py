@@ -13,13 +13,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from common import eager_and_onnx_seconds, table
 
-from faceauth.export import Bundle
+from faceauth.config.registry import load_registry
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
-from faceauth.registry import load_registry
-
-from common import eager_and_onnx_seconds, table
+from faceauth.training.export import Bundle
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Both read the demo set's train split (`folder` layout, 600 JPEGs at 112x112) and
 liveness train transform with the presentation-attack augmentations switched on, plus the
 simulated print/replay artefacts on spoof samples only, with the same batch size and worker count:
 
-* faceauth: `faceauth.data.Transformed` through `faceauth.plugins.trainers.loop.image_loader`, as the
+* faceauth: `faceauth.training.loaders.Transformed` through `faceauth.training.loaders.image_loader`, as the
   trainers wire it (per-sample seeds from `EpochSampler`; the spoof artefacts run inside the
   sample's seeded block, on SPOOF samples only);
 * torchvision: `ImageFolder` over a temporary tree of symlinks (live/, spoof/ -> the split's folders,
@@ -31,17 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import load_average, table
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from faceauth.config.registry import load_registry
 from faceauth.plugins.datasets.folder import DemoOptions, build_demo
-from faceauth.plugins.trainers import loop
-from faceauth.plugins.trainers import transforms as fa_transforms
-from faceauth.plugins.trainers.transforms import AugmentOptions, spoof_transform, train_transform
-from faceauth.registry import load_registry
-
-from common import load_average, table
+from faceauth.training import loaders
+from faceauth.training import transforms as fa_transforms
+from faceauth.training.transforms import AugmentOptions, spoof_transform, train_transform
 
 BATCH = 32
 # The liveness recipe's defaults with every presentation-attack augmentation on.
@@ -53,7 +52,7 @@ AUGMENT = AugmentOptions(gamma=0.2, blur=0.3, blur_sigma=1.5, jpeg=0.5, jpeg_qua
 
 
 def faceauth_loader(train: Any, transform: Any, spoof: Any, workers: int) -> DataLoader:
-    return loop.image_loader(train, transform, batch_size=BATCH, num_workers=workers, seed=0, shuffle=True,
+    return loaders.image_loader(train, transform, batch_size=BATCH, num_workers=workers, seed=0, shuffle=True,
                              spoof_transform=spoof)
 
 
@@ -182,7 +181,7 @@ def main() -> None:
 
     splits = build_demo(DemoOptions())  # rendered once into the cache, before any timing
     backbone = load_registry().get("backbone", "resnet18")
-    preprocess = backbone.build(backbone.options(input_size=args.size)).preprocess
+    preprocess = backbone.preprocess(backbone.options(input_size=args.size))  # the record's: no network built
     transform, spoof = train_transform(preprocess, AUGMENT), spoof_transform(AUGMENT)
     split_dir = Path(splits.info["root"]) / "train"
     print(f"before: {load_average()} ({os.cpu_count()} CPUs)")

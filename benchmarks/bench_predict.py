@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import load_average, table
 from PIL import Image
 
-from faceauth.export import Bundle, onnx_session
-from faceauth.liveness import Liveness
+from faceauth.deploy.liveness import Liveness
+from faceauth.io.onnx import onnx_session
 from faceauth.plugins.backbones.resnet import ResNetFeatures, ResNetOptions
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
-
-from common import load_average, table
+from faceauth.training.export import Bundle
 
 BATCH = 32
 
@@ -82,7 +82,7 @@ def main() -> None:
             return sum(r.live for r in Liveness(model, detect=False, threads=args.threads, batch_size=BATCH).predict(folder))
 
         def command() -> int:
-            done = subprocess.run([sys.executable, "-m", "faceauth.predict", str(model), str(folder), "--no-detect",
+            done = subprocess.run([sys.executable, "-m", "faceauth.commands.predict", str(model), str(folder), "--no-detect",
                                    "--threads", str(args.threads), "--batch-size", str(BATCH)],
                                   capture_output=True, text=True, check=True)
             return done.stdout.count(",live,")

@@ -26,13 +26,13 @@ import tempfile
 from pathlib import Path
 
 import torch
+from common import eager_and_onnx_seconds, load_average, logged_step_seconds, run_recipe, step_times, table
 from torch.utils.data import DataLoader
 
-from faceauth.data import EpochSampler, Transformed
+from faceauth.config.registry import load_registry
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
-from faceauth.registry import load_registry
-
-from common import eager_and_onnx_seconds, load_average, logged_step_seconds, run_recipe, step_times, table
+from faceauth.training.loaders import Transformed
+from faceauth.training.samplers import EpochSampler
 
 WORKERS, WARMUP = 2, 2
 # backbone: (batch size, timed steps). Training costs 6.6 (mobilefacenet), 2.9 (resnet18 at 112),
@@ -58,7 +58,7 @@ def _build(kind: str, section: dict, **kwargs):
 def hand_loop(name: str, batch: int, steps: int) -> list[float]:
     """Seconds of each timed step of a hand-written training loop."""
     from faceauth.plugins.trainers.embedding import EmbeddingOptions
-    from faceauth.plugins.trainers.transforms import train_transform
+    from faceauth.training.transforms import train_transform
 
     torch.manual_seed(0)
     splits = _build("dataset", DATA)
@@ -128,8 +128,8 @@ def bench_training(names: list[str], rounds: int, workdir: Path, steps_override:
 
 def bench_onnx(names: list[str], repeats: dict[int, int], workdir: Path, threads: int | None
                ) -> list[tuple[str, ...]]:
-    from faceauth.export import Bundle
     from faceauth.plugins.trainers.embedding import EmbeddingModel
+    from faceauth.training.export import Bundle
 
     rows = [("backbone", "batch", "eager PyTorch ms", "onnxruntime ms", "speed-up")]
     for name in names:

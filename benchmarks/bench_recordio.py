@@ -27,7 +27,6 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-
 from common import load_average, table
 
 CHUNK = 1 << 20

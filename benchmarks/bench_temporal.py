@@ -26,22 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import eager_and_onnx_seconds, logged_images_per_second, table, timed_steps
 from torch.utils.data import DataLoader
 
 import faceauth
-from faceauth.data import EpochSampler, Transformed
-from faceauth.export import Bundle
+from faceauth.config.build import Components
+from faceauth.config.recipe import load_recipe
+from faceauth.config.registry import load_registry
 from faceauth.plugins.backbones import temporal
 from faceauth.plugins.datasets import clips, demo_clips
 from faceauth.plugins.datasets.demo_clips import DemoClipsOptions
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
-from faceauth.plugins.trainers.transforms import AugmentOptions, eval_transform, train_transform
-from faceauth.recipe import load_recipe
-from faceauth.registry import load_registry
-from faceauth.runner import Components
-
-from common import eager_and_onnx_seconds, logged_images_per_second, table, timed_steps
+from faceauth.training.export import Bundle
+from faceauth.training.loaders import Transformed
+from faceauth.training.samplers import EpochSampler
+from faceauth.training.transforms import AugmentOptions, eval_transform, train_transform
 
 BATCH, WORKERS, SIZE, LENGTH = 8, 2, 64, 8
 DEMO = {"train": 240, "val": 20, "test": 20}  # enough training clips for the timed steps to stay in one epoch

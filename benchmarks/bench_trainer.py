@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import logged_images_per_second, run_recipe, table, timed_steps
 from torch.utils.data import DataLoader
 
-from faceauth.data import EpochSampler, Transformed
+from faceauth.config.registry import load_registry
 from faceauth.plugins.datasets.folder import DemoOptions, build_demo
-from faceauth.plugins.trainers.transforms import AugmentOptions, train_transform
-from faceauth.registry import load_registry
-
-from common import logged_images_per_second, run_recipe, table, timed_steps
+from faceauth.training.loaders import Transformed
+from faceauth.training.samplers import EpochSampler
+from faceauth.training.transforms import AugmentOptions, train_transform
 
 BATCH, WORKERS, SIZE = 32, 2, 64
 

@@ -5,7 +5,7 @@ Both engines do the whole decision: prepare each model's input, embed the enrolm
 probe (ResNet-18 embedding model), the log-odds of live of the probe (ResNet-18 liveness model), the probe's
 quality, the fusion MLP. The PyTorch side prepares inputs with the trainers' evaluation transform.
 Each engine is timed in its own block (onnxruntime thread spinning disabled, see
-`faceauth.export.onnx_session`), and "template" rows reuse a stored enrolment template.
+`faceauth.io.onnx.onnx_session`), and "template" rows reuse a stored enrolment template.
 
     python benchmarks/bench_verify.py [--size 64] [--threads 2] [--repeats 30] [--out /tmp/fusion_figures.md]
 """
@@ -24,20 +24,21 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
-from PIL import Image
-
 from common import median_seconds, table
+from PIL import Image
 
 
 def build_models(folder: Path, size: int) -> dict[str, object]:
     """Untrained embedding, liveness and fusion models (latency does not depend on the weights), exported
     by the real exporter into `folder` as a fusion run leaves them; returns the PyTorch modules."""
-    from faceauth.authenticator import feature_names, file_sha256
+    from faceauth.config.build import build_component
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.deploy.features import feature_names
+    from faceauth.deploy.models import file_sha256
     from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
-    from faceauth.plugins.trainers.classifier import Classifier, build_backbone
-    from faceauth.recipe import load_recipe
-    from faceauth.registry import load_registry
-    from faceauth.runner import Run, build_component
+    from faceauth.plugins.trainers.classifier import Classifier
+    from faceauth.training.run import Run
 
     registry = load_registry()
     common = {"backbone": {"name": "resnet18", "input_size": size}, "export": {"name": "onnx"}}
@@ -61,7 +62,7 @@ def build_models(folder: Path, size: int) -> dict[str, object]:
             model.mean.copy_(torch.tensor([0.9, 0.5, 5.0, 0.5]))  # typical features: scores stay off 0 and 1
             model.threshold, model.features, model.components = 0.5, feature_names(1, 1, True), records
         else:
-            model = build_backbone(run) if role == "embedding" else Classifier(build_backbone(run), 2)
+            model = run.build("backbone") if role == "embedding" else Classifier(run.build("backbone"), 2)
             model.threshold = 0.5
         model.eval()
         path = folder / ("model.onnx" if role == "fusion" else f"{role}.onnx")
@@ -76,7 +77,7 @@ class EagerVerifier:
     """The same decision as `Authenticator.verify` with the PyTorch modules (what serving without ONNX does)."""
 
     def __init__(self, modules: dict[str, object]):
-        from faceauth.plugins.trainers.transforms import eval_transform
+        from faceauth.training.transforms import eval_transform
 
         self.modules = modules
         self.embed_transform = eval_transform(modules["embedding"].preprocess)
@@ -87,8 +88,8 @@ class EagerVerifier:
         return torch.nn.functional.normalize(self.modules["embedding"](x), dim=1)[0]
 
     def verify(self, template: torch.Tensor, probe: np.ndarray) -> tuple[bool, float]:
-        from faceauth.authenticator import quality_features
         from faceauth.data import live_log_odds
+        from faceauth.deploy.features import quality_features
 
         pil = Image.fromarray(probe)
         embedding = torch.nn.functional.normalize(self.modules["embedding"](self.embed_transform(pil)[None]), dim=1)[0]
@@ -103,7 +104,7 @@ def onnx_seconds(models: Path, enrolled: np.ndarray, probe: np.ndarray, repeats:
                  threads: int) -> tuple[float, float, float]:
     """Median seconds of `Authenticator.verify` from images and from a stored template, and its score;
     the sessions live only while they are timed."""
-    from faceauth.authenticator import Authenticator
+    from faceauth.deploy.authenticator import Authenticator
 
     auth = Authenticator.from_dir(models, detect=False, threads=threads)
     template = auth.enroll([enrolled])

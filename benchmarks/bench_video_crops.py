@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' real-video writer
 
 from common import load_average, table  # noqa: E402
+
 from tests.videos import HAAR_FRAME, face_frames, haar_face, write_video  # noqa: E402
 
 STEMS = ("1", "2", "HR_1", "3", "4", "HR_2", "5", "6", "HR_3", "7", "8", "HR_4")

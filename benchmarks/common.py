@@ -112,13 +112,13 @@ def eager_and_onnx_seconds(model: Any, onnx_path: Path, x: Any, repeats: int, wa
                            threads: int | None = None) -> tuple[float, float]:
     """Median seconds of one call of eager `model(x)` and of onnxruntime on the exported model, each timed alone.
 
-    The onnxruntime session (thread spinning disabled, see `faceauth.export.onnx_session`; `threads`
+    The onnxruntime session (thread spinning disabled, see `faceauth.io.onnx.onnx_session`; `threads`
     intra-op threads, default onnxruntime's) exists only while it is timed, so its threads never
     compete with PyTorch's.
     """
     import torch
 
-    from faceauth.export import onnx_session
+    from faceauth.io.onnx import onnx_session
 
     with torch.no_grad():
         eager = median_seconds(lambda: model(x), repeats, warmup)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from faceauth.align import ARCFACE_TEMPLATE_112
+from faceauth.faces.align import ARCFACE_TEMPLATE_112
 
 FACES, TEMPLATES, SUBJECTS, GENUINE, IMPOSTOR = 469_375, 23_124, 3_531, 19_557, 15_638_932
 

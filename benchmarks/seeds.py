@@ -39,7 +39,7 @@ def parameters(run_dir: Path) -> int:
     if (run_dir / "lbp.npz").is_file():
         with np.load(run_dir / "lbp.npz") as saved:
             return int(saved["coef"].size + saved["intercept"].size)
-    from faceauth import checkpoint
+    from faceauth.training import checkpoint
 
     state = checkpoint.load(run_dir / "checkpoints" / "best.pt")["model"]
     return sum(v.numel() for k, v in state.items() if not k.endswith(BUFFERS) and not k.startswith(TRAINING_ONLY))
@@ -107,7 +107,7 @@ def main() -> None:
     print(line)
     print(f"{os.cpu_count()} CPU cores, load average over the runs {loads}", file=sys.stderr)
     if args.out:
-        from faceauth.paths import atomic_write
+        from faceauth.io.paths import atomic_write
 
         with atomic_write(args.out) as handle:
             handle.write(json.dumps({"runs": runs, "row": line, "command": command}, indent=2).encode("utf-8"))

@@ -1,9 +1,24 @@
 """faceauth: train, measure and ship the models of a facial authentication system.
 
-The core defines the plugin hooks (`faceauth.hookspecs`), the component records
-(`faceauth.components`), the registries, recipes and the runner; every concrete dataset, network,
-loss, trainer and exporter is a plugin. Modules that need PyTorch load on first use, so deployment
-code can use the ONNX side without it.
+The package's layers, lowest first (a module imports only from its own layer or lower ones;
+``tests/test_plugin_boundary.py`` checks it, and CONTRIBUTING.md draws the same table):
+
+0. the plugin API, here at the top level: the hooks (`hookspecs`), the component records
+   (`components`), option validation (`schema`) and errors (`errors`);
+1. `faceauth.io`: files, images, videos, ONNX sessions and metadata, the terminal;
+2. `faceauth.data`: what a dataset returns (samples, splits, the liveness score convention);
+3. `faceauth.config` (recipes, the registry, building components), `faceauth.faces` (detection, crops,
+   alignment), `faceauth.metrics` (metrics and reports);
+4. `faceauth.training` (the toolkit trainers build on) and `faceauth.deploy` (exported models at
+   deployment, without PyTorch);
+5. `faceauth.runs`: running a recipe, the models a trainer takes as input, evaluating and exporting what
+   a run produced;
+6. `faceauth.commands`: the console scripts.
+
+Plugins (`faceauth.plugins` and third-party packages) use layers 0 to 4 only. `__all__` lists the plugin
+API; for Python callers the package also offers `faceauth.run`, `faceauth.evaluate`,
+`faceauth.export_checkpoint`, `faceauth.Authenticator` and `faceauth.Liveness`, imported on first use,
+so deployment code can use the ONNX side without PyTorch.
 """
 
 from __future__ import annotations
@@ -28,11 +43,7 @@ __all__ = [
     "components",
     "errors",
     "schema",
-    "run",
-    "evaluate",
-    "Authenticator",
-    "Liveness",
-    "export_checkpoint",
+    "data",
     "FaceAuthError",
     "RecipeError",
     "PluginError",
@@ -42,9 +53,9 @@ __all__ = [
     "CheckpointError",
 ]
 
-_LAZY_MODULES = {"align", "authenticator", "checkpoint", "console", "data", "faces", "images", "video", "metrics", "optim", "paths", "recipe", "registry", "runner", "weights",
-                 "export", "tools", "liveness", "predict", "report"}
-_LAZY_FUNCTIONS = {"Authenticator": "authenticator", "Liveness": "liveness", "run": "runner", "evaluate": "tools", "export_checkpoint": "tools"}
+_LAZY_MODULES = {"data", "io", "config", "faces", "metrics", "training", "deploy", "runs", "commands"}
+_LAZY_FUNCTIONS = {"run": "runs.runner", "evaluate": "runs.models", "export_checkpoint": "runs.models",
+                   "Authenticator": "deploy.authenticator", "Liveness": "deploy.liveness"}
 
 
 def __getattr__(name: str) -> Any:

@@ -2,6 +2,6 @@
 
 import sys
 
-from faceauth.cli import run_main
+from faceauth.commands.cli import run_main
 
 sys.exit(run_main())

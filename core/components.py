@@ -3,6 +3,8 @@
 A record names a component, says which options a recipe may set for it (an attrs class, or None
 when it takes none), and gives the function that builds it. The registry checks that each hook
 returns records of its own kind, so a plugin is pure data plus factories and is easy to test.
+What a ``build`` receives besides its options (``detector``, ``splits``, ``components``, a loss's
+sizes) is stated in `faceauth.config.build`.
 """
 
 from __future__ import annotations
@@ -86,7 +88,11 @@ class Component:
 
 @attrs.frozen(kw_only=True)
 class Dataset(Component):
-    """`build(options) -> faceauth.data.Splits`: the train/val/test sample sets of one dataset."""
+    """`build(options) -> faceauth.data.Splits`: the train/val/test sample sets of one dataset.
+
+    When its signature names them, `build` also receives ``detector`` (the recipe's, built, or None),
+    ``splits`` (the split names the caller needs) and ``components`` (see `faceauth.config.build`).
+    """
 
     kind: ClassVar[str] = "dataset"
 
@@ -97,14 +103,23 @@ class Backbone(Component):
 
     The module carries two attributes: `num_features` (int, the size of its output) and
     `preprocess` (a `Preprocess`), so that exported models know how to prepare their input.
+
+    `preprocess(options) -> Preprocess` (optional, often a `lazy` reference) states that preprocessing
+    without building the network, so evaluation reads it cheaply
+    (`faceauth.config.build.preprocess_of`); like `build` it may also take ``components``. When given,
+    building checks that the module's `preprocess` equals it (a module without one gets it); without
+    it, the network is built to read its attribute.
     """
 
     kind: ClassVar[str] = "backbone"
+    preprocess: Callable[..., Preprocess] | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.is_callable()))
 
 
 @attrs.frozen(kw_only=True)
 class Loss(Component):
-    """`build(options, num_classes=..., num_features=...) -> torch.nn.Module` called as `loss(x, target)`.
+    """`build(options, num_classes=..., num_features=...) -> torch.nn.Module` called as `loss(x, target)`
+    (the trainer passes the sizes).
 
     `consumes` says what `x` is: "logits" (the trainer adds the classification head) or
     "embeddings" (the loss owns its class centres, as margin losses do).
@@ -116,14 +131,17 @@ class Loss(Component):
 
 @attrs.frozen(kw_only=True)
 class Trainer(Component):
-    """`build(options) -> object` with `fit(run)`, `evaluate(run, model, splits)`, `export_bundle(run, model)`."""
+    """`build(options) -> object` implementing `faceauth.training.protocol.Trainer`: ``fit(run) -> FitResult`` and
+    ``export_bundle(run, model) -> Bundle``; for faceauth-eval and faceauth-export also
+    `faceauth.training.protocol.ModelTrainer`: ``load_model(run, payload)``, ``torch_scorer(model)`` and
+    ``evaluate(run, score, split, threshold)``. The protocol module states what each takes and returns."""
 
     kind: ClassVar[str] = "trainer"
 
 
 @attrs.frozen(kw_only=True)
 class Exporter(Component):
-    """`build(options) -> object` with `export(bundle, path) -> path` (a `faceauth.export.Bundle`)."""
+    """`build(options) -> object` with `export(bundle, path) -> path` (a `faceauth.training.export.Bundle`)."""
 
     kind: ClassVar[str] = "exporter"
 

@@ -1,17 +1,14 @@
-"""Samples, splits and the input pipeline every trainer shares.
+"""What a dataset component returns: samples and splits, and the liveness score convention.
 
 A dataset component returns `Splits`: up to three map-style datasets whose items are dicts. Image
 samples hold ``image`` (a PIL RGB image) and ``label`` (int); liveness samples add ``attack_type``
 ("" for bona fide) and, where known, ``subject`` and ``path``. Liveness labels are `LIVE` (0) and
-`SPOOF` (1).
-
-Randomness in augmentation is seeded per sample from (seed, epoch, position), not per worker, so a
-run gives the same batches whatever the number of workers and continues identically on resume.
+`SPOOF` (1). Trainers feed splits to their models through `faceauth.training.loaders`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +16,31 @@ import attrs
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import ConcatDataset, Dataset, Sampler
+from torch.utils.data import ConcatDataset, Dataset
 
-from faceauth.errors import DataError, FaceAuthError
-from faceauth.images import decode_image
-from faceauth.video import IMAGE_SUFFIXES  # defined there, torch-free, for the deployment side
+from faceauth.errors import DataError
+from faceauth.io.images import decode_image
+from faceauth.io.video import IMAGE_SUFFIXES  # defined there, torch-free, for the deployment side
 
-__all__ = ["LIVE", "SPOOF", "Splits", "Verification", "read_image", "Transformed", "EpochSampler", "reraise_worker_errors",
-           "IMAGE_SUFFIXES", "check_classes", "TemplateVerification", "live_log_odds"]
+__all__ = ["LIVE", "SPOOF", "Splits", "Verification", "read_image", "IMAGE_SUFFIXES", "check_classes", "TemplateVerification",
+           "live_log_odds", "dataset_root"]
 
 LIVE, SPOOF = 0, 1
+
+
+def dataset_root(value: str | Path | None, key: str = "data.root", layout: str | None = None) -> Path:
+    """A dataset's root folder from its recipe value (``~`` expanded), which every loader starts from.
+
+    A value that is empty, or not an existing folder, is one DataError line naming `key`, the path and,
+    with `layout`, what the folder should hold: ``data.root: /x is not a directory (expected root/...)``.
+    """
+    expected = f" (expected {layout})" if layout else ""
+    if value is None or not str(value).strip():
+        raise DataError(f"{key}: no folder given{expected}")  # Path("") would be the working directory
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{key}: {path} is not a directory{expected}")
+    return path
 
 
 def live_log_odds(logits: torch.Tensor) -> torch.Tensor:
@@ -147,113 +159,6 @@ class JoinedDataset(ConcatDataset):
 def read_image(path: str | Path) -> Image.Image:
     """Decode an image file to RGB; an unreadable, corrupt or oversized file raises DataError naming it."""
     return decode_image(path)
-
-
-class Transformed(Dataset):
-    """Applies `transform` to a sample's ``image`` (or each of its ``frames``) under a per-sample seed.
-
-    Items are requested as ``(index, seed)`` pairs, as `EpochSampler` yields them. `spoof_transform`,
-    when given, alters the image (or, through its ``frames`` method, all frames alike) of SPOOF
-    samples first: simulated attack artefacts must never touch a bona fide sample.
-    """
-
-    def __init__(self, dataset: Dataset, transform: Callable[[Any], torch.Tensor],
-                 spoof_transform: Any = None):
-        self.dataset = dataset
-        self.transform = transform
-        self.spoof_transform = spoof_transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def _same_draws(self, seed: int, frame: Any) -> torch.Tensor:
-        # Every frame of a clip gets the same crop, flip and jitter: a flip on some frames only
-        # would look like motion, which is what a temporal model learns from.
-        torch.default_generator.manual_seed(seed)
-        return self.transform(frame)
-
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        index, seed = key
-        sample = dict(self.dataset[index])
-        # Seed only the CPU generator, and restore it after: torch.manual_seed would also seed (and,
-        # in a worker, probe) every other backend, which costs more than the transform itself.
-        generator = torch.default_generator
-        state = generator.get_state()
-        generator.manual_seed(seed)
-        try:
-            spoof = self.spoof_transform if sample.get("label") == SPOOF else None
-            if "frames" in sample:
-                frames = spoof.frames(sample["frames"]) if spoof is not None else sample["frames"]
-                sample["frames"] = torch.stack([self._same_draws(seed, frame) for frame in frames])
-            else:
-                image = spoof(sample["image"]) if spoof is not None else sample["image"]
-                sample["image"] = self.transform(image)
-        finally:
-            generator.set_state(state)
-        return sample
-
-
-class EpochSampler(Sampler):
-    """Yields ``(index, seed)``: a permutation fixed by (seed, epoch), or the plain order for evaluation.
-
-    `start` skips the first positions of the epoch, which is how a run resumes mid-epoch. With
-    `world_size` > 1 each rank takes every `world_size`-th position. With `weights`, an epoch draws
-    `size` samples with replacement, each with probability proportional to its weight (class
-    balancing).
-    """
-
-    def __init__(self, size: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
-                 weights: np.ndarray | None = None):
-        self.size, self.seed, self.shuffle = size, seed, shuffle
-        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def _order(self) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        if self.weights is not None:
-            order = rng.choice(self.size, size=self.size, replace=True, p=self.weights)
-        else:
-            order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
-        seeds = rng.integers(0, 2**62, size=self.size)
-        if self.shuffle and self.world_size > 1:
-            # Every process must take the same number of training steps: drop the uneven tail.
-            usable = len(order) - len(order) % self.world_size
-            order, seeds = order[:usable], seeds[:usable]
-        return order[self.rank :: self.world_size], seeds[self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order, seeds = self._order()
-        for position in range(self.start, len(order)):
-            yield int(order[position]), int(seeds[position])
-
-    def __len__(self) -> int:
-        size = self.size - self.size % self.world_size if self.shuffle else self.size
-        return max(0, len(range(self.rank, size, self.world_size)) - self.start)
-
-
-def reraise_worker_errors(batches: Iterator[Any]) -> Iterator[Any]:
-    """Re-raise a faceauth error from a DataLoader worker with its own one-line message.
-
-    PyTorch wraps worker exceptions in a multi-line message that starts with "Caught ... in
-    DataLoader worker"; the user's line (the file at fault) is the last line of that text.
-    """
-    iterator = iter(batches)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except FaceAuthError as exc:
-            lines = str(exc).strip().splitlines()
-            if len(lines) > 1 and "DataLoader worker" in lines[0]:
-                message = lines[-1].split(": ", 1)[-1]
-                raise type(exc)(message) from None
-            raise
-        yield batch
 
 
 def check_classes(split_name: str, labels: Sequence[int], classes: Sequence[str], where: str) -> None:

@@ -7,7 +7,9 @@ else that escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import difflib
 import reprlib
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "ExportError",
     "CheckpointError",
     "quote",
+    "suggest",
 ]
 
 
@@ -69,3 +72,17 @@ def quote(value: Any, limit: int = 200) -> str:
         text = f"<{type(value).__name__}{digits}>"
     text = text.replace("\n", "\\n").replace("\r", "\\r")
     return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
+def article(word: str) -> str:
+    """"an embedding", "a liveness": `word` (quoted when long or not printable) with its indefinite article."""
+    word = word if len(word) <= 40 and word.isprintable() else quote(word, 40)  # a hostile value stays one line
+    return f"an {word}" if word[:1] in ("a", "e", "i", "o", "u") else f"a {word}"
+
+
+def suggest(name: str, known: Iterable[str]) -> str:
+    """'; did you mean 'x'?' for the closest known name, or '' when none is close."""
+    if not isinstance(name, str) or len(name) > 100:  # no name is that long; comparing would only cost time
+        return ""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -10,8 +10,10 @@ Registration hooks (``faceauth_datasets`` ... ``faceauth_detectors``) take no ar
 a list of records from `faceauth.components`; every plugin's results are collected (none wins
 over another) and a name claimed twice within one kind is an error naming both plugins.
 
-Event hooks (``faceauth_train_start`` ... ``faceauth_train_end``) are called by trainers on every
-plugin that implements them; their return value is ignored. An implementation may accept fewer
+Event hooks (``faceauth_train_start`` ... ``faceauth_train_end``) are called through ``run.emit``
+(`faceauth.training.run.Run`; the training loop, `faceauth.training.loop.TrainingLoop`, emits them all),
+on rank 0, on every plugin that implements them; their return value is ignored. Their ``run`` is that
+`Run` (typed ``Any`` here: this lowest layer imports no training code). An implementation may accept fewer
 arguments than the spec lists, so new arguments never break an existing plugin.
 """
 
@@ -23,7 +25,6 @@ import pluggy
 
 if TYPE_CHECKING:
     from faceauth.components import Backbone, Dataset, Detector, Exporter, Loss, Trainer
-    from faceauth.run import Run
 
 hookspec = pluggy.HookspecMarker("faceauth")
 hookimpl = pluggy.HookimplMarker("faceauth")
@@ -49,7 +50,8 @@ def faceauth_backbones() -> list[Backbone]:
     """Register backbones: networks a recipe names in its ``backbone`` section.
 
     Returns a list of `faceauth.components.Backbone` records. ``build(options)`` returns a
-    `torch.nn.Module` with ``num_features`` and ``preprocess`` attributes. All results are collected.
+    `torch.nn.Module` with ``num_features`` and ``preprocess`` attributes; the record's optional
+    ``preprocess(options)`` states the latter without building the network. All results are collected.
 
     Example::
 
@@ -109,16 +111,17 @@ def faceauth_detectors() -> list[Detector]:
 
 
 @hookspec
-def faceauth_train_start(run: Run) -> None:
+def faceauth_train_start(run: Any) -> None:
     """Called once before the first training step (also when a run resumes).
 
-    ``run`` is the `faceauth.run.Run`: its ``dir``, ``recipe`` and ``epoch`` are public.
+    ``run`` is the `faceauth.training.run.Run`: its ``dir``, ``recipe`` and ``epoch`` are public.
     """
 
 
 @hookspec
-def faceauth_epoch_end(run: Run, epoch: int, metrics: dict[str, float]) -> None:
-    """Called after each epoch's validation with that epoch's figures (``train/loss``, ``val/acer`` ...).
+def faceauth_epoch_end(run: Any, epoch: int, metrics: dict[str, float]) -> None:
+    """Called after each epoch's validation with that epoch's figures (``train/loss``, ``val/acer`` ...);
+    ``epoch`` counts from 0 (``epochs.jsonl`` and the console count from 1).
 
     A plugin may call ``run.request_stop(reason)`` here, for example for early stopping: the run
     then finishes after this epoch (the best checkpoint tested and exported); ``finish=False`` pauses
@@ -127,10 +130,11 @@ def faceauth_epoch_end(run: Run, epoch: int, metrics: dict[str, float]) -> None:
 
 
 @hookspec
-def faceauth_checkpoint_saved(run: Run, path: Any, epoch: int, tag: str) -> None:
-    """Called after a checkpoint was written; ``tag`` is "last", "best" or "interrupted"."""
+def faceauth_checkpoint_saved(run: Any, path: Any, epoch: int, tag: str) -> None:
+    """Called after a checkpoint was written to ``path``; ``tag`` is "last" or "best" (``checkpoints/<tag>.pt``)
+    and ``epoch`` is the index, from 0, of the epoch it was written in."""
 
 
 @hookspec
-def faceauth_train_end(run: Run, metrics: dict[str, float]) -> None:
+def faceauth_train_end(run: Any, metrics: dict[str, float]) -> None:
     """Called once when training ended (normally or stopped), with the final figures."""

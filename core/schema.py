@@ -3,11 +3,13 @@
 Options classes are ordinary attrs classes with type annotations. Supported field types: bool, int,
 float, str, None-able versions of them, `typing.Literal[...]`, `list[T]`, `tuple[T, ...]`,
 `dict[str, T]` and nested attrs classes. Range checks are the validators below, which a plugin can
-use on its own options::
+use on its own options; a key the recipe must give is spelled one way, `required` (a missing one is
+one RecipeError naming the key, what it takes and what it is)::
 
     @attrs.frozen
     class MyOptions:
         depth: int = attrs.field(default=4, validator=faceauth.schema.positive)
+        root: str = faceauth.schema.required("the folder holding train/ and val/")
 """
 
 from __future__ import annotations
@@ -20,9 +22,15 @@ from typing import Any, Literal, Union
 import attr
 import attrs
 
-from faceauth.errors import RecipeError, quote
+from faceauth.errors import RecipeError, quote, suggest
 
-__all__ = ["structure", "unstructure", "positive", "non_negative", "fraction", "field_names", "key_name"]
+__all__ = ["structure", "unstructure", "required", "positive", "non_negative", "fraction", "field_names", "key_name"]
+
+
+def required(what: str = "", validator: Any = None) -> Any:
+    """An options field the recipe must give: no default, keyword-only (so it may follow fields with
+    defaults, in any class or subclass); `what` says what it is, in the message when it is missing."""
+    return attrs.field(kw_only=True, validator=validator, metadata={"faceauth.required": what})
 
 
 def _describe(tp: Any) -> str:
@@ -109,8 +117,6 @@ def field_names(cls: type) -> list[str]:
 
 def structure(cls: type, data: Any, path: str) -> Any:
     """Build an instance of attrs class `cls` from a mapping; `path` prefixes error messages."""
-    from faceauth.registry import suggest
-
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -132,7 +138,9 @@ def structure(cls: type, data: Any, path: str) -> Any:
                 value = {**unstructure(field.default), **value}
             kwargs[field.name] = _convert(hints[field.name], value, f"{path}.{field.name}")
         elif field.default is attrs.NOTHING:
-            raise RecipeError(f"{path}.{field.name}: required key is missing ({_describe(hints[field.name])})")
+            what = field.metadata.get("faceauth.required")
+            raise RecipeError(f"{path}.{field.name}: required key is missing ({_describe(hints[field.name])}"
+                              f"{': ' + what if what else ''})")
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:

@@ -1,4 +1,4 @@
-"""Tests for five-point face alignment (faceauth.align)."""
+"""Tests for five-point face alignment (faceauth.faces.align)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceauth.align import ARCFACE_TEMPLATE_112, align_five_point, similarity_transform
+from faceauth.faces.align import ARCFACE_TEMPLATE_112, align_five_point, similarity_transform
 
 
 def _similarity(scale: float, angle: float, tx: float, ty: float) -> np.ndarray:

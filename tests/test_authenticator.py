@@ -1,4 +1,4 @@
-"""The deployment side: `faceauth.authenticator` on exported models, its errors, the CLI, and no torch.
+"""The deployment side: `faceauth.deploy.authenticator` on exported models, its errors, the CLI, and no torch.
 
 The models are tiny untrained networks exported by the real exporter (tests.test_fusion makes them
 once per session) and a fusion MLP exported by the fusion trainer's `export_bundle`; decisions carry
@@ -17,7 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from faceauth.authenticator import Authenticator, Decision, FaceFinder, Template, verify_main
+from faceauth.commands.verify import verify_main
+from faceauth.deploy.authenticator import Authenticator, Decision, Template
+from faceauth.deploy.models import FaceFinder
 from faceauth.errors import DataError, ExportError
 from tests.conftest import run_without_torch
 from tests.test_fusion import REPO, TINY_DEMO, build_data, component_models, session_cache
@@ -30,12 +32,13 @@ def export_fusion(folder: Path, models: dict[str, Path]) -> Path:
     """`folder` as a fusion run leaves it: model.onnx (an untrained fusion MLP) beside the component models."""
     import yaml
 
-    from faceauth.authenticator import feature_names, file_sha256
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.deploy.features import feature_names
+    from faceauth.deploy.models import file_sha256
     from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
     from faceauth.plugins.trainers.fusion import FusionOptions, FusionTrainer
-    from faceauth.recipe import load_recipe
-    from faceauth.registry import load_registry
-    from faceauth.runner import Run
+    from faceauth.training.run import Run
 
     folder.mkdir(parents=True)
     records = []
@@ -98,14 +101,13 @@ def test_decision_structure_and_threshold(models_dir: Path, auth: Authenticator,
 
 
 def test_features_are_those_the_fusion_was_trained_on(models_dir: Path, auth: Authenticator, demo: object) -> None:
-    from faceauth.plugins.trainers import fusion
-    from faceauth.registry import load_registry
+    from faceauth.plugins.trainers.fusion import scores
+    from faceauth.plugins.trainers.fusion.components import open_components
 
-    registry = load_registry()
-    components = [fusion.load_component(registry, models_dir / f"{r}.onnx", r, r) for r in ("embedding", "liveness")]
-    options = fusion.FusionOptions(progress=False)
-    outputs = fusion.image_outputs(demo.test, "test", components, options, {"test": "authenticator"})
-    trained_on = fusion.attempt_features(demo.test, outputs, components, quality=True)
+    components = open_components({role: [models_dir / f"{role}.onnx"] for role in ("embedding", "liveness")})
+    outputs = scores.image_outputs(demo.test, "test", components, quality=True, batch_size=32, progress=False,
+                                   data_section={"test": "authenticator"})
+    trained_on = scores.features_of(demo.test, outputs, components, quality=True)
     for index in (0, 12, 24, 35):  # genuine, impostor, spoof attempts
         attempt = demo.test.attempts[index]
         np.testing.assert_allclose(auth.features(auth.enroll(list(attempt.enrol)), attempt.probe), trained_on[index],
@@ -160,8 +162,10 @@ def test_models_that_do_not_belong_together_are_refused(models_dir: Path, tmp_pa
     (changed / "embedding.onnx").unlink()
     with pytest.raises(ExportError, match=r"embedding\.onnx not found"):
         Authenticator.from_dir(changed)
-    with pytest.raises(ExportError, match=r"expected a fusion model"):
+    with pytest.raises(ExportError) as caught:  # worded as every "model of another task"
         Authenticator(models_dir / "liveness.onnx")
+    assert str(caught.value) == (f"{models_dir / 'liveness.onnx'} is a liveness model (faceauth.task='liveness'); "
+                                 f"expected a fusion model")
 
 
 def test_cli_prints_the_decision_and_one_line_errors(models_dir: Path, demo: object, tmp_path: Path,
@@ -190,10 +194,10 @@ def test_cli_prints_the_decision_and_one_line_errors(models_dir: Path, demo: obj
 def test_the_verify_path_imports_no_torch(models_dir: Path, demo: object) -> None:
     attempt = demo.val.attempts[0]
     script = (
-        "from faceauth.authenticator import Authenticator, verify_main\n"
+        "from faceauth.deploy.authenticator import Authenticator\nfrom faceauth.commands.verify import verify_main\n"
         f"auth = Authenticator.from_dir({str(models_dir)!r}, detect=False)\n"
         f"auth.verify({list(attempt.enrol)!r}, {attempt.probe!r})\n"
-        f"next(iter(Authenticator.from_dir({str(models_dir)!r}).finders.values())).detector.detect("
+        f"next(iter(Authenticator.from_dir({str(models_dir)!r}).face_crops.finders.values())).detector.detect("
         f"__import__('numpy').zeros((64, 64, 3), 'uint8'))\n"
         f"code = verify_main(['--enrolled', *{list(attempt.enrol)!r}, '--probe', {attempt.probe!r}, "
         f"'--models', {str(models_dir)!r}, '--no-detect', '--json'])\n"

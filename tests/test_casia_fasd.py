@@ -12,17 +12,26 @@ import yaml
 from PIL import Image
 
 import faceauth
+from faceauth.config.registry import load_registry
 from faceauth.data import LIVE, SPOOF
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import crop_face
+from faceauth.io.video import read_frames
 from faceauth.plugins.datasets.casia_fasd import STEMS, CasiaFasdOptions, build
 from faceauth.plugins.detectors.haar import HaarDetector, HaarOptions, ShippedBoxes
-from faceauth.registry import load_registry
 from faceauth.schema import structure
-from faceauth.video import read_frames
 from tests.conftest import REPO
-from tests.videos import (HAAR_FACE, HAAR_FRAME, corrupt, face_frames, haar_face, record_opened_videos, rendered_face,
-                          write_face_file, write_video)
+from tests.videos import (
+    HAAR_FACE,
+    HAAR_FRAME,
+    corrupt,
+    face_frames,
+    haar_face,
+    record_opened_videos,
+    rendered_face,
+    write_face_file,
+    write_video,
+)
 
 FRAMES = 8
 
@@ -297,7 +306,7 @@ def test_clip_and_frame_settings_are_not_mixed() -> None:
     ("liveness_cross_replay_casia", ["data.root=/data/replay", "test_data.root=/data/casia"]),
 ])
 def test_recipes_resolve(name: str, overrides: list[str]) -> None:
-    from faceauth.recipe import load_recipe
+    from faceauth.config.recipe import load_recipe
 
     path = REPO / "recipes" / f"{name}.yaml"
     registry = load_registry()

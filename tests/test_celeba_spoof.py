@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from faceauth.config.build import build_component
+from faceauth.config.recipe import load_recipe
+from faceauth.config.registry import load_registry
 from faceauth.data import LIVE, SPOOF
 from faceauth.errors import DataError
 from faceauth.faces import Box
@@ -19,9 +22,6 @@ from faceauth.plugins.datasets.celeba_spoof import ATTACK_TYPES, load_celeba_spo
 from faceauth.plugins.datasets.demo_render import render_face, sample_identity
 from faceauth.plugins.datasets.frames import CropOptions
 from faceauth.plugins.detectors.haar import ShippedBoxes
-from faceauth.recipe import load_recipe
-from faceauth.registry import load_registry
-from faceauth.runner import build_component
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME = (160, 120)          # image width, height: not square, so x and y scale differently
@@ -251,8 +251,11 @@ def test_another_detector_replaces_the_shipped_boxes(tree):
 
 def test_missing_root_and_label_file(tree, tmp_path):
     root, _ = tree
-    with pytest.raises(DataError, match=r"data\.root: .*nowhere has no Data/ folder"):
+    with pytest.raises(DataError, match=r"data\.root: .*nowhere is not a directory \(expected root/Data/"):
         load_celeba_spoof(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"data\.root: .*empty has no Data/ folder"):
+        load_celeba_spoof(tmp_path / "empty")
     (root / "metas/intra_test/test_label.json").unlink()
     with pytest.raises(DataError, match=r"test_label\.json: label file not found \(expected root/Data"):
         load_celeba_spoof(root)

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 import faceauth.plugins.trainers.classifier  # noqa: F401  (imports torch at collection, not inside the first test)
-from faceauth.cli import eval_main, export_main, run_main
+from faceauth.commands.cli import eval_main, export_main, run_main
 
 SENTINEL = "results of an earlier run\n"
 
@@ -180,7 +180,9 @@ def test_eval_missing_checkpoint(tmp_path, capsys):
 
 def test_eval_run_directory_without_checkpoints(tmp_path, capsys):
     rc = eval_main([str(tmp_path)])
-    _assert_one_error_line("faceauth-eval", rc, capsys.readouterr(), [f"{tmp_path / 'last.pt'}: checkpoint not found"])
+    _assert_one_error_line("faceauth-eval", rc, capsys.readouterr(),
+                           [f"{tmp_path}: not a run directory (no recipe.yaml; expected a checkpoint file or a run "
+                            f"directory with checkpoints/best.pt)"])
 
 
 def test_eval_file_that_is_not_a_checkpoint(tmp_path, capsys):

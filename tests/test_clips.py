@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faceauth.config.recipe import load_recipe
+from faceauth.config.registry import load_registry
 from faceauth.data import LIVE, SPOOF
 from faceauth.errors import DataError
 from faceauth.plugins.datasets import clips as clip_module
 from faceauth.plugins.datasets import demo_clips
 from faceauth.plugins.datasets.clips import ClipSampling, VideoFolderOptions, build_video_folder, clip_indices
 from faceauth.plugins.datasets.demo_clips import DemoClipsOptions
-from faceauth.recipe import load_recipe
-from faceauth.registry import load_registry
 from tests.conftest import REPO
 from tests.videos import corrupt, write_video
 

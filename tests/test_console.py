@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import faceauth
-from faceauth import checkpoint, console
+from faceauth.io import console
+from faceauth.training import checkpoint
 
 
 def test_epoch_line_shows_loss_liveness_figures_best_and_time() -> None:
@@ -70,7 +71,7 @@ def test_request_stop_finishes_the_run_tested_and_exported(tiny_recipe: Path, ca
     stored = json.loads((result.dir / "metrics.json").read_text())
     assert stored["stopped_early"] == "val/acer stopped improving" and stored["stopped"] is None
     assert stored["epochs_completed"] == 1 and "acer" in stored["test"]
-    assert checkpoint.load(result.dir)["epoch"] == 1
+    assert checkpoint.load(result.dir / checkpoint.RESUME_CHECKPOINT)["epoch"] == 1
     entries = console.read_epochs(result.dir)
     assert [e["epoch"] for e in entries] == [1] and entries[0]["best"] and "val/acer" in entries[0]
     messages = [r.getMessage() for r in caplog.records]

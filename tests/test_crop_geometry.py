@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceauth.align import align_five_point
-from faceauth.authenticator import FaceFinder, model_geometry
 from faceauth.components import Preprocess
+from faceauth.config.recipe import load_recipe
+from faceauth.config.registry import load_registry
+from faceauth.deploy.models import FaceFinder, model_geometry
 from faceauth.errors import DataError, ExportError, RecipeError
-from faceauth.export import model_metadata
 from faceauth.faces import Box, CropCache, CropGeometry, crop_face, crop_faces, crop_geometry
+from faceauth.faces.align import align_five_point
 from faceauth.plugins.datasets.frames import CropOptions, CroppedFaces, FrameSource, crop_all
-from faceauth.recipe import load_recipe
-from faceauth.registry import load_registry
-from faceauth.runner import Run
+from faceauth.training.export import model_metadata
+from faceauth.training.run import Run
 from tests.conftest import REPO
 
 LANDMARKS = ((40.0, 45.0), (60.0, 44.0), (50.0, 55.0), (42.0, 66.0), (58.0, 65.0))
@@ -151,7 +151,7 @@ def test_crop_options_default_to_the_old_margin() -> None:
 def test_fusion_warns_about_components_trained_on_other_crops(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from faceauth.plugins.trainers.fusion import Component, warn_other_crops
+    from faceauth.plugins.trainers.fusion.components import Component, warn_other_crops
 
     def score(images: object) -> np.ndarray:
         return np.zeros(1)
@@ -167,7 +167,7 @@ def test_fusion_warns_about_components_trained_on_other_crops(caplog: pytest.Log
 
 
 def test_nuaa_raw_frames_through_the_recipe_give_one_sample_per_scale(tmp_path: Path) -> None:
-    from faceauth.runner import build_component
+    from faceauth.config.build import build_component
     from tests.test_nuaa import SUBJECTS, haar_frames, write_tree
 
     frames = haar_frames(3)

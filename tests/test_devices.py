@@ -7,9 +7,9 @@ import warnings
 import pytest
 import torch
 
-from faceauth import distributed
 from faceauth.errors import RecipeError
-from faceauth.plugins.trainers.loop import optimizer_step
+from faceauth.training import distributed
+from faceauth.training.loop import optimizer_step
 
 
 @pytest.mark.parametrize(("setting", "gpus", "processes", "backend"), [
@@ -61,7 +61,7 @@ def test_a_step_the_scaler_skips_leaves_weights_and_schedule_alone() -> None:
 
 
 def test_a_link_keeps_the_old_file_when_its_source_is_replaced(tmp_path) -> None:
-    from faceauth.paths import atomic_link, atomic_write
+    from faceauth.io.paths import atomic_link, atomic_write
 
     source = tmp_path / "best.pt"
     source.write_bytes(b"epoch 3")
@@ -77,7 +77,7 @@ def test_a_link_keeps_the_old_file_when_its_source_is_replaced(tmp_path) -> None
 @pytest.mark.slow
 def test_an_epoch_that_is_the_best_is_written_once(tmp_path, monkeypatch) -> None:
     import faceauth
-    from faceauth import checkpoint
+    from faceauth.training import checkpoint
     from tests.test_distributed import RECIPE
 
     monkeypatch.setenv("FACEAUTH_PLUGINS", "faceauth,faceauth-example-plugin")

@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 import yaml
 
 import faceauth
-from faceauth import checkpoint, distributed
+from faceauth.training import checkpoint, distributed
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def spawn_two(target: Any, *args: Any) -> dict[int, Any]:
         port = probe.getsockname()[1]
     context = mp.get_context("spawn")
     results = context.Queue()
-    processes = [context.Process(target=target, args=(rank, port, results, *args)) for rank in range(2)]
+    processes = [context.Process(target=_child, args=(target, rank, port, results, *args)) for rank in range(2)]
     for process in processes:
         process.start()
     found = dict(results.get(timeout=120) for _ in processes)
@@ -99,6 +99,23 @@ def spawn_two(target: Any, *args: Any) -> dict[int, Any]:
         process.join(30)
     assert [p.exitcode for p in processes] == [0, 0]
     return found
+
+
+def _child(target: Any, rank: int, port: int, results: "mp.Queue", *args: Any) -> None:
+    """Run `target` in a spawned rank, then leave without the interpreter's teardown: gloo's threads can
+    still be winding down then, and C++ aborts the process ("terminate called without an active
+    exception") although every collective finished. The results are flushed first."""
+    import traceback
+
+    code = 0
+    try:
+        target(rank, port, results, *args)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    results.close()
+    results.join_thread()
+    os._exit(code)
 
 
 def _in_group(rank: int, port: int) -> None:
@@ -132,7 +149,7 @@ def test_inconsistent_recipes_are_an_error_on_every_rank() -> None:
 def _overflow_on_rank_1(rank: int, port: int, results: "mp.Queue") -> None:
     # A parameter DDP does not synchronise (as Partial FC's shard of the class centres is) and a real
     # gradient scaler (the CPU one: the loop's CUDA scaler is disabled without a GPU; both run this code).
-    from faceauth.plugins.trainers.loop import unscale_gradients
+    from faceauth.training.loop import unscale_gradients
 
     _in_group(rank, port)
     try:

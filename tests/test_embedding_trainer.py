@@ -12,8 +12,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import faceauth
-from faceauth.export import onnx_session, read_metadata
-from faceauth.tools import evaluate
+from faceauth.io.onnx import onnx_session, read_metadata
+from faceauth.runs.models import evaluate
 
 pytestmark = pytest.mark.slow
 

@@ -14,15 +14,15 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import faceauth
-from faceauth import checkpoint
-from faceauth.cli import eval_main, export_main, run_main
-from faceauth.export import onnx_session, read_metadata
+from faceauth.commands.cli import eval_main, export_main, run_main
+from faceauth.io.onnx import onnx_session, read_metadata
+from faceauth.training import checkpoint
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> faceauth.runner.RunResult:
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> faceauth.runs.runner.RunResult:
     from tests.conftest import TINY_RECIPE
 
     root = tmp_path_factory.mktemp("e2e")
@@ -31,7 +31,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> faceauth.runner.Ru
     return faceauth.run(recipe, ["run_name=first"])
 
 
-def test_run_directory_holds_everything(finished_run: faceauth.runner.RunResult) -> None:
+def test_run_directory_holds_everything(finished_run: faceauth.runs.runner.RunResult) -> None:
     run_dir = finished_run.dir
     assert run_dir.name == "first"
     resolved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
@@ -39,7 +39,7 @@ def test_run_directory_holds_everything(finished_run: faceauth.runner.RunResult)
     for tag in ("last", "best"):
         payload = checkpoint.load(run_dir / "checkpoints" / f"{tag}.pt")
         assert {"model", "optimizer", "scheduler", "rng", "recipe", "versions", "epoch"} <= set(payload)
-        assert payload["versions"]["faceauth"] == faceauth.runner.version()
+        assert payload["versions"]["faceauth"] == faceauth.config.registry.version()
         assert payload["versions"]["components"]["backbone"].startswith("faceauth ")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["val"]) >= {"acer", "apcer", "bpcer", "hter", "eer", "auc", "threshold"}
@@ -47,7 +47,7 @@ def test_run_directory_holds_everything(finished_run: faceauth.runner.RunResult)
     assert metrics == json.loads(json.dumps(finished_run.metrics, default=str))
 
 
-def test_tensorboard_events(finished_run: faceauth.runner.RunResult) -> None:
+def test_tensorboard_events(finished_run: faceauth.runs.runner.RunResult) -> None:
     events = EventAccumulator(str(finished_run.dir), size_guidance={"tensors": 0, "images": 0, "scalars": 0})
     events.Reload()
     tags = events.Tags()
@@ -58,7 +58,7 @@ def test_tensorboard_events(finished_run: faceauth.runner.RunResult) -> None:
     assert any(t.startswith("val/pr_live") for t in tags["tensors"])
 
 
-def test_onnx_model_matches_and_carries_metadata(finished_run: faceauth.runner.RunResult) -> None:
+def test_onnx_model_matches_and_carries_metadata(finished_run: faceauth.runs.runner.RunResult) -> None:
     path = finished_run.dir / "model.onnx"
     model = onnx.load(path)
     onnx.checker.check_model(model)
@@ -70,7 +70,7 @@ def test_onnx_model_matches_and_carries_metadata(finished_run: faceauth.runner.R
     assert "higher = more likely live" in meta["faceauth.score"] and "log-odds" in meta["faceauth.score"]
     assert meta["faceauth.threshold_rule"] == "eer on val"
     payload = checkpoint.load(finished_run.dir / "checkpoints" / "best.pt")
-    from faceauth.tools import _run_for
+    from faceauth.runs.models import _run_for
 
     run, trainer = _run_for(payload["recipe"], [], [])
     net = trainer.load_model(run, payload)
@@ -82,8 +82,8 @@ def test_onnx_model_matches_and_carries_metadata(finished_run: faceauth.runner.R
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
-def test_eval_checkpoint_and_onnx_agree(finished_run: faceauth.runner.RunResult, capsys: pytest.CaptureFixture) -> None:
-    from faceauth.tools import evaluate
+def test_eval_checkpoint_and_onnx_agree(finished_run: faceauth.runs.runner.RunResult, capsys: pytest.CaptureFixture) -> None:
+    from faceauth.runs.models import evaluate
 
     from_checkpoint = evaluate(finished_run.dir / "checkpoints" / "best.pt")
     from_onnx = evaluate(finished_run.dir / "model.onnx")
@@ -94,7 +94,7 @@ def test_eval_checkpoint_and_onnx_agree(finished_run: faceauth.runner.RunResult,
     assert json.loads(capsys.readouterr().out)["acer"] == pytest.approx(from_onnx["acer"])
 
 
-def test_export_command(finished_run: faceauth.runner.RunResult, tmp_path: Path) -> None:
+def test_export_command(finished_run: faceauth.runs.runner.RunResult, tmp_path: Path) -> None:
     out = tmp_path / "weights" / "liveness.onnx"
     assert export_main([str(finished_run.dir / "checkpoints" / "best.pt"), "--output", str(out)]) == 0
     assert read_metadata(out)["faceauth.task"] == "liveness"
@@ -110,10 +110,10 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
         assert torch.equal(a[key], b[key]), key
 
 
-def test_resume_mid_epoch_reaches_the_same_weights(finished_run: faceauth.runner.RunResult, tiny_recipe: Path) -> None:
+def test_resume_mid_epoch_reaches_the_same_weights(finished_run: faceauth.runs.runner.RunResult, tiny_recipe: Path) -> None:
     stopped = faceauth.run(tiny_recipe, ["trainer.max_steps=4", "run_name=stopped"])
     assert stopped.metrics["stopped"] == "max_steps=4 reached" and stopped.onnx_path is None
-    assert checkpoint.load(stopped.dir)["position"] == 1
+    assert checkpoint.load(stopped.dir / checkpoint.RESUME_CHECKPOINT)["position"] == 1
     resumed = faceauth.run(None, ["trainer.max_steps=null"], resume=stopped.dir)
     assert resumed.metrics["stopped"] is None
     _assert_same_weights(_final_weights(resumed.dir), _final_weights(finished_run.dir))
@@ -127,10 +127,10 @@ class _InterruptAfterFirstEpoch:
             signal.raise_signal(signal.SIGINT)
 
 
-def test_sigint_saves_a_resumable_checkpoint(finished_run: faceauth.runner.RunResult, tiny_recipe: Path) -> None:
+def test_sigint_saves_a_resumable_checkpoint(finished_run: faceauth.runs.runner.RunResult, tiny_recipe: Path) -> None:
     interrupted = faceauth.run(tiny_recipe, ["run_name=interrupted"], extra_plugins=[_InterruptAfterFirstEpoch()])
     assert interrupted.interrupted
-    assert checkpoint.load(interrupted.dir)["epoch"] == 1
+    assert checkpoint.load(interrupted.dir / checkpoint.RESUME_CHECKPOINT)["epoch"] == 1
     resumed = faceauth.run(None, [], resume=interrupted.dir)
     _assert_same_weights(_final_weights(resumed.dir), _final_weights(finished_run.dir))
 

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import faceauth
-from faceauth.cli import run_main
-from faceauth.registry import load_registry
+from faceauth.commands.cli import run_main
+from faceauth.config.registry import load_registry
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "faceauth-example-plugin"
 DIST = "faceauth-example-plugin"
@@ -46,7 +47,7 @@ def test_recipe_runs_on_the_plugin_components_and_events_are_logged(tmp_path: Pa
     assert kinds[0] == "train_start" and kinds[-1] == "train_end"
     assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [0, 1]
     assert {"last", "best"} <= {e["tag"] for e in events if e["event"] == "checkpoint_saved"}
-    versions = faceauth.checkpoint.load(result.dir)["versions"]["components"]
+    versions = faceauth.training.checkpoint.load(result.dir)["versions"]["components"]
     assert versions["backbone"] == versions["data"] == versions["loss"] == f"{DIST} 0.1.0"
 
 
@@ -54,3 +55,27 @@ def test_disabling_the_package_removes_its_components(monkeypatch: pytest.Monkey
     monkeypatch.delenv("FACEAUTH_PLUGINS")
     monkeypatch.setenv("FACEAUTH_DISABLE_PLUGINS", "FaceAuth_Example.Plugin")
     assert "tiny_cnn" not in load_registry().names("backbone")
+
+
+def test_the_example_trainer_builds_on_the_training_toolkit(tmp_path: Path) -> None:
+    """The example's `linear_probe` (faceauth.training's loop, loaders, export bundle): it trains only its head
+    on a frozen backbone taken from a classifier run, resumes exactly, and faceauth-eval and the ONNX export
+    reproduce its figures and scores through the ModelTrainer protocol."""
+    common = [f"output_dir={tmp_path}", "trainer.progress=false"]
+    source = faceauth.run(EXAMPLE / "recipe.yaml", [*common, "run_name=classifier"])
+    probe_args = [*common, f"backbone.pretrained={source.dir}"]
+    probe = faceauth.run(EXAMPLE / "probe_recipe.yaml", [*probe_args, "run_name=probe"])
+    state = faceauth.training.checkpoint.load(probe.dir / "checkpoints" / "best.pt")["model"]
+    trained = faceauth.training.checkpoint.load(source.dir / "checkpoints" / "best.pt")["model"]
+    frozen = {k: v for k, v in state.items() if k.startswith("backbone.")}
+    assert frozen and all(torch.equal(v, trained[k]) for k, v in frozen.items())  # running statistics too
+    assert probe.metrics["epochs_completed"] == 3 and probe.metrics["test"]["num_live"] == 16
+
+    paused = faceauth.run(EXAMPLE / "probe_recipe.yaml", [*probe_args, "run_name=paused", "trainer.max_steps=5"])
+    assert paused.metrics["stopped"]
+    resumed = faceauth.run(None, ["trainer.max_steps=null"], resume=paused.dir)
+    again = faceauth.training.checkpoint.load(resumed.dir / "checkpoints" / "best.pt")["model"]
+    assert all(torch.equal(again[k], v) for k, v in state.items())
+
+    assert faceauth.evaluate(probe.dir / "checkpoints" / "best.pt") == pytest.approx(probe.metrics["test"])
+    assert faceauth.evaluate(probe.onnx_path)["auc"] == pytest.approx(probe.metrics["test"]["auc"], abs=1e-6)

@@ -19,11 +19,11 @@ import torch
 import yaml
 
 import faceauth
-import faceauth.paths
-from faceauth import checkpoint
-from faceauth.cli import eval_main, run_main
+import faceauth.io.paths
+from faceauth.commands.cli import eval_main, run_main
 from faceauth.errors import CheckpointError, RecipeError
-from faceauth.paths import FolderLocked, folder_lock
+from faceauth.io.paths import FolderLocked, folder_lock
+from faceauth.training import checkpoint
 from tests.conftest import TINY_RECIPE
 
 
@@ -61,7 +61,7 @@ def fill_disk(monkeypatch: pytest.MonkeyPatch, room: int, when: str = "") -> Non
             return FullDisk(path, room)
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(faceauth.paths, "open", opener, raising=False)
+    monkeypatch.setattr(faceauth.io.paths, "open", opener, raising=False)
 
 
 def temporaries(folder: Path) -> list[Path]:
@@ -86,7 +86,7 @@ def test_a_read_only_run_directory_names_the_file_and_the_cause(tmp_path: Path, 
     def read_only(*args: object, **kwargs: object) -> None:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "checkpoints"))
 
-    monkeypatch.setattr(faceauth.paths.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(faceauth.io.paths.tempfile, "mkstemp", read_only)
     with pytest.raises(CheckpointError, match=r"best\.pt: cannot write the checkpoint \(Read-only file system\)$"):
         checkpoint.save(tmp_path / "checkpoints" / "best.pt", {"epoch": 1})
 
@@ -125,7 +125,7 @@ def test_a_failed_metrics_write_names_the_file(run_dir: Path, monkeypatch: pytes
     fill_disk(monkeypatch, room=10, when=".metrics.json.")
     rc = run_main(["--resume", str(run_dir), "trainer.max_steps=3"])
     one_line_error("faceauth-run", rc, capsys, f"{run_dir / 'metrics.json'}: cannot write (No space left on device)")
-    assert checkpoint.load(run_dir)["global_step"] == 3  # what came before the failed write is kept
+    assert checkpoint.load(run_dir / checkpoint.RESUME_CHECKPOINT)["global_step"] == 3  # what came before the failed write is kept
 
 
 # temporary files, locks ------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_temporary_files_of_a_killed_run_are_swept_on_resume(run_dir: Path) -> N
 def test_a_second_writer_of_a_run_directory_is_refused_naming_the_holder(
         run_dir: Path, capsys: pytest.CaptureFixture) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, faceauth.paths as p\n"
+        [sys.executable, "-c", "import sys, faceauth.io.paths as p\n"
                                f"with p.folder_lock({str(run_dir)!r}):\n    print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -189,13 +189,22 @@ def test_overrides_with_resume_get_the_recipe_files_check(run_dir: Path, overrid
 @pytest.mark.slow
 def test_recipe_yaml_is_rewritten_only_after_a_successful_restore(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
     recipe_before = (run_dir / "recipe.yaml").read_bytes()
-    payload = checkpoint.load(run_dir)
+    payload = checkpoint.load(run_dir / checkpoint.RESUME_CHECKPOINT)
     payload["model"] = {k: v for k, v in payload["model"].items() if not k.startswith("head.")}  # weights that do not fit
     checkpoint.save(run_dir / "checkpoints" / "last.pt", payload)
     rc = run_main(["--resume", str(run_dir), "trainer.epochs=3"])
     one_line_error("faceauth-run", rc, capsys, f"{run_dir / 'checkpoints' / 'last.pt'}: its weights do not fit",
                    "Missing key(s)")
     assert (run_dir / "recipe.yaml").read_bytes() == recipe_before
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_task_cannot_resume_the_run(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    last = run_dir / "checkpoints" / "last.pt"
+    checkpoint.save(last, {**checkpoint.load(last), "task": "embedding"})
+    rc = run_main(["--resume", str(run_dir)])
+    one_line_error("faceauth-run", rc, capsys, f"{last}: expected a liveness checkpoint to resume this run, "
+                                               f"found an embedding checkpoint")
 
 
 @pytest.mark.slow
@@ -217,7 +226,7 @@ def test_a_run_killed_before_its_first_checkpoint_says_so(run_dir: Path, capsys:
 @pytest.mark.slow
 def test_checkpoints_without_a_recipe_or_with_weights_that_do_not_fit_are_one_line(
         run_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    payload = checkpoint.load(run_dir)
+    payload = checkpoint.load(run_dir / checkpoint.RESUME_CHECKPOINT)
     no_recipe = run_dir / "no_recipe.pt"
     checkpoint.save(no_recipe, {k: v for k, v in payload.items() if k not in ("recipe", "path")})
     one_line_error("faceauth-eval", eval_main([str(no_recipe)]), capsys, f"{no_recipe}: no recipe in this checkpoint")

@@ -14,14 +14,14 @@ import pytest
 import yaml
 
 import faceauth
-from faceauth.cli import eval_main, export_main, run_main, versions
-from faceauth.predict import predict_main
+from faceauth.commands.cli import eval_main, export_main, run_main
+from faceauth.commands.predict import predict_main
 from faceauth.components import Dataset, Lazy, lazy, resolve
+from faceauth.config.recipe import builtin_recipes, find_recipe, load_recipe
+from faceauth.config.registry import load_registry
 from faceauth.errors import PluginError, RecipeError
-from faceauth.recipe import builtin_recipes, find_recipe, load_recipe
-from faceauth.registry import load_registry
+from faceauth.io.console import versions
 from tests.conftest import REPO, TINY_RECIPE
-
 
 # ---- built-in recipes ----------------------------------------------------------------------------
 
@@ -139,8 +139,8 @@ def test_a_lazy_reference_that_does_not_import_names_the_plugin() -> None:
 
 
 def test_cli_and_listing_import_no_torch() -> None:
-    code = ("import sys; import faceauth.cli; assert 'torch' not in sys.modules, 'cli';"
-            "from faceauth.cli import run_main; run_main(['--list']);"
+    code = ("import sys; import faceauth.commands.cli; assert 'torch' not in sys.modules, 'cli';"
+            "from faceauth.commands.cli import run_main; run_main(['--list']);"
             "assert 'torch' not in sys.modules, 'list'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -157,7 +157,7 @@ def test_every_command_has_version(main, capsys: pytest.CaptureFixture) -> None:
     out = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in out]
     assert names[:6] == ["faceauth", "python", "torch", "torchvision", "onnxruntime", "onnx"]
-    assert out[0].split()[-1] == faceauth.runner.version()
+    assert out[0].split()[-1] == faceauth.config.registry.version()
 
 
 def test_versions_name_the_plugin_packages(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,7 +173,7 @@ def test_commands_show_faceauth_logs_only(capsys: pytest.CaptureFixture, monkeyp
         logging.getLogger("faceauth.plugins.datasets.folder").info("skipped 2 unreadable images")
         raise faceauth.RecipeError("stop here")
 
-    monkeypatch.setattr("faceauth.runner.run", action_logging)
+    monkeypatch.setattr("faceauth.runs.runner.run", action_logging)
     assert run_main([str(REPO / "recipes" / "liveness_resnet18.yaml")]) == 1
     err = capsys.readouterr().err
     assert "faceauth-run: skipped 2 unreadable images" in err and "Removed 182" not in err

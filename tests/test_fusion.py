@@ -20,9 +20,9 @@ import yaml
 from PIL import Image
 
 import faceauth
-from faceauth import checkpoint
-from faceauth.errors import CheckpointError, DataError, ExportError
-from faceauth.export import onnx_session, read_metadata
+from faceauth.errors import CheckpointError, DataError, ExportError, RecipeError
+from faceauth.io.onnx import onnx_session, read_metadata
+from faceauth.training import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DEMO = {"name": "demo_attempts", "train_identities": 4, "val_identities": 3, "test_identities": 3, "live": 3,
@@ -37,7 +37,7 @@ LIVENESS_RECIPE = {
     "backbone": {"name": "resnet18", "input_size": 32}, "loss": {"name": "cross_entropy"},
     "trainer": {"name": "classifier", "epochs": 1, "num_workers": 0, "progress": False}, "export": {"name": "onnx"},
 }
-_MODELS_VERSION = "v1"
+_MODELS_VERSION = "v2"
 
 
 def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -47,16 +47,17 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _component(recipe_dict: dict, seed: int, threshold: float) -> tuple[object, object, dict]:
     """An untrained model of the recipe's trainer, the run that exports it, and its checkpoint payload."""
-    from faceauth.plugins.trainers.classifier import Classifier, build_backbone
-    from faceauth.recipe import load_recipe
-    from faceauth.registry import load_registry
-    from faceauth.runner import Run, build_component
+    from faceauth.config.build import build_component
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.plugins.trainers.classifier import Classifier
+    from faceauth.training.run import Run
 
     registry = load_registry()
     recipe = load_recipe(None, registry=registry, base=recipe_dict)
     run = Run(recipe, registry, Path("."))
     torch.manual_seed(seed)
-    backbone = build_backbone(run)
+    backbone = run.build("backbone")
     liveness = recipe.trainer.name == "classifier"
     model = (Classifier(backbone, 2) if liveness else backbone).eval()
     model.threshold = threshold
@@ -67,7 +68,7 @@ def _component(recipe_dict: dict, seed: int, threshold: float) -> tuple[object, 
 
 def component_models(cache: Path) -> dict[str, Path]:
     """Tiny component models, made once per test session: ``{embedding,liveness}.{onnx,pt}`` and a second
-    embedding checkpoint ``embedding_b.pt`` with other weights."""
+    embedding model ``embedding_b.{onnx,pt}`` with other weights."""
     folder = cache / "test-components" / _MODELS_VERSION
     if (folder / "done").is_file():
         return {p.stem if p.suffix == ".onnx" else f"{p.stem}_pt": p for p in folder.iterdir() if p.name != "done"}
@@ -81,8 +82,7 @@ def component_models(cache: Path) -> dict[str, Path]:
     for name, recipe, seed, threshold in made:
         trainer, run, made = _component(recipe, seed, threshold)
         checkpoint.save(tmp / f"{name}.pt", made["payload"])
-        if name != "embedding_b":
-            OnnxExporter(OnnxOptions()).export(trainer.export_bundle(run, made["model"]), tmp / f"{name}.onnx")
+        OnnxExporter(OnnxOptions()).export(trainer.export_bundle(run, made["model"]), tmp / f"{name}.onnx")
     (tmp / "done").touch()
     if not folder.exists():
         os.replace(tmp, folder)
@@ -98,8 +98,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def build_data(section: dict) -> faceauth.data.Splits:
-    from faceauth.recipe import resolve_section
-    from faceauth.registry import load_registry
+    from faceauth.config.recipe import resolve_section
+    from faceauth.config.registry import load_registry
 
     registry = load_registry()
     resolved = resolve_section(section, "data", "dataset", registry)
@@ -173,7 +173,7 @@ def test_attempt_folder_errors_name_the_problem(tmp_path: Path) -> None:
         build_data({"name": "attempt_folder", "root": str(root)})
     with pytest.raises(DataError, match=r"has no 'train/' folder"):
         build_data({"name": "attempt_folder", "root": str(tmp_path)})
-    with pytest.raises(DataError, match=r"data.root: required"):
+    with pytest.raises(RecipeError, match=r"data\.root: required key is missing"):
         build_data({"name": "attempt_folder"})
 
 
@@ -227,7 +227,8 @@ SCORES = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.4, 0.2, 0.1, 0.95, 0.5, 0.65, 0.05
 
 
 def test_metrics_against_a_hand_computed_case() -> None:
-    from faceauth.plugins.trainers.fusion import and_accepts, decision_figures, scored_figures, threshold_at_far
+    from faceauth.metrics.joint import decision_figures, scored_figures, threshold_at_far
+    from faceauth.plugins.trainers.fusion.models import and_accepts
 
     figures = scored_figures(SCORES, KINDS, ATTACKS, threshold=0.55)
     # genuine accepted 0.9, 0.8, 0.6 of 4; impostors 0.7 of 4; spoofs 0.95 and 0.65 (both prints) of 4
@@ -249,37 +250,34 @@ def test_metrics_against_a_hand_computed_case() -> None:
 
 
 # components and features ----------------------------------------------------------------------------------
-def test_a_component_of_the_wrong_kind_is_an_error(models: dict[str, Path], tmp_path: Path) -> None:
-    from faceauth.plugins.trainers.fusion import load_component
-    from faceauth.registry import load_registry
+def components_of(**files: list[Path]) -> list:
+    from faceauth.plugins.trainers.fusion.components import open_components
 
-    registry = load_registry()
-    with pytest.raises(ExportError, match=r"liveness\.onnx is a liveness model .*expected an embedding model"):
-        load_component(registry, models["liveness"], "embedding", "trainer.embedding_models[0]")
-    with pytest.raises(CheckpointError, match=r"embedding\.pt is an embedding checkpoint .*expected a liveness model"):
-        load_component(registry, models["embedding_pt"], "liveness", "trainer.liveness_models[0]")
+    return open_components(files)
+
+
+def test_a_component_of_the_wrong_kind_is_an_error(models: dict[str, Path], tmp_path: Path) -> None:
     recipe = tiny_fusion_recipe(tmp_path, models, embedding=[str(models["liveness"])])
-    with pytest.raises(ExportError, match=r"trainer\.embedding_models\[0\]: liveness\.onnx is a liveness model"):
+    with pytest.raises(ExportError, match=r"trainer\.embedding_models\[0\]: liveness\.onnx is a liveness model "
+                                          r".*expected an embedding model"):
+        faceauth.run(recipe)
+    recipe = tiny_fusion_recipe(tmp_path, models, liveness=[str(models["embedding_pt"])])
+    with pytest.raises(CheckpointError, match=r"trainer\.liveness_models\[0\]: .*embedding\.pt: expected a liveness "
+                                              r"checkpoint to use as the liveness model, found an embedding checkpoint"):
+        faceauth.run(recipe)
+    recipe = tiny_fusion_recipe(tmp_path, models, liveness=[str(tmp_path / "nowhere.onnx")])
+    with pytest.raises(faceauth.RecipeError, match=r"trainer\.liveness_models\[0\]: .*nowhere\.onnx not found"):
         faceauth.run(recipe)
     assert not (tmp_path / "runs").exists()
 
 
-def test_onnx_and_checkpoint_components_agree(models: dict[str, Path]) -> None:
-    from faceauth.plugins.trainers.fusion import load_component
-    from faceauth.registry import load_registry
+def test_deployment_preprocessing_is_the_evaluation_transform() -> None:
+    from faceauth.components import Preprocess
+    from faceauth.deploy.models import ImagePreprocess
+    from faceauth.training.transforms import eval_transform
 
-    registry = load_registry()
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (40 + 8 * i, 40 + 8 * i, 3), dtype=np.uint8) for i in range(3)]
-    for role in ("embedding", "liveness"):
-        from_onnx = load_component(registry, models[role], role, "x").score(images)
-        from_checkpoint = load_component(registry, models[f"{role}_pt"], role, "x").score(images)
-        np.testing.assert_allclose(from_onnx, from_checkpoint, atol=1e-4)
-    # the numpy preprocessing of deployment is the trainers' evaluation transform
-    from faceauth.authenticator import ImagePreprocess
-    from faceauth.components import Preprocess
-    from faceauth.plugins.trainers.transforms import eval_transform
-
     spec = Preprocess(input_size=(32, 24), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
     expected = torch.stack([eval_transform(spec)(Image.fromarray(x)) for x in images]).numpy()
     np.testing.assert_allclose(ImagePreprocess((32, 24), spec.mean, spec.std)(images), expected, atol=1e-5)
@@ -288,30 +286,27 @@ def test_onnx_and_checkpoint_components_agree(models: dict[str, Path]) -> None:
 def test_scores_are_cached_and_rebuilt_when_a_model_changes(models: dict[str, Path], tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    from faceauth.plugins.trainers import fusion
-    from faceauth.registry import load_registry
+    from faceauth.plugins.trainers.fusion import scores
 
-    registry = load_registry()
     splits = build_data(TINY_DEMO)
-    options = fusion.FusionOptions(progress=False)
     calls = []
-    compute = fusion._compute_outputs
-    monkeypatch.setattr(fusion, "_compute_outputs", lambda *a, **k: calls.append(1) or compute(*a, **k))
-    embedding = tmp_path / "embedding.pt"
-    shutil.copyfile(models["embedding_pt"], embedding)
+    compute = scores.compute_outputs
+    monkeypatch.setattr(scores, "compute_outputs", lambda *a, **k: calls.append(1) or compute(*a, **k))
+    embedding = tmp_path / "embedding.onnx"
+    shutil.copyfile(models["embedding"], embedding)
 
     def features() -> np.ndarray:
-        components = [fusion.load_component(registry, embedding, "embedding", "e"),
-                      fusion.load_component(registry, models["liveness"], "liveness", "l")]
-        outputs = fusion.image_outputs(splits.val, "val", components, options, TINY_DEMO)
-        return fusion.attempt_features(splits.val, outputs, components, quality=True)
+        components = components_of(embedding=[embedding], liveness=[models["liveness"]])
+        outputs = scores.image_outputs(splits.val, "val", components, quality=True, batch_size=32, progress=False,
+                                       data_section=TINY_DEMO)
+        return scores.features_of(splits.val, outputs, components, quality=True)
 
     first = features()
     assert len(calls) == 1 and first.shape == (36, 4)
     cached = set((Path(os.environ["FACEAUTH_CACHE"]) / "scores").glob("val-*.npz"))
     np.testing.assert_array_equal(features(), first)
     assert len(calls) == 1  # read from the cache
-    shutil.copyfile(models["embedding_b_pt"], embedding)  # the same path, other weights
+    shutil.copyfile(models["embedding_b"], embedding)  # the same path, other weights
     with caplog.at_level(logging.INFO, logger="faceauth.plugins.trainers.fusion"):
         changed = features()
     assert len(calls) == 2 and "made with other component models; rebuilding" in caplog.text
@@ -328,23 +323,28 @@ def test_scores_are_cached_and_rebuilt_when_a_model_changes(models: dict[str, Pa
 
 
 def test_several_embedding_models_are_fused_as_an_ensemble(models: dict[str, Path]) -> None:
-    from faceauth.plugins.trainers import fusion
-    from faceauth.registry import load_registry
+    from faceauth.plugins.trainers.fusion import FusionOptions, FusionTrainer, data, scores
+    from faceauth.plugins.trainers.fusion import models as fusion_models
+    from faceauth.runs.inputs import file_names
 
-    registry = load_registry()
     splits = build_data(TINY_DEMO)
-    components = [fusion.load_component(registry, models["embedding_pt"], "embedding", "e0"),
-                  fusion.load_component(registry, models["embedding_b_pt"], "embedding", "e1"),
-                  fusion.load_component(registry, models["liveness"], "liveness", "l")]
-    options = fusion.FusionOptions(progress=False, quality=False)
-    features = fusion.attempt_features(splits.test, fusion.image_outputs(splits.test, "test", components, options,
-                                                                         TINY_DEMO), components, quality=False)
+    components = components_of(embedding=[models["embedding"], models["embedding_b"]], liveness=[models["liveness"]])
+    outputs = scores.image_outputs(splits.test, "test", components, quality=False, batch_size=32, progress=False,
+                                   data_section=TINY_DEMO)
+    features = scores.features_of(splits.test, outputs, components, quality=False)
     assert features.shape == (36, 3) and not np.allclose(features[:, 0], features[:, 1])
-    assert fusion.FusionTrainer(options)._feature_names(components) == ["match/0", "match/1", "liveness/0"]
-    assert fusion._role_files(components) == ["embedding-0.onnx", "embedding-1.onnx", "liveness.onnx"]
+    assert data.names_of(components, quality=False) == ["match/0", "match/1", "liveness/0"]
+    # the runner keeps them in the run directory under the names the model inputs give
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+
+    recipe = load_recipe(REPO / "recipes" / "fusion_mlp.yaml", registry=load_registry())
+    specs = FusionTrainer(FusionOptions(embedding_models=["a.onnx", "b.pt"])).model_inputs(recipe)
+    assert [file_names(spec) for spec in specs] == [["embedding-0.onnx", "embedding-1.onnx"], ["liveness.onnx"]]
+    assert specs[0].recipe is None and specs[1].recipe == "fusion_liveness_component"  # none given: trained
     # the AND rule asks every component; the matcher baseline averages the matchers
-    gates = fusion.and_thresholds(features, splits.test.kinds, components, "model")
-    assert gates == pytest.approx([0.5, 0.4, 0.5])  # the thresholds stored in the checkpoints / metadata
+    gates = fusion_models.and_thresholds(features, splits.test.kinds, components, "model")
+    assert gates == pytest.approx([0.5, 0.4, 0.5])  # the thresholds stored in the models' metadata
 
 
 # the trainer end to end -----------------------------------------------------------------------------------
@@ -355,7 +355,8 @@ def tiny_fusion_recipe(tmp_path: Path, models: dict[str, Path], embedding: list[
     recipe["data"] = dict(TINY_DEMO)
     recipe["trainer"].update({"embedding_models": embedding or [str(models["embedding"])],
                               "liveness_models": liveness or [str(models["liveness_pt"])],
-                              "epochs": 6, "checkpoint_every": 2, "progress": False, "target_far": 0.1})
+                              "epochs": 6, "progress": False, "target_far": 0.1})
+    recipe["optimizer"]["lr"] = 0.02
     path = tmp_path / "fusion.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return path
@@ -387,12 +388,25 @@ class StopAtEpoch:
 @pytest.mark.slow
 def test_a_stopped_fusion_run_resumes_to_the_same_result(models: dict[str, Path], tmp_path: Path) -> None:
     recipe = tiny_fusion_recipe(tmp_path, models, liveness=[str(models["liveness"])])
-    stopper = StopAtEpoch(3)
+    stopper = StopAtEpoch(2)  # the training loop's faceauth_epoch_end counts epochs from 0: the third
     stopped = faceauth.run(recipe, ["export=null", "run_name=stopped"], extra_plugins=[stopper])
     assert stopped.metrics["stopped"] == "test stop" and "test" not in stopped.metrics
     assert stopper.events[0] == "train_start" and stopper.events[-1] == "train_end"
     assert {"epoch_end", "checkpoint_best", "checkpoint_last"} <= set(stopper.events)
     assert checkpoint.load(stopped.dir / "checkpoints" / "last.pt")["epoch"] == 3
+    import onnx
+
+    edited = shutil.copytree(stopped.dir, tmp_path / "edited")  # a component in the run directory changed
+    model = onnx.load(edited / "liveness.onnx")
+    model.metadata_props.add(key="edited", value="yes")
+    onnx.save(model, edited / "liveness.onnx")
+    changed = r"liveness\.onnx: not the liveness model this fusion model was trained with \(liveness\.onnx, sha256"
+    with pytest.raises(ExportError, match=changed):
+        faceauth.run(resume=edited)
+    from faceauth.runs.models import evaluate
+
+    with pytest.raises(ExportError, match=changed):  # the same check, worded alike, when evaluated
+        evaluate(edited / "checkpoints" / "best.pt", split="val")
     resumed = faceauth.run(resume=stopped.dir)
     whole = faceauth.run(recipe, ["export=null", "run_name=whole"])
     assert resumed.metrics["epochs_completed"] == 6 and resumed.metrics["stopped"] is None
@@ -403,20 +417,26 @@ def test_a_stopped_fusion_run_resumes_to_the_same_result(models: dict[str, Path]
 def test_fusion_run_end_to_end(models: dict[str, Path], tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from faceauth.tools import evaluate
+    from faceauth.commands.cli import _summary
+    from faceauth.runs.models import evaluate
 
     result = faceauth.run(tiny_fusion_recipe(tmp_path, models))
     metrics = json.loads((result.dir / "metrics.json").read_text())
-    for split in ("val", "test"):
-        assert set(metrics[split]) == {"mlp", "logistic", "and", "match"}
-        for name in ("mlp", "logistic", "match"):
-            assert {"threshold", "far", "frr", "hter", "sfar", "eer", "auc", "hter_at_eer"} <= set(metrics[split][name])
-        assert {"far", "frr", "hter", "sfar", "sfar_print", "sfar_replay"} <= set(metrics[split]["and"])
-        assert metrics[split]["and"]["num_genuine"] == 12
-    assert metrics["test"]["mlp"]["threshold"] == pytest.approx(metrics["val"]["mlp"]["threshold"])
-    assert metrics["threshold"] == pytest.approx(metrics["val"]["mlp"]["threshold"])
+    summary = _summary(result).splitlines()  # what faceauth-run prints: the fused model's figures
+    assert summary[2].startswith("test: far=") and f"sfar={metrics['test']['sfar']:.4f}" in summary[2]
+    figures = {"threshold", "far", "frr", "hter", "sfar", "eer", "auc", "hter_at_eer"}
+    for split in ("val", "test"):  # val and test: the fused model's, flat as every trainer's
+        assert figures <= set(metrics[split]) and not any(isinstance(v, dict) for v in metrics[split].values())
+        assert metrics[split]["num_genuine"] == 12
+        baselines = metrics["baselines"][split]
+        assert set(baselines) == {"logistic", "and", "match"}
+        for name in ("logistic", "match"):
+            assert figures <= set(baselines[name])
+        assert {"far", "frr", "hter", "sfar", "sfar_print", "sfar_replay"} <= set(baselines["and"])
+    assert metrics["test"]["threshold"] == pytest.approx(metrics["val"]["threshold"])
+    assert metrics["threshold"] == pytest.approx(metrics["val"]["threshold"])
     assert metrics["features"] == ["match/0", "liveness/0", "quality/sharpness", "quality/brightness"]
-    assert metrics["val"]["mlp"]["far"] <= 0.1  # the threshold reaches the target FAR on validation
+    assert metrics["val"]["far"] <= 0.1  # the threshold reaches the target FAR on validation
     payload = checkpoint.load(result.dir / "checkpoints" / "best.pt")
     assert payload["task"] == "fusion" and payload["threshold"] == pytest.approx(metrics["threshold"])
     assert checkpoint.load(result.dir / "checkpoints" / "last.pt")["epoch"] == 6
@@ -425,7 +445,7 @@ def test_fusion_run_end_to_end(models: dict[str, Path], tmp_path: Path) -> None:
     events.Reload()
     tags = events.Tags()
     assert {"val/det", "test/det"} <= set(tags["images"])
-    assert {"train/loss", "val/loss", "val/eer", "test/mlp/hter", "test/and/sfar", "test/logistic/far"} <= set(
+    assert {"train/loss", "val/loss", "val/eer", "test/hter", "test/and/sfar", "test/logistic/far"} <= set(
         tags["scalars"])
 
     # the run directory is a models directory: fusion model + the components as shipped
@@ -446,5 +466,189 @@ def test_fusion_run_end_to_end(models: dict[str, Path], tmp_path: Path) -> None:
     from_checkpoint = evaluate(result.dir / "checkpoints" / "best.pt", split="test")
     from_onnx = evaluate(result.onnx_path, split="test")
     for key in ("threshold", "far", "frr", "sfar", "eer", "auc", "hter_at_eer", "sfar_at_eer"):
-        assert from_checkpoint[key] == pytest.approx(metrics["test"]["mlp"][key], abs=1e-6)
-        assert from_onnx[key] == pytest.approx(metrics["test"]["mlp"][key], abs=1e-6)
+        assert from_checkpoint[key] == pytest.approx(metrics["test"][key], abs=1e-6)
+        assert from_onnx[key] == pytest.approx(metrics["test"][key], abs=1e-6)
+
+
+# component models as inputs: resolved by the runner ---------------------------------------------------------
+@pytest.mark.slow
+def test_a_fusion_run_without_models_has_the_runner_train_them_once(models: dict[str, Path], tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from faceauth.runs.models import evaluate
+
+    files = {}
+    trainable = {**EMBEDDING_RECIPE, "data": {**EMBEDDING_RECIPE["data"], "identities": 8, "val_identities": 0.25,
+                                                    "pairs_per_identity": 1},
+                 "trainer": {**EMBEDDING_RECIPE["trainer"], "batch_size": 8}}
+    for role, recipe in (("embedding", trainable), ("liveness", LIVENESS_RECIPE)):
+        files[role] = tmp_path / f"{role}.yaml"
+        files[role].write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    path = tiny_fusion_recipe(tmp_path, models)
+    recipe = yaml.safe_load(path.read_text())
+    recipe["trainer"].update({"embedding_models": [], "liveness_models": [], "epochs": 2,
+                              "train_components": {"embedding_recipe": str(files["embedding"]),
+                                                   "liveness_recipe": str(files["liveness"])}})
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="faceauth.runs.inputs"):
+        first = faceauth.run(path, ["run_name=first"])
+    assert caplog.text.count("training the") == 2
+    cache = Path(os.environ["FACEAUTH_CACHE"]) / "inputs"
+    trained = sorted(cache.iterdir())
+    assert [p.name.split("-")[0] for p in trained] == ["embedding", "liveness"]
+    assert all((p / "model.onnx").is_file() and (p / "recipe.yaml").is_file() for p in trained)
+    assert not list(cache.glob(".*tmp*"))
+    record = first.metrics["inputs"]
+    assert record == json.loads((first.dir / "inputs.json").read_text())
+    assert record["embedding"][0]["file"] == "embedding.onnx" and record["embedding"][0]["trained"]["run"] == str(
+        trained[0])
+    assert "auc" in record["liveness"][0]["trained"]["test"]  # the trained model's own figures
+    for role in ("embedding", "liveness"):  # the run directory holds what the runner trained
+        assert (first.dir / f"{role}.onnx").read_bytes() == (cache.glob(f"{role}-*").__next__() / "model.onnx").read_bytes()
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="faceauth.runs.inputs"):
+        second = faceauth.run(path, ["run_name=second"])
+    assert "training the" not in caplog.text and sorted(cache.iterdir()) == trained  # reused
+    assert second.metrics["test"] == first.metrics["test"]
+
+    shutil.rmtree(cache)  # evaluation uses the models kept in the run directory, not the cache or the recipe's
+    figures = evaluate(first.dir / "checkpoints" / "best.pt", split="test")
+    assert figures["hter"] == pytest.approx(first.metrics["test"]["hter"], abs=1e-6)
+    (first.dir / "liveness.onnx").unlink()
+    with pytest.raises(CheckpointError, match=r"trained with the liveness model liveness\.onnx, which is not in"):
+        evaluate(first.onnx_path, split="test")
+
+
+def test_fusion_takes_its_rates_from_the_optimizer_section(models: dict[str, Path], tmp_path: Path) -> None:
+    recipe = tiny_fusion_recipe(tmp_path, models)
+    with pytest.raises(faceauth.RecipeError, match=r"trainer\.lr"):
+        faceauth.run(recipe, ["trainer.lr=0.01"])
+    result = faceauth.run(recipe, ["trainer.epochs=1", "export=null", "optimizer.lr=0.003", "scheduler.name=constant"])
+    epochs = [json.loads(line) for line in (result.dir / "epochs.jsonl").read_text().splitlines()]
+    assert epochs[0]["train/lr"] == pytest.approx(0.003)
+    state = checkpoint.load(result.dir / "checkpoints" / "last.pt")["optimizer"]
+    assert state["param_groups"][0]["lr"] == pytest.approx(0.003)
+    assert state["param_groups"][0]["weight_decay"] == pytest.approx(1e-4)  # the recipe's adamw section
+
+
+def test_component_models_train_from_the_shipped_recipes_with_the_fusion_recipes_settings() -> None:
+    from faceauth.config.recipe import builtin_recipes, load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.plugins.trainers.fusion import ComponentTraining, FusionOptions, FusionTrainer
+
+    registry = load_registry()
+    recipe = load_recipe(REPO / "recipes" / "fusion_mlp.yaml", ["seed=3", "device=cpu", "backbone.input_size=32"],
+                         registry=registry)
+    options = FusionOptions(progress=False, train_components=ComponentTraining(liveness_overrides=["optimizer.lr=0.002"]))
+    embedding, liveness = FusionTrainer(options).model_inputs(recipe)
+    assert (embedding.recipe, liveness.recipe) == ("fusion_embedding_component", "fusion_liveness_component")
+    assert {embedding.recipe, liveness.recipe} <= set(builtin_recipes())  # shipped as package data
+    for spec in (embedding, liveness):
+        shipped = yaml.safe_load((REPO / "recipes" / f"{spec.recipe}.yaml").read_text())
+        trains = load_recipe(spec.recipe, spec.overrides, registry=registry)
+        assert trains.backbone == recipe.backbone and (trains.seed, trains.device) == (3, "cpu")
+        assert trains.trainer.options.progress is False
+        assert trains.trainer.options.epochs == shipped["trainer"]["epochs"]
+        assert trains.optimizer.name == shipped["optimizer"]["name"]  # each its own optimiser, from its file
+        assert trains.scheduler.warmup_epochs == shipped["scheduler"]["warmup_epochs"]
+    assert load_recipe(embedding.recipe, embedding.overrides, registry=registry).loss == recipe.loss
+    assert load_recipe(embedding.recipe, embedding.overrides, registry=registry).optimizer.lr == 0.05
+    assert load_recipe(liveness.recipe, liveness.overrides, registry=registry).optimizer.lr == 0.002  # overrides on top
+    assert load_recipe(liveness.recipe, liveness.overrides, registry=registry).loss.name == "cross_entropy"
+
+
+def test_fusion_metrics_hold_the_fused_models_figures_flat_and_the_baselines_apart() -> None:
+    from faceauth.plugins.trainers.fusion import FusionOptions, FusionTrainer
+    from faceauth.plugins.trainers.fusion.data import Prepared
+
+    setup = Prepared([], [], {}, ["match/0"], None, [0.5])
+    measured = {"val": {"far": 0.1, "hter": 0.2, "logistic/far": 0.3, "and/sfar": 0.4},
+                "test": {"far": 0.5, "match/eer": 0.6}, "threshold": 0.7}
+    metrics = FusionTrainer(FusionOptions())._metrics(measured, setup)
+    assert metrics["val"] == {"far": 0.1, "hter": 0.2} and metrics["test"] == {"far": 0.5}
+    assert metrics["baselines"] == {"val": {"logistic": {"far": 0.3}, "and": {"sfar": 0.4}},
+                                    "test": {"match": {"eer": 0.6}}}
+    paused = FusionTrainer(FusionOptions())._metrics({"val": {"loss": 0.1, "far": 0.2}}, setup)
+    assert paused["val"] == {"loss": 0.1, "far": 0.2} and "baselines" not in paused
+
+
+def test_fusion_options_are_the_loops_without_the_image_pipelines() -> None:
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.training.loop import LoopOptions
+
+    registry = load_registry()
+    recipe = load_recipe(REPO / "recipes" / "fusion_mlp.yaml", ["trainer.grad_clip=1.0"], registry=registry)
+    assert isinstance(recipe.trainer.options, LoopOptions) and recipe.trainer.options.grad_clip == 1.0
+    assert (recipe.trainer.options.epochs, recipe.trainer.options.num_workers) == (150, 0)
+    for override in ("trainer.amp=true", "trainer.num_workers=2", "trainer.channels_last=true"):
+        key = override.partition("=")[0]
+        with pytest.raises(RecipeError, match=rf"{key}: the fusion trainer fits a small MLP on feature rows .*"
+                                              rf"takes no {key.split('.')[1]}"):
+            load_recipe(REPO / "recipes" / "fusion_mlp.yaml", [override], registry=registry)
+
+
+def test_a_model_input_without_models_or_recipe_is_a_recipe_error() -> None:
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.runs.inputs import resolve
+    from faceauth.training.run import ModelInput
+
+    class NeedsAMatcher:
+        def model_inputs(self, recipe: object) -> list[ModelInput]:
+            return [ModelInput(name="matcher", task="embedding", key="trainer.matchers")]
+
+    registry = load_registry()
+    recipe = load_recipe(REPO / "recipes" / "fusion_mlp.yaml", registry=registry)
+    with pytest.raises(faceauth.RecipeError, match=r"trainer\.matchers: none given; expected an embedding model"):
+        resolve(NeedsAMatcher(), recipe, registry)
+
+
+@pytest.mark.slow
+def test_photos_are_cropped_for_each_component_as_deployment_crops_them(models: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    import onnx
+
+    from faceauth.deploy.authenticator import Authenticator
+    from faceauth.faces import CropGeometry
+    from faceauth.plugins.datasets.attempts import AttemptFolderOptions, build_attempt_folder
+    from faceauth.plugins.detectors.haar import HaarDetector, HaarOptions
+    from faceauth.plugins.trainers.fusion import scores
+    from tests.test_authenticator import export_fusion
+    from tests.videos import HAAR_FRAME, haar_face
+
+    width, height = HAAR_FRAME
+    face = haar_face()
+    for split in ("train", "val", "test"):
+        for who in range(2):
+            for kind, count in (("live", 3), ("spoof", 1)):
+                folder = tmp_path / "photos" / split / f"{split}{who}" / kind
+                folder.mkdir(parents=True)
+                for k in range(count):
+                    photo = np.full((height, width, 3), 80 + 20 * who + 5 * k, np.uint8)
+                    shift = 4 * k + 3 * who
+                    photo[16 + shift:16 + shift + face.shape[0], 36 + shift:36 + shift + face.shape[1]] = face
+                    Image.fromarray(photo).save(folder / f"{k}.png")
+    splits = build_attempt_folder(AttemptFolderOptions(root=str(tmp_path / "photos"), attempts_per_kind=4,
+                                                       crop_size=48), detector=HaarDetector(HaarOptions()))
+    assert splits.val.photos
+    # the matcher was trained on wider crops than the attempts' (scale 2.0, 64 px): its metadata says so
+    edited = {"embedding": tmp_path / "embedding.onnx", "liveness": models["liveness"]}
+    model = onnx.load(models["embedding"])
+    model.metadata_props.add(key="faceauth.crop", value=CropGeometry("haar", scales=2.0, size=64).to_json())
+    onnx.save(model, edited["embedding"])
+    deployed = Authenticator.from_dir(export_fusion(tmp_path / "models", edited))  # finds and crops faces
+    components = components_of(embedding=[tmp_path / "models" / "embedding.onnx"],
+                                liveness=[tmp_path / "models" / "liveness.onnx"])
+
+    def trained_on() -> np.ndarray:
+        outputs = scores.image_outputs(splits.val, "val", components, quality=False, batch_size=5, progress=False,
+                                       data_section={"photos": str(tmp_path)})
+        return scores.features_of(splits.val, outputs, components, quality=False)
+
+    features = trained_on()
+    for index, attempt in enumerate(splits.val.attempts):
+        expected = deployed.features(deployed.enroll(list(attempt.enrol)), attempt.probe)[:2]
+        np.testing.assert_allclose(features[index], expected, atol=1e-5)
+    splits.val.photos = False  # the attempts' own crops for every model: not what deployment scores
+    assert not np.allclose(trained_on(), features, atol=1e-4)

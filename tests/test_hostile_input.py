@@ -47,7 +47,7 @@ KEYS = ["seed", "output_dir", "device", "deterministic", "optimizer", "optimizer
 
 @pytest.fixture(scope="module")
 def registry() -> object:
-    from faceauth.registry import load_registry
+    from faceauth.config.registry import load_registry
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("FACEAUTH_PLUGINS", "faceauth")
@@ -63,7 +63,7 @@ def assert_one_line(message: str) -> None:
 def test_any_value_anywhere_in_a_recipe_is_accepted_or_one_short_line(registry: object, key: str, value: object) -> None:
     import yaml
 
-    from faceauth.recipe import load_recipe
+    from faceauth.config.recipe import load_recipe
 
     base = yaml.safe_load(yaml.safe_dump(TINY_RECIPE))
     node, *path = [base], *key.split(".")
@@ -80,7 +80,7 @@ def test_any_value_anywhere_in_a_recipe_is_accepted_or_one_short_line(registry: 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(KEYS), text=st.text(max_size=300) | st.text(alphabet="[]{}&*ab:, -'\"!\n", max_size=300))
 def test_any_override_text_is_accepted_or_one_short_line(registry: object, key: str, text: str) -> None:
-    from faceauth.recipe import load_recipe
+    from faceauth.config.recipe import load_recipe
 
     try:
         load_recipe(None, [f"{key}={text}"], registry=registry, base=TINY_RECIPE)
@@ -106,7 +106,7 @@ def test_alias_bombs_and_monsters_are_refused_before_validation(tmp_path: Path, 
     import time
     import tracemalloc
 
-    from faceauth.recipe import read_yaml
+    from faceauth.config.recipe import read_yaml
 
     path = tmp_path / "bomb.yaml"
     path.write_text(text, encoding="utf-8")
@@ -125,7 +125,7 @@ def test_alias_bombs_and_monsters_are_refused_before_validation(tmp_path: Path, 
 def test_shared_sections_through_aliases_still_work(tmp_path: Path, registry: object) -> None:
     import yaml
 
-    from faceauth.recipe import load_recipe
+    from faceauth.config.recipe import load_recipe
 
     text = yaml.safe_dump({k: v for k, v in TINY_RECIPE.items() if k != "data"})
     text += "data: &demo {name: demo, train: 48, val: 24, test: 24, size: 48}\ntest_data: *demo\n"
@@ -194,7 +194,7 @@ DAMAGED = [
 def test_damaged_model_metadata_is_one_line_never_a_decision(models_dir: Path, tmp_path: Path,  # noqa: F811
                                                              file: str, key: str, value: str | None,
                                                              named: str) -> None:
-    from faceauth.authenticator import Authenticator
+    from faceauth.deploy.authenticator import Authenticator
 
     folder = Path(shutil.copytree(models_dir, tmp_path / "models"))
     with_metadata(models_dir / file, folder / file, {key: value})
@@ -211,7 +211,7 @@ def _record_hash(folder: Path, file: str) -> None:
 
     import onnx
 
-    from faceauth.authenticator import file_sha256
+    from faceauth.deploy.models import file_sha256
 
     model = onnx.load(folder / "model.onnx")
     props = {p.key: p.value for p in model.metadata_props}
@@ -224,7 +224,7 @@ def _record_hash(folder: Path, file: str) -> None:
 
 def test_faceauth_eval_of_a_model_with_a_damaged_recipe_is_one_line(models_dir: Path, tmp_path: Path,  # noqa: F811
                                                                     capsys: pytest.CaptureFixture) -> None:
-    from faceauth.cli import eval_main
+    from faceauth.commands.cli import eval_main
 
     for value, named in (("[1, 2]", "is [1, 2]; expected a mapping"), (nested(100_000), "not readable JSON"),
                          (None, "no faceauth.recipe")):
@@ -245,7 +245,7 @@ METADATA_KEYS = ["preprocess.input_size", "preprocess.mean", "preprocess.std", "
 @given(changes=st.dictionaries(st.sampled_from(METADATA_KEYS), metadata_text, min_size=1, max_size=3))
 def test_any_component_metadata_gives_a_model_or_one_line(models_dir: Path, tmp_path: Path,  # noqa: F811
                                                           changes: dict[str, str | None]) -> None:
-    from faceauth.authenticator import open_component
+    from faceauth.deploy.models import open_component
 
     model = with_metadata(models_dir / "liveness.onnx", tmp_path / "liveness.onnx", changes)
     try:
@@ -259,7 +259,7 @@ def test_any_component_metadata_gives_a_model_or_one_line(models_dir: Path, tmp_
 
 
 def test_a_nan_threshold_given_by_hand_is_refused(models_dir: Path) -> None:  # noqa: F811
-    from faceauth.authenticator import Authenticator
+    from faceauth.deploy.authenticator import Authenticator
 
     with pytest.raises(ExportError, match=r"threshold: expected a finite number, got nan"):
         Authenticator.from_dir(models_dir, detect=False, threshold=float("nan"))
@@ -301,8 +301,8 @@ from PIL import Image  # noqa: E402
 
 
 def test_decompression_bombs_and_undecodable_images_name_the_file(tmp_path: Path) -> None:
-    from faceauth.authenticator import as_rgb
     from faceauth.data import read_image
+    from faceauth.deploy.models import as_rgb
 
     bomb = png_bomb(tmp_path / "bomb.png")
     assert bomb.stat().st_size < 100_000
@@ -323,7 +323,7 @@ def test_decompression_bombs_and_undecodable_images_name_the_file(tmp_path: Path
 def test_a_bomb_in_a_training_folder_stops_the_run_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import yaml
 
-    from faceauth.cli import run_main
+    from faceauth.commands.cli import run_main
 
     root = liveness_folder(tmp_path / "data")
     bomb = png_bomb(root / "train" / "live" / "zz_bomb.png")
@@ -422,7 +422,7 @@ def test_damaged_crop_geometry_is_one_line(crop: str) -> None:
 ])
 def test_the_liveness_class_reads_damaged_recipes_safely(models_dir: Path, tmp_path: Path,  # noqa: F811
                                                          recipe: str | None, named: str | None) -> None:
-    from faceauth.liveness import Liveness
+    from faceauth.deploy.liveness import Liveness
 
     model = with_metadata(models_dir / "liveness.onnx", tmp_path / "liveness.onnx", {"faceauth.recipe": recipe})
     if named is None:

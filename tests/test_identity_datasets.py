@@ -306,7 +306,7 @@ def test_lfw_pairs_and_verification_packs_become_the_test_protocols(tree, tmp_pa
 
 
 def test_landmarks_csv_aligns_images_when_read(tree, tmp_path):
-    from faceauth.align import ARCFACE_TEMPLATE_112
+    from faceauth.faces.align import ARCFACE_TEMPLATE_112
 
     points = ARCFACE_TEMPLATE_112 / 14            # the template shrunk onto the 8x8 images
     rows = ["path,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5"]

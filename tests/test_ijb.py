@@ -12,9 +12,9 @@ from PIL import Image
 
 import faceauth
 from faceauth import metrics as fa_metrics
-from faceauth.align import ARCFACE_TEMPLATE_112
-from faceauth.cli import eval_main
+from faceauth.commands.cli import eval_main
 from faceauth.data import TemplateVerification
+from faceauth.faces.align import ARCFACE_TEMPLATE_112
 from faceauth.plugins.datasets.ijb import load_ijb
 from faceauth.plugins.trainers.templates import template_features, template_metrics, template_pair_scores
 
@@ -239,7 +239,7 @@ def test_embedding_run_and_faceauth_eval_measure_ijb(tmp_path: Path, capsys: pyt
     assert "test_ijbc/tar_at_far_1e-1" in events.Tags()["scalars"]
     assert any("roc_table_ijbc" in tag for tag in events.Tags()["tensors"])
 
-    from faceauth.tools import evaluate
+    from faceauth.runs.models import evaluate
 
     from_checkpoint = evaluate(result.dir / "checkpoints" / "best.pt", ijb=root)
     assert from_checkpoint["auc"] == pytest.approx(figures["auc"], abs=1e-6)
@@ -257,7 +257,7 @@ def test_embedding_run_and_faceauth_eval_measure_ijb(tmp_path: Path, capsys: pyt
 
 
 def test_faceauth_eval_measures_only_embedding_models_on_ijb(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from faceauth import checkpoint
+    from faceauth.training import checkpoint
 
     root = write_ijb(tmp_path / "IJBC")
     liveness = checkpoint.save(tmp_path / "liveness.pt", {"task": "liveness", "recipe": {}, "model": {}})

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from faceauth.errors import ExportError
-from faceauth.export import Bundle, read_metadata
+from faceauth.io.onnx import read_metadata
 from faceauth.plugins.exporters import quantize
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
+from faceauth.training.export import Bundle
 
 
 def _bundle() -> Bundle:
@@ -73,7 +74,7 @@ def test_refusals_name_the_file_and_write_nothing(tmp_path: Path, monkeypatch: p
 @pytest.mark.slow
 def test_a_liveness_run_exports_int8_judged_on_its_test_split(tiny_recipe: Path, tmp_path: Path) -> None:
     import faceauth
-    from faceauth.liveness import Liveness
+    from faceauth.deploy.liveness import Liveness
 
     # 24 test images of a model trained for seconds: a flipped decision moves ACER by ~4 points, so any change passes
     result = faceauth.run(tiny_recipe, ["export.quantize=int8", "export.require_speedup=false",

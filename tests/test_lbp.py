@@ -8,7 +8,7 @@ import yaml
 
 import faceauth
 from faceauth.errors import ExportError, RecipeError
-from faceauth.paths import read_npz
+from faceauth.io.paths import read_npz
 from faceauth.plugins.trainers.texture import LbpOptions, lbp_features
 
 RECIPE = {
@@ -64,3 +64,34 @@ def test_lbp_asked_for_onnx_says_what_it_writes_instead_before_any_work(tmp_path
 def test_bad_lbp_options_name_the_key(tmp_path, override, key) -> None:
     with pytest.raises(RecipeError, match=key):
         faceauth.run(_recipe(tmp_path), [override])
+
+
+@pytest.mark.parametrize("changes, key", [({"optimizer": {"lr": 0.5}}, "optimizer.lr"),
+                                          ({"scheduler": {"name": "step"}}, "scheduler.name")])
+def test_optimizer_or_scheduler_settings_the_lbp_trainer_would_ignore_are_refused_before_any_work(
+        tmp_path, changes, key) -> None:
+    with pytest.raises(RecipeError) as caught:
+        faceauth.run(_recipe(tmp_path, **changes), ["run_name=ignored"])
+    assert str(caught.value) == (f"{key}: the lbp trainer fits a logistic regression and uses no optimizer or "
+                                 f"scheduler; remove {key} from the recipe (its settings are trainer.C and "
+                                 f"trainer.max_iter)")
+    assert not (tmp_path / "runs").exists()
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @faceauth.hookimpl
+    def faceauth_train_start(self, run) -> None:
+        self.seen.append("train_start")
+
+    @faceauth.hookimpl
+    def faceauth_train_end(self, run, metrics) -> None:
+        self.seen.append(f"train_end {sorted(metrics)[:1]}")
+
+
+def test_lbp_runs_emit_the_start_and_end_events_plugins_listen_to(tmp_path) -> None:
+    events = _Events()
+    faceauth.run(_recipe(tmp_path), ["run_name=events"], extra_plugins=[events])
+    assert events.seen == ["train_start", "train_end ['best_epoch']"]

@@ -8,9 +8,9 @@ import torchvision
 import yaml
 
 import faceauth
+from faceauth.config.registry import load_registry
 from faceauth.errors import CheckpointError, RecipeError
 from faceauth.plugins.backbones.cdcn import CentralDifferenceConv2d
-from faceauth.registry import load_registry
 
 
 def _build(name: str, **options):

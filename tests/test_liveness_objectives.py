@@ -17,7 +17,7 @@ from faceauth.errors import RecipeError
 from faceauth.plugins.backbones.resnet import ResNetFeatures, ResNetOptions
 from faceauth.plugins.trainers.auxiliary import FourierHead, PixelMapHead, fourier_target, pixel_map_loss
 from faceauth.plugins.trainers.classifier import Classifier, standardise_images
-from faceauth.plugins.trainers.transforms import AugmentOptions, train_transform
+from faceauth.training.transforms import AugmentOptions, train_transform
 from tests.conftest import TINY_RECIPE
 
 
@@ -89,9 +89,9 @@ def test_pixel_and_fourier_objectives_train_and_export_score_and_logits_only(tmp
     path = _write(tmp_path, {"epochs": 1, "pixel_supervision": {"weight": 0.5}, "fourier": {"weight": 0.1},
                              "input_norm": "image"})
     result = faceauth.run(path)
-    payload = faceauth.checkpoint.load(result.dir / "checkpoints" / "best.pt")
+    payload = faceauth.training.checkpoint.load(result.dir / "checkpoints" / "best.pt")
     assert any(k.startswith("pixel_head.") for k in payload["model"])
     assert any(k.startswith("fourier_head.") for k in payload["model"])
-    session = faceauth.export.onnx_session(result.dir / "model.onnx")
+    session = faceauth.io.onnx.onnx_session(result.dir / "model.onnx")
     assert [o.name for o in session.get_outputs()] == ["score", "logits"]
     assert np.isfinite(result.metrics["test"]["acer"])

@@ -13,8 +13,9 @@ import yaml
 import faceauth
 from faceauth import metrics
 from faceauth.errors import RecipeError
-from faceauth.plugins.trainers.classifier import ClassifierOptions, ClassifierTrainer, LivenessScore, measure
-from faceauth.plugins.trainers.loop import TIE_BREAKS, improves, lower_is_better
+from faceauth.plugins.trainers.classifier import ClassifierOptions, ClassifierTrainer, LivenessScore
+from faceauth.plugins.trainers.liveness_scores import measure, predict
+from faceauth.training.loop import TIE_BREAKS, improves, lower_is_better
 from tests.conftest import TINY_RECIPE
 
 
@@ -99,9 +100,9 @@ def test_monitor_loss_is_the_validation_loss_and_the_threshold_rule_is_stored(tm
     assert result.metrics["best_epoch"] == min(val_loss, key=val_loss.get)
     assert result.metrics["val"]["loss"] == pytest.approx(val_loss[result.metrics["best_epoch"]], rel=1e-6)
     assert result.metrics["val"]["bpcer"] <= 0.1
-    payload = faceauth.checkpoint.load(result.dir / "checkpoints" / "best.pt")
+    payload = faceauth.training.checkpoint.load(result.dir / "checkpoints" / "best.pt")
     assert payload["threshold_rule"] == "bpcer=0.1 on val"
-    meta = faceauth.export.read_metadata(result.dir / "model.onnx")
+    meta = faceauth.io.onnx.read_metadata(result.dir / "model.onnx")
     assert meta["faceauth.threshold_rule"] == "bpcer=0.1 on val"
     assert float(meta["faceauth.threshold"]) == pytest.approx(result.metrics["threshold"])
 
@@ -111,18 +112,18 @@ def test_predictions_carry_path_subject_and_logits() -> None:
 
     samples = [{"image": torch.full((3, 2, 2), float(i)), "label": i % 2, "attack_type": "" if i % 2 == 0 else "print",
                 "path": f"/data/{i}.jpg", "subject": f"s{i // 2}"} for i in range(5)]
-    trainer = ClassifierTrainer(ClassifierOptions(channels_last=False))
     model = Margin()
 
     def score(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         logits = model(x)
         return (logits[:, 0] - logits[:, 1]).numpy(), logits.numpy()
 
-    predictions = trainer.predict(score, DataLoader(samples, batch_size=2), torch.device("cpu"))
+    predictions = predict(score, DataLoader(samples, batch_size=2), torch.device("cpu"), progress=False)
     assert predictions["path"].tolist() == [f"/data/{i}.jpg" for i in range(5)]
     assert predictions["subject"].tolist() == ["s0", "s0", "s1", "s1", "s2"]
     assert predictions["logits"].shape == (5, 2) and predictions["score"].tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
-    plain = trainer.predict(ClassifierTrainer.torch_scorer(model), DataLoader(samples, batch_size=2), torch.device("cpu"))
+    plain = predict(ClassifierTrainer.torch_scorer(model), DataLoader(samples, batch_size=2), torch.device("cpu"),
+                    progress=False)
     assert "logits" not in plain and plain["score"].tolist() == predictions["score"].tolist()
 
 

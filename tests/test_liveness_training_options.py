@@ -10,7 +10,7 @@ import torch
 import yaml
 
 import faceauth
-from faceauth.data import EpochSampler
+from faceauth.training.samplers import EpochSampler
 from tests.conftest import TINY_RECIPE
 
 
@@ -39,15 +39,16 @@ def test_two_training_sets_balanced_and_a_cross_dataset_test(tmp_path: Path) -> 
     assert {"test", "cross_test"} <= set(result.metrics)
     assert 0.0 <= result.metrics["cross_test"]["hter"] <= 1.0
     assert result.metrics["cross_test"]["threshold"] == pytest.approx(result.metrics["threshold"])
-    versions = faceauth.checkpoint.load(result.dir)["versions"]["components"]
+    versions = faceauth.training.checkpoint.load(result.dir)["versions"]["components"]
     assert {"data", "data[1]", "test_data"} <= set(versions)
 
 
 def test_spoof_artefacts_touch_spoof_samples_only() -> None:
     from PIL import Image
 
-    from faceauth.data import LIVE, SPOOF, Transformed
-    from faceauth.plugins.trainers.transforms import AugmentOptions, spoof_transform
+    from faceauth.data import LIVE, SPOOF
+    from faceauth.training.loaders import Transformed
+    from faceauth.training.transforms import AugmentOptions, spoof_transform
 
     grey = Image.new("RGB", (32, 32), (128, 128, 128))
     samples = [{"image": grey, "label": LIVE}, {"image": grey, "label": SPOOF}]

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from faceauth.components import resolve
+from faceauth.config.registry import load_registry
 from faceauth.errors import PluginError, RecipeError
 from faceauth.faces import Box
-from faceauth.mtcnn import MtcnnOnnx, MtcnnPipeline, MtcnnSettings, nms_opencv
+from faceauth.faces.mtcnn import MtcnnOnnx, MtcnnPipeline, MtcnnSettings, nms_opencv
 from faceauth.plugins.detectors.mtcnn import MtcnnDetector, MtcnnOptions, load_networks, nms_torch
-from faceauth.plugins.detectors.mtcnn_export import export_onnx, main as export_main
-from faceauth.registry import load_registry
+from faceauth.plugins.detectors.mtcnn_export import export_onnx
+from faceauth.plugins.detectors.mtcnn_export import main as export_main
 from faceauth.schema import structure
 from tests.conftest import SHARED_DATA
 
@@ -208,7 +209,7 @@ def test_deployment_finds_and_aligns_mtcnn_faces_without_importing_torch(exporte
     np.save(tmp_path / "image.npy", face_image(2))
     script = (
         "import numpy as np\n"
-        "from faceauth.authenticator import FaceFinder\n"
+        "from faceauth.deploy.models import FaceFinder\n"
         "from faceauth.faces import CropGeometry\n"
         f"geometry = CropGeometry('mtcnn', {{'weights': {str(weights)!r}, 'min_face': 24, "
         "'thresholds': [0.3, 0.3, 0.3]}, size=112, align=True)\n"
@@ -221,8 +222,8 @@ def test_deployment_finds_and_aligns_mtcnn_faces_without_importing_torch(exporte
 def test_identity_folder_photos_are_aligned_by_detected_landmarks_cached_once(exported: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from faceauth.align import align_five_point
     from faceauth.faces import first_face
+    from faceauth.faces.align import align_five_point
     from faceauth.plugins.datasets.identity import load_identity_folder
 
     root = tmp_path / "people"

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from faceauth.config.build import build_component
+from faceauth.config.recipe import load_recipe
+from faceauth.config.registry import load_registry
 from faceauth.data import LIVE, SPOOF, read_image
 from faceauth.errors import DataError, RecipeError
 from faceauth.plugins.datasets.demo_render import render_face, sample_identity
 from faceauth.plugins.datasets.nuaa import VARIANTS, load_nuaa, parse_name
 from faceauth.plugins.detectors.haar import HaarDetector, HaarOptions
-from faceauth.recipe import load_recipe
-from faceauth.registry import load_registry
-from faceauth.runner import build_component
 
 REPO = Path(__file__).resolve().parents[1]
 SUBJECTS = ("0001", "0002", "0003", "0004", "0005", "0006")

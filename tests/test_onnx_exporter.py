@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from faceauth.errors import ExportError
-from faceauth.export import Bundle
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
+from faceauth.training.export import Bundle
 
 
 class ExportsOtherwise(torch.nn.Module):
@@ -49,7 +49,7 @@ class BranchesOnValues(torch.nn.Module):
 def test_a_model_torch_export_cannot_convert_is_exported_by_torchscript_with_its_dynamic_batch(tmp_path: Path) -> None:
     import numpy as np
 
-    from faceauth.export import onnx_session, read_metadata, run_session
+    from faceauth.io.onnx import onnx_session, read_metadata, run_session
 
     b = Bundle(module=BranchesOnValues(), example_inputs=(torch.ones(2, 3),), input_names=("input",),
                output_names=("score",), dynamic_axes={"input": {0: "batch"}, "score": {0: "batch"}}, metadata={"k": "v"})

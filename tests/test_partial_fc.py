@@ -9,22 +9,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 import yaml
 
 import faceauth
-from faceauth import checkpoint
+from faceauth.config.registry import load_registry
 from faceauth.errors import RecipeError
 from faceauth.plugins.losses.margin import MarginSoftmaxLoss
 from faceauth.plugins.losses.partial_fc import PartialFC, PartialFCOptions, build_partial_fc, shard_bounds
-from faceauth.registry import load_registry
 from faceauth.schema import structure
+from faceauth.training import checkpoint
 
 MARGINS = {"arcface": (1.0, 0.5, 0.0), "cosface": (1.0, 0.0, 0.35), "combined": (1.2, 0.3, 0.1)}
 
@@ -216,10 +214,10 @@ def _reference(sample_rate: float) -> dict[str, torch.Tensor]:
             "backbone": backbone.weight.grad, "initial": initial}
 
 
-def _two_process_worker(rank: int, port: int, out: str, sample_rate: float) -> None:
+def _two_process_worker(rank: int, port: int, results: object, out: str, sample_rate: float) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       OMP_NUM_THREADS="1")
-    from faceauth import distributed
+    from faceauth.training import distributed
 
     distributed.setup("cpu")  # CPU semantics (gloo) on any host
     try:
@@ -245,6 +243,7 @@ def _two_process_worker(rank: int, port: int, out: str, sample_rate: float) -> N
         result["loaded"] = partial.weight.detach().clone()
         result["round_trip"] = partial.state_dict()["weight"]
         torch.save(result, Path(out) / f"rank{rank}.pt")
+        results.put((rank, None))  # type: ignore[attr-defined]
     finally:
         from tests.test_distributed import leave_group
 
@@ -252,17 +251,9 @@ def _two_process_worker(rank: int, port: int, out: str, sample_rate: float) -> N
 
 
 def _run_two_processes(tmp_path: Path, sample_rate: float) -> list[dict[str, torch.Tensor]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    context = mp.get_context("spawn")
-    processes = [context.Process(target=_two_process_worker, args=(rank, port, str(tmp_path), sample_rate))
-                 for rank in range(2)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(120)
-    assert [p.exitcode for p in processes] == [0, 0]
+    from tests.test_distributed import spawn_two
+
+    spawn_two(_two_process_worker, str(tmp_path), sample_rate)
     return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
 
 
@@ -347,11 +338,11 @@ def test_a_two_process_run_resumes_with_one_process_exactly(tiny: tuple[Path, di
     path, whole = tiny
     stopped = torchrun(2, str(path), "run_name=two", "trainer.max_steps=3")
     assert stopped.returncode == 0, stopped.stderr[-2000:]
-    payload = checkpoint.load(path.parent / "runs" / "two")
+    payload = checkpoint.load(path.parent / "runs" / "two" / checkpoint.RESUME_CHECKPOINT)
     assert payload["head"]["weight"].shape == (8, 16)  # both shards, and their momentum:
     assert payload["optimizer"]["state"][len(whole["model"])]["momentum_buffer"].shape == (8, 16)
     resumed = faceauth.run(None, ["trainer.max_steps=null"], resume=path.parent / "runs" / "two")
-    _assert_same_training_state(checkpoint.load(resumed.dir), whole)
+    _assert_same_training_state(checkpoint.load(resumed.dir / checkpoint.RESUME_CHECKPOINT), whole)
 
 
 @pytest.mark.slow
@@ -362,4 +353,4 @@ def test_a_one_process_run_resumes_with_two_processes_exactly(tiny: tuple[Path, 
     faceauth.run(path, ["run_name=one", "trainer.max_steps=3"])
     resumed = torchrun(2, "--resume", str(path.parent / "runs" / "one"), "trainer.max_steps=null")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    _assert_same_training_state(checkpoint.load(path.parent / "runs" / "one"), whole)
+    _assert_same_training_state(checkpoint.load(path.parent / "runs" / "one" / checkpoint.RESUME_CHECKPOINT), whole)

@@ -1,4 +1,4 @@
-"""faceauth.paths.atomic_write: a file appears whole or not at all, with the mode a plain open() gives."""
+"""faceauth.io.paths.atomic_write: a file appears whole or not at all, with the mode a plain open() gives."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from faceauth.paths import atomic_write
+from faceauth.io.paths import atomic_write
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from faceauth.cli import run_main
+from faceauth.commands.cli import run_main
+from faceauth.config.registry import load_registry
 from faceauth.errors import PluginError
-from faceauth.registry import load_registry
 
 
 def install_fake_distribution(site: Path, dist: str, module: str, source: str, monkeypatch: pytest.MonkeyPatch) -> None:

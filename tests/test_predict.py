@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceauth import video as fa_video
+from faceauth.commands.predict import predict_main
+from faceauth.deploy.liveness import Liveness, Prediction
 from faceauth.errors import DataError, ExportError
-from faceauth.liveness import Liveness, Prediction
-from faceauth.predict import predict_main
+from faceauth.io import video as fa_video
 from tests.conftest import run_without_torch
 from tests.test_fusion import component_models, session_cache
 from tests.videos import HAAR_FRAME, face_frames, haar_face, write_video
@@ -76,7 +76,7 @@ def test_images_and_folders_give_one_row_each_in_path_order(models: dict[str, Pa
 
 
 def test_faces_are_found_as_the_authenticator_finds_them(models: dict[str, Path], inputs: Path) -> None:
-    from faceauth.authenticator import FaceFinder
+    from faceauth.deploy.models import FaceFinder
 
     model = Liveness(models["liveness"])
     found, none = model.predict(inputs / "photo.png"), model.predict(inputs / "wall.png")
@@ -150,7 +150,7 @@ def test_the_predict_path_imports_no_torch(models: dict[str, Path], inputs: Path
     script = (
         "import faceauth\n"
         f"rows = list(faceauth.Liveness({str(models['liveness'])!r}).predict({str(inputs)!r}))\n"
-        "from faceauth.predict import predict_main\n"
+        "from faceauth.commands.predict import predict_main\n"
         f"code = predict_main([{str(models['liveness'])!r}, {str(inputs / 'face.avi')!r}, '--format', 'jsonl'])\n"
         "print('EXIT', code, 'ROWS', len(rows))\n"
     )

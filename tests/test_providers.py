@@ -8,9 +8,9 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
+from faceauth.deploy.liveness import Liveness
 from faceauth.errors import ExportError
-from faceauth.export import check_providers, onnx_session
-from faceauth.liveness import Liveness
+from faceauth.io.onnx import check_providers, onnx_session
 from tests.test_fusion import component_models, session_cache
 
 

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 import faceauth
-from faceauth.recipe import load_recipe
-from faceauth.registry import load_registry
-from faceauth.runner import build_component
-
+from faceauth.config.build import build_component
+from faceauth.config.recipe import load_recipe
+from faceauth.config.registry import load_registry
 from tests.conftest import REPO, SHARED_DATA
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
@@ -87,8 +86,8 @@ def test_nuaa_sessions_protocol_on_real_faces(tmp_path):
 def test_shipped_nuaa_recipe_end_to_end(registered, tmp_path):
     """The shipped recipe as a user runs it (only data.root set): trained, tested, exported; the ONNX
     model, evaluated alone, gives the run's test figures at the threshold stored in its metadata."""
-    from faceauth.export import read_metadata
-    from faceauth.tools import evaluate
+    from faceauth.io.onnx import read_metadata
+    from faceauth.runs.models import evaluate
 
     started = time.perf_counter()
     result = faceauth.run(RECIPE, [f"data.root={SUBSET}", f"output_dir={tmp_path / 'runs'}", "run_name=shipped",

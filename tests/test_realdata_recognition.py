@@ -28,9 +28,9 @@ import pytest
 import torch
 
 import faceauth
-from faceauth import checkpoint
+from faceauth.config.registry import load_registry
 from faceauth.plugins.datasets.identity import hold_out_identities, load_identity_folder
-from faceauth.registry import load_registry
+from faceauth.training import checkpoint
 from tests.conftest import REPO, SHARED_DATA
 
 GLINT = SHARED_DATA / "glint360k_celeb24_112x112" / "celebrity_images"

@@ -1,4 +1,4 @@
-"""Tests for faceauth.recipe: reading files, command-line overrides, resolution and the round trip."""
+"""Tests for faceauth.config.recipe: reading files, command-line overrides, resolution and the round trip."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 import faceauth
 import faceauth.plugins.trainers.classifier  # noqa: F401  (imports torch at collection, not inside the first test)
-from faceauth.cli import run_main
+from faceauth.commands.cli import run_main
 from faceauth.components import Loss
+from faceauth.config.recipe import apply_overrides, load_recipe, read_yaml, resolve
+from faceauth.config.registry import load_registry
 from faceauth.errors import RecipeError
-from faceauth.recipe import apply_overrides, load_recipe, read_yaml, resolve
-from faceauth.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[1]
 HEADLINE = REPO / "recipes" / "liveness_resnet18.yaml"

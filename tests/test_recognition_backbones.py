@@ -15,8 +15,8 @@ import torch
 
 import faceauth
 from faceauth.components import Preprocess
+from faceauth.config.registry import load_registry
 from faceauth.errors import CheckpointError, RecipeError
-from faceauth.registry import load_registry
 
 HALF = (0.5, 0.5, 0.5)
 ARCFACE_PREPROCESS = Preprocess(input_size=(112, 112), mean=HALF, std=HALF)

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import faceauth.plugins.trainers.classifier  # noqa: F401  (imports torchvision at collection, not inside the registry test)
-from faceauth.data import Transformed
+from faceauth.config.registry import load_registry
 from faceauth.errors import DataError, RecipeError
 from faceauth.plugins.losses.margin import (
     ArcFaceOptions,
@@ -26,9 +26,9 @@ from faceauth.plugins.losses.margin import (
     margin_logits,
 )
 from faceauth.plugins.losses.triplet import BatchHardTripletLoss, TripletOptions, build_triplet
-from faceauth.plugins.trainers.samplers import PKSampler
-from faceauth.registry import load_registry
 from faceauth.schema import structure
+from faceauth.training.loaders import Transformed
+from faceauth.training.samplers import PKSampler
 
 S = 64.0
 
@@ -326,7 +326,7 @@ class _Faces(torch.utils.data.Dataset):
 
 
 def test_pk_sampler_with_seeds_feeds_transformed_datasets():
-    # faceauth.data.Transformed takes (index, seed) keys and augments each sample under its seed.
+    # faceauth.training.loaders.Transformed takes (index, seed) keys and augments each sample under its seed.
     data = Transformed(_Faces(), lambda image: image + torch.rand(2))
     sampler = PKSampler(SAMPLER_LABELS, p=2, k=3, seed=0, with_seeds=True)
     sampler.set_epoch(1)

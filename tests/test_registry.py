@@ -1,22 +1,22 @@
-"""Tests for faceauth.registry: built-ins, plugin mistakes, environment filters and entry points."""
+"""Tests for faceauth.config.registry: built-ins, plugin mistakes, environment filters and entry points."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import tomllib
 import types
 from pathlib import Path
 
 import attrs
 import pytest
+import tomllib
 
 import faceauth
 import faceauth.plugins.trainers.classifier  # noqa: F401  (imports torch at collection, not inside the first test)
-from faceauth.cli import run_main
+from faceauth.commands.cli import run_main
 from faceauth.components import KINDS, Backbone, Dataset, Loss
-from faceauth.errors import PluginError
-from faceauth.registry import ENTRY_POINT_GROUP, load_registry, suggest
+from faceauth.config.registry import ENTRY_POINT_GROUP, load_registry
+from faceauth.errors import PluginError, suggest
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from faceauth import metrics
-from faceauth.report import write_liveness_report
+from faceauth.metrics.report import write_liveness_report
 
 
 def _tensorboard_tags(folder: Path) -> tuple[set[str], set[str]]:
@@ -35,7 +35,7 @@ def _predictions(rng: np.random.Generator) -> dict[str, np.ndarray]:
 def test_report_files_table_and_figures(tmp_path: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    from faceauth.plugins.trainers.classifier import measure, report_split
+    from faceauth.plugins.trainers.liveness_scores import measure, report_split
 
     predictions = _predictions(np.random.default_rng(0))
     figures = measure(predictions, threshold=0.25)
@@ -72,7 +72,7 @@ def test_report_files_table_and_figures(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_liveness_run_and_faceauth_eval_write_reports(tiny_recipe: Path, tmp_path: Path) -> None:
     import faceauth
-    from faceauth.cli import eval_main
+    from faceauth.commands.cli import eval_main
 
     result = faceauth.run(tiny_recipe)
     for name in ("report.md", "scores.csv", "test_det.png", "test_roc.png", "test_scores.png"):

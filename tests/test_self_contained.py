@@ -16,7 +16,7 @@ from tests.conftest import REPO, TINY_RECIPE
 from tests.videos import write_video
 
 
-def tiny_run(folder: Path, **changes: object) -> faceauth.runner.RunResult:
+def tiny_run(folder: Path, **changes: object) -> faceauth.runs.runner.RunResult:
     folder.mkdir(parents=True, exist_ok=True)
     recipe = folder / "tiny.yaml"
     recipe.write_text(yaml.safe_dump({**TINY_RECIPE, "output_dir": str(folder / "runs"), **changes}), encoding="utf-8")

@@ -14,16 +14,17 @@ import yaml
 
 import faceauth
 from faceauth.components import Backbone, Preprocess
+from faceauth.config.build import Components
+from faceauth.config.recipe import load_recipe
+from faceauth.config.registry import load_registry
 from faceauth.errors import CheckpointError, RecipeError
-from faceauth.export import Bundle, onnx_session, run_session
+from faceauth.io.onnx import onnx_session, run_session
 from faceauth.plugins.backbones import temporal
 from faceauth.plugins.backbones.resnet import ResNetFeatures, ResNetOptions
 from faceauth.plugins.backbones.temporal import LstmOptions
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
-from faceauth.recipe import load_recipe
-from faceauth.registry import load_registry
-from faceauth.runner import Components
+from faceauth.training.export import Bundle
 from tests.conftest import TINY_RECIPE
 
 SIZE = 16
@@ -132,7 +133,7 @@ def test_encoder_must_encode_frames() -> None:
 # ---- starting from a liveness checkpoint ----------------------------------------------------------
 
 def test_encoder_checkpoint_loads_the_backbone_and_gives_a_frozen_frame_scorer(liveness_checkpoint: Path) -> None:
-    payload = faceauth.checkpoint.load(liveness_checkpoint)
+    payload = faceauth.training.checkpoint.load(liveness_checkpoint)
     model = build(encoder=RESNET, encoder_checkpoint=str(liveness_checkpoint))
     for key, value in model.encoder.state_dict().items():
         assert torch.equal(value, payload["model"][f"backbone.{key}"]), key
@@ -162,23 +163,23 @@ def test_frozen_encoder_from_a_checkpoint_is_shared_with_the_scorer(liveness_che
 
 
 def test_wrong_checkpoints_are_named(liveness_checkpoint: Path, tmp_path: Path) -> None:
-    loaded = faceauth.checkpoint.load(liveness_checkpoint)
+    loaded = faceauth.training.checkpoint.load(liveness_checkpoint)
     payload = {key: loaded[key] for key in ("task", "model", "classes", "recipe")}  # no optimizer state: smaller
-    embedding = faceauth.checkpoint.save(tmp_path / "embedding.pt", {**payload, "task": "embedding"})
-    with pytest.raises(CheckpointError, match=r"expected a liveness checkpoint .*found a embedding checkpoint"):
+    embedding = faceauth.training.checkpoint.save(tmp_path / "embedding.pt", {**payload, "task": "embedding"})
+    with pytest.raises(CheckpointError, match=r"^backbone\.encoder_checkpoint: .*embedding\.pt: expected a liveness checkpoint to be the lstm's frame encoder .*found an embedding checkpoint$"):
         build(encoder=RESNET, encoder_checkpoint=str(embedding))
     with pytest.raises(CheckpointError, match=r"expected a 'resnet34' backbone \(backbone\.encoder\.name\), found 'resnet18'"):
         build(encoder={"name": "resnet34", "input_size": SIZE}, encoder_checkpoint=str(liveness_checkpoint))
     with pytest.raises(CheckpointError, match=r"takes 16x16 input.*backbone\.encoder takes 48x48 input"):
         build(encoder={"name": "resnet18", "input_size": 48}, encoder_checkpoint=str(liveness_checkpoint))
     state = {k: v for k, v in payload["model"].items() if not k.startswith("backbone.net.layer4.")}
-    partial = faceauth.checkpoint.save(tmp_path / "partial.pt", {**payload, "model": state})
+    partial = faceauth.training.checkpoint.save(tmp_path / "partial.pt", {**payload, "model": state})
     with pytest.raises(CheckpointError, match=r"its weights do not fit backbone\.encoder \(Missing key"):
         build(encoder=RESNET, encoder_checkpoint=str(partial))
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         build(encoder=RESNET, encoder_checkpoint=str(tmp_path / "missing.pt"))
     recipe = {**payload["recipe"], "trainer": {**payload["recipe"]["trainer"], "input_norm": "image"}}
-    standardised = faceauth.checkpoint.save(tmp_path / "standardised.pt", {**payload, "recipe": recipe})
+    standardised = faceauth.training.checkpoint.save(tmp_path / "standardised.pt", {**payload, "recipe": recipe})
     with pytest.raises(CheckpointError, match=r"trained with trainer\.input_norm: image .*use a checkpoint trained "
                                               r"with input_norm: dataset"):
         build(encoder=RESNET, encoder_checkpoint=str(standardised))

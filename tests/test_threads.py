@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceauth.authenticator import Authenticator
+from faceauth.deploy.authenticator import Authenticator
 from faceauth.faces import HaarCascade
 from tests.conftest import SHARED_DATA
 from tests.test_authenticator import models_dir  # noqa: F401 - the module's fixture, used here too

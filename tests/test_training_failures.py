@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import faceauth
-from faceauth import checkpoint
-from faceauth.cli import run_main
+from faceauth.commands.cli import run_main
 from faceauth.components import Loss
+from faceauth.training import checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from faceauth.faces import Box
-from faceauth.video import write_video as write_video  # the tests write their videos with it
+from faceauth.io.video import write_video as write_video  # the tests write their videos with it
 from faceauth.plugins.datasets.demo_render import render_face, sample_identity
 
 # A rendered face the default Haar settings find (checked after an MJPG/mp4v round trip) when pasted at

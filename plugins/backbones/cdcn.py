@@ -26,7 +26,7 @@ from torch.nn import functional as F
 import faceauth
 from faceauth.components import Preprocess
 
-__all__ = ["CdcnOptions", "CentralDifferenceConv2d", "Cdcn"]
+__all__ = ["CdcnOptions", "CentralDifferenceConv2d", "Cdcn", "preprocess"]
 
 
 def _theta(instance: object, attribute: attrs.Attribute, value: float) -> None:
@@ -67,6 +67,11 @@ def _block(cin: int, width: int, theta: float) -> nn.Sequential:
                          _cdc_bn_relu(6 * width, 4 * width, theta), nn.MaxPool2d(3, stride=2, padding=1))
 
 
+def preprocess(options: CdcnOptions) -> Preprocess:
+    """`input_size` square crops, pixels scaled to [-1, 1]."""
+    return Preprocess(input_size=(options.input_size, options.input_size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
 class Cdcn(nn.Module):
     """`stem` and `block1..3` (each halves the resolution), `head` (joined levels -> `map_channels` at input / 16)."""
 
@@ -81,8 +86,7 @@ class Cdcn(nn.Module):
         self.map_channels = 4 * w
         self.head = nn.Sequential(_cdc_bn_relu(12 * w, 4 * w, theta), _cdc_bn_relu(4 * w, self.map_channels, theta))
         self.num_features = self.map_channels
-        self.preprocess = Preprocess(input_size=(options.input_size, options.input_size),
-                                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        self.preprocess = preprocess(options)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

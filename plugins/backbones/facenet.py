@@ -22,8 +22,9 @@ from torch import nn
 import faceauth
 from faceauth.components import Preprocess
 from faceauth.errors import CheckpointError
+from faceauth.training.weights import load_pretrained
 
-__all__ = ["FaceNetOptions", "InceptionResnetV1", "PUBLIC_CLASSES"]
+__all__ = ["FaceNetOptions", "InceptionResnetV1", "PUBLIC_CLASSES", "preprocess"]
 
 INPUT_SIZE = 160
 # (x - 127.5) / 128 on 0-255 pixels, in Preprocess's 0-1 units.
@@ -148,6 +149,11 @@ class Mixed7a(nn.Module):
         return torch.cat((self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)), 1)
 
 
+def preprocess(options: FaceNetOptions) -> Preprocess:
+    """The fixed input this network was designed for, whatever its options."""
+    return PREPROCESS
+
+
 class InceptionResnetV1(nn.Module):
     """Stem, 5 x Block35, Mixed6a, 10 x Block17, Mixed7a, 5 x Block8 + a final linear Block8, embedding head."""
 
@@ -155,7 +161,7 @@ class InceptionResnetV1(nn.Module):
         super().__init__()
         options = options or FaceNetOptions()
         self.num_features = EMBEDDING
-        self.preprocess = PREPROCESS
+        self.preprocess = preprocess(options)
         self.conv2d_1a = BasicConv2d(3, 32, 3, stride=2)
         self.conv2d_2a = BasicConv2d(32, 32, 3)
         self.conv2d_2b = BasicConv2d(32, 64, 3, padding=1)
@@ -207,7 +213,7 @@ def _logits_classes(path: str | Path) -> int | None:
 
 def _load(module: InceptionResnetV1, path: str, classes: int | None) -> None:
     try:
-        faceauth.weights.load_pretrained(module, path)
+        load_pretrained(module, path)
     except CheckpointError as exc:
         stored = _logits_classes(path) if classes is None else None
         if stored is None:

@@ -17,8 +17,9 @@ from torch import nn
 
 import faceauth
 from faceauth.components import Preprocess
+from faceauth.training.weights import load_pretrained
 
-__all__ = ["IResNetOptions", "IBasicBlock", "IResNet", "DEPTHS"]
+__all__ = ["IResNetOptions", "IBasicBlock", "IResNet", "DEPTHS", "preprocess"]
 
 # Blocks per stage for each depth, as in the public model definitions.
 DEPTHS: dict[int, tuple[int, int, int, int]] = {
@@ -67,6 +68,11 @@ class IBasicBlock(nn.Module):
         return y + shortcut
 
 
+def preprocess(options: IResNetOptions) -> Preprocess:
+    """The fixed input this network was designed for, whatever its options."""
+    return PREPROCESS
+
+
 class IResNet(nn.Module):
     """The stem, four stride-2 stages (64/128/256/512 channels) and the BN-dropout-FC-BN embedding head."""
 
@@ -77,7 +83,7 @@ class IResNet(nn.Module):
             raise ValueError(f"IResNet depth must be one of {sorted(DEPTHS)}, got {depth}")
         self.depth = depth
         self.num_features = options.num_features
-        self.preprocess = PREPROCESS
+        self.preprocess = preprocess(options)
 
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64, eps=BN_EPS)
@@ -94,7 +100,7 @@ class IResNet(nn.Module):
         self.features = nn.BatchNorm1d(options.num_features, eps=BN_EPS)
         self._init_weights()
         if options.pretrained:
-            faceauth.weights.load_pretrained(self, options.pretrained)
+            load_pretrained(self, options.pretrained)
 
     def _init_weights(self) -> None:
         # The original's scheme: N(0, 0.1) convolutions, unit/zero BatchNorm, and a frozen unit

@@ -19,7 +19,7 @@ import faceauth
 from faceauth.components import Preprocess
 from faceauth.plugins.backbones.mobilefacenet import GDC, ConvBN, DepthWise, Residual
 
-__all__ = ["MiniFasOptions", "MiniFas"]
+__all__ = ["MiniFasOptions", "MiniFas", "preprocess"]
 
 
 @attrs.frozen
@@ -27,6 +27,11 @@ class MiniFasOptions:
     input_size: int = attrs.field(default=80, validator=faceauth.schema.positive)
     num_features: int = attrs.field(default=128, validator=faceauth.schema.positive)
     dropout: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)
+
+
+def preprocess(options: MiniFasOptions) -> Preprocess:
+    """`input_size` square crops, pixels scaled to [-1, 1]."""
+    return Preprocess(input_size=(options.input_size, options.input_size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
 class MiniFas(nn.Module):
@@ -38,8 +43,7 @@ class MiniFas(nn.Module):
         super().__init__()
         options = options or MiniFasOptions()
         self.num_features = options.num_features
-        self.preprocess = Preprocess(input_size=(options.input_size, options.input_size),
-                                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        self.preprocess = preprocess(options)
         self.layers = nn.Sequential(
             ConvBN(3, 32, kernel=3, stride=2, padding=1),
             ConvBN(32, 32, kernel=3, padding=1, groups=32),

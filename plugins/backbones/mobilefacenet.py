@@ -17,8 +17,9 @@ from torch import nn
 
 import faceauth
 from faceauth.components import Preprocess
+from faceauth.training.weights import load_pretrained
 
-__all__ = ["MobileFaceNetOptions", "MobileFaceNet"]
+__all__ = ["MobileFaceNetOptions", "MobileFaceNet", "preprocess"]
 
 INPUT_SIZE = 112
 PREPROCESS = Preprocess(input_size=(INPUT_SIZE, INPUT_SIZE), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -94,6 +95,11 @@ class GDC(nn.Module):
         return self.layers(x)
 
 
+def preprocess(options: MobileFaceNetOptions) -> Preprocess:
+    """The fixed input this network was designed for, whatever its options."""
+    return PREPROCESS
+
+
 class MobileFaceNet(nn.Module):
     """`layers` (stem and four stride/residual stages), `conv_sep` (1x1 to 512) and `features` (GDC)."""
 
@@ -101,7 +107,7 @@ class MobileFaceNet(nn.Module):
         super().__init__()
         options = options or MobileFaceNetOptions()
         self.num_features = options.num_features
-        self.preprocess = PREPROCESS
+        self.preprocess = preprocess(options)
         c1, c2 = 64 * SCALE, 128 * SCALE
         # The depthwise/expansion widths are fixed numbers in the original, not multiples of SCALE.
         self.layers = nn.ModuleList([
@@ -118,7 +124,7 @@ class MobileFaceNet(nn.Module):
         self.features = GDC(options.num_features, size=INPUT_SIZE // 16)
         self._init_weights()
         if options.pretrained:
-            faceauth.weights.load_pretrained(self, options.pretrained)
+            load_pretrained(self, options.pretrained)
 
     def _init_weights(self) -> None:
         for m in self.modules():

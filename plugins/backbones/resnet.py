@@ -16,6 +16,7 @@ import torchvision
 
 import faceauth
 from faceauth.components import Preprocess
+from faceauth.training.weights import load_pretrained
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -28,20 +29,24 @@ class ResNetOptions:
     dropout: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)
 
 
+def preprocess(options: ResNetOptions) -> Preprocess:
+    """ImageNet's normalisation at `input_size`, as torchvision's weights expect."""
+    return Preprocess(input_size=(options.input_size, options.input_size), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
 class ResNetFeatures(torch.nn.Module):
     def __init__(self, depth: int, options: ResNetOptions):
         super().__init__()
         net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
         if options.pretrained:
-            faceauth.weights.load_pretrained(
+            load_pretrained(
                 net, options.pretrained, ignore=("fc.",), prefixes=("net.",),
                 layouts=f"torchvision's resnet{depth} layout (conv1.weight, layer1.0.conv1.weight, ...; fc optional) "
                         f"or faceauth's (net.conv1.weight, ...)")
         self.num_features = self.map_channels = net.fc.in_features
         net.fc = torch.nn.Dropout(options.dropout) if options.dropout else torch.nn.Identity()
         self.net = net
-        self.preprocess = Preprocess(input_size=(options.input_size, options.input_size),
-                                     mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        self.preprocess = preprocess(options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

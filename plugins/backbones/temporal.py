@@ -12,18 +12,18 @@ loaded, is the `frame_scorer`: the frame-level baseline a trainer can average pe
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 import torch
 
 import faceauth
-from faceauth import checkpoint
 from faceauth.data import live_log_odds
 from faceauth.errors import CheckpointError, RecipeError
+from faceauth.training import checkpoint
+from faceauth.training.weights import is_restoring
 
-__all__ = ["FrameScorer", "LstmOptions", "TemporalLstm", "build"]
+__all__ = ["FrameScorer", "LstmOptions", "TemporalLstm", "build", "preprocess"]
 
 
 @attrs.frozen
@@ -114,11 +114,9 @@ class TemporalLstm(torch.nn.Module):
 # ---- building ----------------------------------------------------------------------------------------
 
 def _load_liveness_checkpoint(path: str) -> dict[str, Any]:
-    payload = checkpoint.load(Path(path).expanduser())
-    if payload.get("task") != "liveness":
-        raise CheckpointError(f"backbone.encoder_checkpoint: {payload['path']}: expected a liveness checkpoint (from "
-                              f"the classifier trainer, e.g. recipes/liveness_resnet18.yaml), found a "
-                              f"{payload.get('task') or 'task-less'} checkpoint")
+    payload = checkpoint.load(checkpoint.resolve(path, key="backbone.encoder_checkpoint"))
+    checkpoint.expect_task(payload, "liveness", "be the lstm's frame encoder (a classifier run's, e.g. of "
+                           "recipes/liveness_resnet18.yaml)", key="backbone.encoder_checkpoint")
     return payload
 
 
@@ -176,6 +174,11 @@ def _describe(preprocess: Any) -> str:
     return f"{h}x{w} input, mean {preprocess.mean}, std {preprocess.std}"
 
 
+def preprocess(options: LstmOptions, components: Any) -> Any:
+    """The frame encoder's preprocessing (`backbone.encoder`), applied to every frame of a clip."""
+    return components.preprocess(options.encoder, key="backbone.encoder")
+
+
 def build(options: LstmOptions, components: Any) -> TemporalLstm:
     encoder = components.build("backbone", options.encoder, key="backbone.encoder")
     if getattr(encoder, "temporal", False):
@@ -186,7 +189,7 @@ def build(options: LstmOptions, components: Any) -> TemporalLstm:
             raise faceauth.PluginError(f"backbone.encoder: backbone '{options.encoder.get('name')}' has no "
                                        f"'{attribute}' attribute (see faceauth.components.Backbone)")
     scorer = None
-    if options.encoder_checkpoint and faceauth.weights.is_restoring():
+    if options.encoder_checkpoint and is_restoring():
         # Weights come from this model's own checkpoint or export: the frame scorer's structure is the encoder's
         # (its weights were loaded strictly into it) and a live/spoof head; its file is not needed any more.
         scorer_backbone = encoder if options.freeze_encoder else components.build(

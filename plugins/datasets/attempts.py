@@ -38,18 +38,19 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import faceauth
 import numpy as np
-from faceauth.data import Splits, read_image
-from faceauth.errors import DataError
-from faceauth.paths import atomic_folder, cache_dir
-from faceauth.plugins.datasets.folder import _images_under  # the liveness layout's sorted recursive listing
 from PIL import Image
+
+import faceauth
+from faceauth.data import Splits, dataset_root, read_image
+from faceauth.errors import DataError
+from faceauth.io.images import images_under
+from faceauth.io.paths import atomic_folder, cache_dir
+from faceauth.metrics.joint import ATTEMPT_KINDS
 
 __all__ = [
     "ACCEPT",
     "CLASSES",
-    "KINDS",
     "REJECT",
     "Attempt",
     "AttemptFolderOptions",
@@ -66,7 +67,6 @@ log = logging.getLogger(__name__)
 
 REJECT, ACCEPT = 0, 1
 CLASSES = ("reject", "accept")
-KINDS = ("genuine", "impostor", "spoof")
 SPLITS = ("train", "val", "test")
 LAYOUT = "root/{train,val,test}/<identity>/{live,spoof}/*.jpg"
 _DEMO_VERSION = 1
@@ -96,12 +96,17 @@ class Person:
 
 
 class AttemptSet:
-    """The attempts of one split. `load(path)` reads an image (the cached face crop with a detector)."""
+    """The attempts of one split. `load(path)` reads an image (the cached face crop with a detector).
+
+    `photos`: the paths are photos whose faces `load` crops (the recipe has a detector), so a scorer may
+    crop each face its own way instead (the fusion trainer crops as each component model was trained).
+    """
 
     def __init__(self, attempts: Sequence[Attempt], loader: Callable[[str], Image.Image] = read_image,
-                 name: str = ""):
+                 name: str = "", photos: bool = False):
         self.attempts = list(attempts)
         self.name = name
+        self.photos = photos
         self.labels = np.array([a.label for a in self.attempts], dtype=np.int64)
         self.kinds = np.array([a.kind for a in self.attempts])
         self.attack_types = np.array([a.attack_type for a in self.attempts])
@@ -126,7 +131,7 @@ class AttemptSet:
         return sorted({a.probe for a in self.attempts})
 
     def counts(self) -> dict[str, int]:
-        return {kind: int(np.sum(self.kinds == kind)) for kind in KINDS}
+        return {kind: int(np.sum(self.kinds == kind)) for kind in ATTEMPT_KINDS}
 
 
 # indexing ---------------------------------------------------------------------------------------------
@@ -134,9 +139,9 @@ def index_people(split_dir: Path) -> list[Person]:
     """The identities of one split folder, sorted by name; hidden folders are skipped."""
     people = []
     for folder in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        live = tuple(str(p) for p in _images_under(folder / "live"))
+        live = tuple(str(p) for p in images_under(folder / "live"))
         spoof = []
-        for path in _images_under(folder / "spoof"):
+        for path in images_under(folder / "spoof"):
             parts = path.relative_to(folder / "spoof").parts
             spoof.append((str(path), parts[0] if len(parts) > 1 else "spoof"))
         if not live and not spoof:
@@ -177,7 +182,7 @@ def generate_attempts(people: Sequence[Person], per_kind: int, enrol_images: int
             "impostor": f"two identities with live images, one with at least {enrol_images}",
             "spoof": f"an identity with spoof images and at least {enrol_images} live image(s)"}
     attempts = []
-    for kind in KINDS:
+    for kind in ATTEMPT_KINDS:
         if not eligible[kind]:
             raise DataError(f"{where}: cannot make {kind} attempts: needs {need[kind]} (layout {LAYOUT})")
         for who in _turns(eligible[kind], per_kind, rng):
@@ -219,12 +224,11 @@ def _crop_people(people: list[Person], split_dir: Path, detector: Any, scale: fl
     return [p for p in people if p.live or p.spoof], load
 
 
-def load_attempt_folder(root: Path, options: AttemptOptions, key: str = "data.root", detector: Any = None,
+def load_attempt_folder(root: str | Path, options: AttemptOptions, key: str = "data.root", detector: Any = None,
                         crop: tuple[float, int] = (1.4, 128),
                         detector_settings: dict[str, Any] | None = None) -> Splits:
     """The attempt splits of an attempt-folder tree (see the module docstring); `crop` = (scale, size)."""
-    if not root.is_dir():
-        raise DataError(f"{key}: {root} is not a directory (expected {LAYOUT})")
+    root = dataset_root(root, key, LAYOUT)
     for required in SPLITS:
         if not (root / required).is_dir():
             raise DataError(f"{key}: {root} has no '{required}/' folder (expected {LAYOUT})")
@@ -241,7 +245,7 @@ def load_attempt_folder(root: Path, options: AttemptOptions, key: str = "data.ro
             people, loader = _crop_people(people, root / split, detector, *crop, detector_settings or {})
         rng = np.random.default_rng([options.seed, zlib.crc32(split.encode())])
         attempts = generate_attempts(people, options.attempts_per_kind, options.enrol_images, rng, str(root / split))
-        sets[split] = AttemptSet(attempts, loader, name=split)
+        sets[split] = AttemptSet(attempts, loader, name=split, photos=detector is not None)
         log.info("%s/%s: %d identities, %d attempts (%s)", root, split, len(people), len(attempts),
                  ", ".join(f"{k} {v}" for k, v in sets[split].counts().items()))
     return Splits(train=sets["train"], val=sets["val"], test=sets["test"], classes=CLASSES,
@@ -251,7 +255,7 @@ def load_attempt_folder(root: Path, options: AttemptOptions, key: str = "data.ro
 # the user's data --------------------------------------------------------------------------------------
 @attrs.frozen
 class AttemptFolderOptions(AttemptOptions):
-    root: str = ""  # required: root/{train,val,test}/<identity>/{live,spoof}/
+    root: str = faceauth.schema.required(f"the folder laid out as {LAYOUT}")
     crop_scale: float = 1.4  # with a detector: the crop side is the face box side x this, in (0, 10]
     crop_size: int = attrs.field(default=128, validator=faceauth.schema.positive)
 
@@ -262,11 +266,9 @@ class AttemptFolderOptions(AttemptOptions):
 
 
 def build_attempt_folder(options: AttemptFolderOptions, detector: Any = None) -> Splits:
-    if not options.root:
-        raise DataError(f"data.root: required for attempt_folder (a folder laid out as {LAYOUT})")
     settings = {"detector": type(detector).__name__, "detector_options": repr(getattr(detector, "options", None))}
     attempt_options = AttemptOptions(options.attempts_per_kind, options.enrol_images, options.seed)
-    return load_attempt_folder(Path(options.root).expanduser(), attempt_options, detector=detector,
+    return load_attempt_folder(options.root, attempt_options, detector=detector,
                                crop=(options.crop_scale, options.crop_size), detector_settings=settings)
 
 
@@ -291,7 +293,7 @@ def write_attempt_demo(root: str | Path, *, identities: dict[str, int], live: in
     so they are none of the `demo` or `demo_identities` people.
     """
     from faceauth.plugins.datasets.demo_render import print_attack, render_face, replay_attack, sample_identity
-    from faceauth.plugins.datasets.identity_demo import _capture
+    from faceauth.plugins.datasets.identity_demo import frontal_capture
 
     root = Path(root)
     with atomic_folder(root) as tmp:
@@ -302,7 +304,7 @@ def write_attempt_demo(root: str | Path, *, identities: dict[str, int], live: in
                 folder = tmp / split / f"id{who:04d}"
                 for k in range(live + spoof):
                     rng = np.random.default_rng([seed, 22, who, k])
-                    pose = _capture(rng)
+                    pose = frontal_capture(rng)
                     attack = "" if k < live else ("print", "replay")[(k - live) % 2]
                     if attack:
                         pose["scale"] *= 1.2  # attack media frame the face closer (as the liveness demo)

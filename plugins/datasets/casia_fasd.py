@@ -27,9 +27,9 @@ import attrs
 
 from faceauth.data import LIVE, SPOOF, Splits
 from faceauth.errors import DataError
+from faceauth.io.video import videos_under
 from faceauth.plugins.datasets.frames import hold_out_subjects, open_fraction
 from faceauth.plugins.datasets.liveness_videos import FACE_DIR, VideoFile, VideoOptions, build_video_splits, video_root
-from faceauth.video import videos_under
 
 __all__ = ["CasiaFasdOptions", "STEMS", "build"]
 

@@ -34,16 +34,25 @@ from typing import Any
 
 import attrs
 import numpy as np
-from PIL import Image
 
-from faceauth.data import LIVE, SPOOF, Splits, check_classes
+import faceauth
+from faceauth.data import LIVE, SPOOF, Splits, check_classes, dataset_root
 from faceauth.errors import DataError, quote
-from faceauth.images import image_size
-from faceauth.paths import inside
 from faceauth.faces import Box, CropCache
-from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, crop_geometry_of, detector_settings,
-                                              hold_out_subjects, open_fraction, report_missing,
-                                              warn_shared_subjects)
+from faceauth.io.images import image_size
+from faceauth.io.paths import inside
+from faceauth.plugins.datasets.frames import (
+    CropOptions,
+    CroppedFaces,
+    FrameSource,
+    crop_all,
+    crop_geometry_of,
+    detector_settings,
+    hold_out_subjects,
+    open_fraction,
+    report_missing,
+    warn_shared_subjects,
+)
 
 __all__ = ["ATTACK_TYPES", "CelebASpoofOptions", "LabelEntry", "read_labels", "read_box",
            "load_celeba_spoof"]
@@ -66,7 +75,7 @@ def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | No
 
 @attrs.frozen(kw_only=True)
 class CelebASpoofOptions(CropOptions):
-    root: str                      # the folder holding Data/ and metas/
+    root: str = faceauth.schema.required("the folder holding Data/ and metas/")
     val_subjects: float = attrs.field(default=0.1, validator=open_fraction)  # share of training subjects
     seed: int = 0                  # draws the validation subjects and the `limit` sample
     limit: int | None = attrs.field(default=None, validator=_positive_or_none)  # at most N images per split
@@ -238,7 +247,7 @@ def _counts(entries: Iterable[Any]) -> dict[str, int]:
 
 def load_celeba_spoof(root: str | Path, *, val_subjects: float = 0.1, seed: int = 0, limit: int | None = None,
                       crop: CropOptions = CropOptions(), detector: Any = None, key: str = "data.root") -> Splits:
-    root = Path(root).expanduser()
+    root = dataset_root(root, key, LAYOUT)
     if not (root / "Data").is_dir():
         raise DataError(f"{key}: {root} has no Data/ folder (expected {LAYOUT})")
     label_files = {split: root / "metas" / "intra_test" / f"{split}_label.json" for split in ("train", "test")}

@@ -2,7 +2,7 @@
 
 A clip sample is ``{"frames": [T PIL RGB images], "label": LIVE/SPOOF, "attack_type": str ("" for
 live), "video": str, "subject": str}``; the clips of one video share ``video`` (its path), so
-scores can be pooled per video. `faceauth.data.Transformed` transforms and stacks the frames.
+scores can be pooled per video. `faceauth.training.loaders.Transformed` transforms and stacks the frames.
 
 The ``video_folder`` layout (the video counterpart of the image ``folder`` layout)::
 
@@ -41,10 +41,10 @@ import numpy as np
 from PIL import Image
 
 import faceauth
-from faceauth import video as fa_video
-from faceauth.data import LIVE, SPOOF, Splits, check_classes
+from faceauth.data import LIVE, SPOOF, Splits, check_classes, dataset_root
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import Box, CropCache, CropGeometry
+from faceauth.io import video as fa_video
 from faceauth.plugins.datasets.frames import FrameCounts, FrameSource, crop_all, crop_geometry_of, detector_settings
 
 __all__ = ["CLASSES", "ClipDataset", "ClipOptions", "ClipReport", "ClipSampling", "ClipVideo", "VideoFolderOptions", "WholeFrame",
@@ -80,7 +80,7 @@ class ClipOptions(ClipSampling):
 
 @attrs.frozen(kw_only=True)
 class VideoFolderOptions(ClipOptions):
-    root: str
+    root: str = faceauth.schema.required(f"the folder laid out as {LAYOUT}")
 
 
 @attrs.frozen
@@ -109,7 +109,7 @@ def frames_needed(sampling: ClipSampling) -> int:
 
 
 def clip_indices(total: int, sampling: ClipSampling) -> list[list[int]]:
-    """The frame indices of each clip of a video of `total` frames (`faceauth.video.clip_indices`)."""
+    """The frame indices of each clip of a video of `total` frames (`faceauth.io.video.clip_indices`)."""
     return fa_video.clip_indices(total, sampling.clip_length, sampling.clip_stride, sampling.clips_per_video)
 
 
@@ -346,11 +346,10 @@ def _refuse_subjects_as_attack_types(split_dir: Path, videos: list[ClipVideo]) -
                         f"move its videos to spoof/<attack type>/{misread[0]}/")
 
 
-def load_video_folder(root: Path, options: ClipOptions, detector: Any = None, *, name: str = "video_folder",
+def load_video_folder(root: str | Path, options: ClipOptions, detector: Any = None, *, name: str = "video_folder",
                       key: str = "data.root", splits: Sequence[str] | None = None) -> Splits:
     """Clips of the videos under `root` in the video_folder layout; `splits` (e.g. ``("test",)``) builds only those."""
-    if not root.is_dir():
-        raise DataError(f"{key}: {root} is not a directory (expected {LAYOUT})")
+    root = dataset_root(root, key, LAYOUT).resolve()  # absolute: crops are cached by path
     for required in splits or ("train", "val"):
         if not (root / required).is_dir():
             raise DataError(f"{key}: {root} has no '{required}/' folder (expected {LAYOUT})")
@@ -362,4 +361,4 @@ def load_video_folder(root: Path, options: ClipOptions, detector: Any = None, *,
 
 
 def build_video_folder(options: VideoFolderOptions, detector: Any = None, splits: Sequence[str] | None = None) -> Splits:
-    return load_video_folder(Path(options.root).expanduser().resolve(), options, detector, splits=splits)
+    return load_video_folder(options.root, options, detector, splits=splits)

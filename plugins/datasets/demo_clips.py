@@ -25,11 +25,12 @@ import zlib
 from pathlib import Path
 
 import attrs
-import faceauth
 import numpy as np
+
+import faceauth
 from faceauth.data import Splits
-from faceauth.paths import atomic_folder, cache_dir
-from faceauth.video import write_video
+from faceauth.io.paths import atomic_folder, cache_dir
+from faceauth.io.video import write_video
 from faceauth.plugins.datasets.clips import ClipOptions, ClipSampling, load_video_folder
 from faceauth.plugins.datasets.demo_render import (
     FaceIdentity,

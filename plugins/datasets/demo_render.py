@@ -25,8 +25,9 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from faceauth.paths import atomic_folder
 from PIL import Image, ImageFilter
+
+from faceauth.io.paths import atomic_folder
 
 __all__ = ["FaceIdentity", "sample_identity", "render_face", "print_attack",
            "replay_attack", "write_liveness_demo"]

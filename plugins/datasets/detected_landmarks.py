@@ -23,7 +23,7 @@ from tqdm import tqdm
 from faceauth.data import read_image
 from faceauth.errors import RecipeError
 from faceauth.faces import first_face
-from faceauth.paths import cache_dir, read_npz, write_npz
+from faceauth.io.paths import cache_dir, read_npz, write_npz
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ and read by the same code; `folder` with no `root` uses it, so recipes run out o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,10 @@ from typing import Any
 import attrs
 
 import faceauth
-from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes, read_image
+from faceauth.data import LIVE, SPOOF, Splits, check_classes, dataset_root, read_image
 from faceauth.errors import DataError
-from faceauth.paths import cache_dir
+from faceauth.io.images import images_under
+from faceauth.io.paths import cache_dir
 
 CLASSES = ("live", "spoof")
 
@@ -54,18 +54,10 @@ class LivenessFolder:
                 "path": sample.path}
 
 
-def _images_under(folder: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        found.extend(Path(dirpath) / name for name in sorted(filenames) if name.lower().endswith(IMAGE_SUFFIXES))
-    return found
-
-
 def index_split(split_dir: Path) -> LivenessFolder:
-    samples = [LivenessSample(str(p), LIVE, "") for p in _images_under(split_dir / "live")]
+    samples = [LivenessSample(str(p), LIVE, "") for p in images_under(split_dir / "live")]
     spoof_dir = split_dir / "spoof"
-    for path in _images_under(spoof_dir):
+    for path in images_under(spoof_dir):
         relative = path.relative_to(spoof_dir).parts
         samples.append(LivenessSample(str(path), SPOOF, relative[0] if len(relative) > 1 else "spoof"))
     for name in CLASSES:
@@ -75,10 +67,9 @@ def index_split(split_dir: Path) -> LivenessFolder:
     return LivenessFolder(samples)
 
 
-def load_folder(root: Path, key: str = "data.root", splits: Sequence[str] | None = None) -> Splits:
+def load_folder(root: str | Path, key: str = "data.root", splits: Sequence[str] | None = None) -> Splits:
     """The splits of `root`; `splits` (e.g. ``("test",)`` for faceauth-eval) indexes only those, and requires them."""
-    if not root.is_dir():
-        raise DataError(f"{key}: {root} is not a directory (expected root/{{train,val,test}}/{{live,spoof}}/)")
+    root = dataset_root(root, key, "root/{train,val,test}/{live,spoof}/")
     for required in splits or ("train", "val"):
         if not (root / required).is_dir():
             raise DataError(f"{key}: {root} has no '{required}/' folder (expected root/{{train,val,test}}/{{live,spoof}}/)")
@@ -121,7 +112,7 @@ def demo_root(options: DemoOptions) -> Path:
 def build_folder(options: FolderOptions, splits: Sequence[str] | None = None) -> Splits:
     if options.root is None:
         return load_folder(demo_root(DemoOptions()), key="demo", splits=splits)
-    return load_folder(Path(options.root).expanduser(), splits=splits)
+    return load_folder(options.root, splits=splits)
 
 
 def build_demo(options: DemoOptions, splits: Sequence[str] | None = None) -> Splits:

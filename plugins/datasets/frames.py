@@ -24,8 +24,8 @@ import faceauth
 from faceauth.data import LIVE, SPOOF, read_image
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache, CropGeometry, CropReport
-from faceauth.paths import atomic_write, cache_dir
-from faceauth.video import frame_count, read_frames
+from faceauth.io.paths import atomic_write, cache_dir
+from faceauth.io.video import frame_count, read_frames
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ an LFW ``pairs.txt`` (``lfw_pairs``) or insightface ``.bin`` packs (``verificati
 
 Unaligned photos can be aligned when read: ``landmarks`` names a CSV of ``path,x1,y1,...,x5,y5``
 rows (path relative to root; eyes, nose, mouth corners), and each image is warped onto the
-ArcFace template at ``align_size`` pixels (`faceauth.align`). Without a CSV, a recipe detector that
+ArcFace template at ``align_size`` pixels (`faceauth.faces.align`). Without a CSV, a recipe detector that
 finds landmarks (``detector: {name: mtcnn, weights: DIR}``) gives them, detected once and cached
 (`faceauth.plugins.datasets.detected_landmarks`); images without a face are left out.
 """
@@ -52,9 +52,9 @@ import attrs
 import numpy as np
 
 import faceauth
-from faceauth.data import IMAGE_SUFFIXES, Splits, Verification, read_image
+from faceauth.data import IMAGE_SUFFIXES, Splits, Verification, dataset_root, read_image
 from faceauth.errors import DataError
-from faceauth.paths import cache_dir, read_npz, write_npz
+from faceauth.io.paths import cache_dir, read_npz, write_npz
 from faceauth.plugins.datasets.pairs import generate_pairs, read_bin, read_lfw_pairs
 
 __all__ = ["IdentityIndex", "IdentityImages", "index_identity_folder", "hold_out_identities", "read_landmarks",
@@ -111,7 +111,7 @@ class IdentityImages:
         path = self.path(index)
         image = read_image(path)
         if self.landmarks is not None:
-            from faceauth.align import align_five_point
+            from faceauth.faces.align import align_five_point
 
             image = align_five_point(image, self.landmarks[index], self.align_size)
         return {"image": image, "label": int(self.labels[index]), "path": path}
@@ -298,9 +298,7 @@ def index_identity_folder(root: str | Path, min_images: int = 1, key: str = "dat
 
     With `use_cache`, an unchanged tree's listing comes from the cache (see the module docstring).
     """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"{key}: {root} is not a directory (expected {LAYOUT})")
+    root = dataset_root(root, key, LAYOUT)
     scan = None
     if use_cache:
         cache = _cache_path(root)
@@ -433,7 +431,7 @@ def _detected_landmarks(index: IdentityIndex, detector: Any) -> np.ndarray:
 
 @attrs.frozen
 class IdentityFolderOptions:
-    root: str
+    root: str = faceauth.schema.required(f"the folder laid out as {LAYOUT}")
     # share of the identities held out (identity-disjoint) for validation pairs; 0: no validation
     val_identities: float = attrs.field(default=0.1, validator=faceauth.schema.fraction)
     # validation pairs per held-out identity (half genuine, half impostor)

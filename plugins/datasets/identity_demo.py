@@ -12,19 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
-import faceauth
 import numpy as np
-from faceauth.data import Splits
-from faceauth.paths import atomic_folder, cache_dir
-from faceauth.plugins.datasets.identity import load_identity_folder
 from PIL import Image
 
-__all__ = ["DemoIdentitiesOptions", "write_identity_demo", "demo_identities_root"]
+import faceauth
+from faceauth.data import Splits
+from faceauth.io.paths import atomic_folder, cache_dir
+from faceauth.plugins.datasets.identity import load_identity_folder
+
+__all__ = ["DemoIdentitiesOptions", "frontal_capture", "write_identity_demo", "demo_identities_root"]
 
 _VERSION = 1
 
 
-def _capture(rng: np.random.Generator) -> dict:
+def frontal_capture(rng: np.random.Generator) -> dict:
     """Pose, expression, lighting and framing of one capture (milder than liveness: faces stay frontal-ish)."""
     return dict(yaw=float(np.clip(rng.normal(0, 0.2), -0.5, 0.5)),
                 pitch=float(np.clip(rng.normal(0, 0.12), -0.3, 0.3)),
@@ -50,7 +51,7 @@ def write_identity_demo(root: str | Path, *, identities: int = 40, images_per_id
             folder.mkdir(parents=True)
             for k in range(images_per_identity):
                 rng = np.random.default_rng([seed, 12, who, k])
-                pixels = render_face(person, rng, size, **_capture(rng))
+                pixels = render_face(person, rng, size, **frontal_capture(rng))
                 Image.fromarray(pixels).save(folder / f"{k:04d}.jpg", quality=92)
     return root
 

@@ -9,7 +9,7 @@ Layout (the release of the protocols with loose crops; ``p`` is ``ijbb`` or ``ij
 
 Fields are separated by spaces, one row per line, no header. The five landmarks are left eye,
 right eye, nose, left and right mouth corner in the loose crop's pixels; each face is warped onto
-the 112x112 ArcFace template when read (`faceauth.align`). Faces are joined to their landmark row
+the 112x112 ArcFace template when read (`faceauth.faces.align`). Faces are joined to their landmark row
 by image name, and only the faces of templates that some pair names are kept.
 
 The protocol is a `faceauth.data.TemplateVerification` returned as the test split, named after the
@@ -35,12 +35,13 @@ import attrs
 import numpy as np
 
 import faceauth
-from faceauth.data import Splits, TemplateVerification, read_image
+from faceauth.data import Splits, TemplateVerification, dataset_root, read_image
 from faceauth.errors import DataError
 
 __all__ = ["PROTOCOLS", "IJBOptions", "LooseCrops", "meta_files", "load_ijb", "build_ijb"]
 
 PROTOCOLS = ("ijbb", "ijbc")
+LAYOUT = "root/loose_crop/<image>.jpg and root/meta/<ijbb|ijbc>_{name_5pts_score,face_tid_mid,template_pair_label}.txt"
 _LANDMARK_FORM = "image x1 y1 x2 y2 x3 y3 x4 y4 x5 y5 detector_score"
 _FACE_FORM = "image template_id media_id"
 _PAIR_FORM = "template_id_1 template_id_2 label"
@@ -59,7 +60,7 @@ class LooseCrops:
         return len(self.names)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from faceauth.align import align_five_point
+        from faceauth.faces.align import align_five_point
 
         path = os.path.join(self.folder, os.fsdecode(self.names[index]))
         return {"image": align_five_point(read_image(path), self.landmarks[index], self.size), "path": path}
@@ -67,7 +68,7 @@ class LooseCrops:
 
 def meta_files(root: str | Path, protocol: str | None, key: str = "data.root") -> tuple[str, dict[str, Path]]:
     """The protocol's name and its three meta files; `protocol` None picks the one root/meta holds."""
-    meta = Path(root).expanduser() / "meta"
+    meta = dataset_root(root, key, LAYOUT) / "meta"
     found = [p for p in PROTOCOLS if (meta / f"{p}_face_tid_mid.txt").is_file()]
     if protocol is None:
         if len(found) != 1:
@@ -187,7 +188,7 @@ def _images_on_disk(folder: Path, key: str) -> set[str]:
 
 def load_ijb(root: str | Path, protocol: str | None = None, *, detector_score: bool = True, norm_score: bool = True,
              align_size: int = 112, key: str = "data.root") -> Splits:
-    root = Path(root).expanduser()
+    root = dataset_root(root, key, LAYOUT)
     protocol, files = meta_files(root, protocol, key)
     pairs = _read_pairs(files["template_pair_label"])
     names, ids, face_lines = _read_faces(files["face_tid_mid"])
@@ -241,7 +242,7 @@ def load_ijb(root: str | Path, protocol: str | None = None, *, detector_score: b
 
 @attrs.frozen
 class IJBOptions:
-    root: str
+    root: str = faceauth.schema.required(f"the folder laid out as {LAYOUT}")
     protocol: Literal["ijbb", "ijbc"] | None = None  # None: the one whose meta files root/meta holds
     detector_score: bool = True   # weigh each face by its detector score before pooling (the field's default)
     norm_score: bool = True       # keep each face embedding's norm as a quality weight (the field's default)

@@ -27,13 +27,20 @@ from typing import Any, Literal
 import attrs
 
 import faceauth
-from faceauth import video as fa_video
-from faceauth.data import Splits, check_classes
+from faceauth.data import Splits, check_classes, dataset_root
 from faceauth.errors import DataError
 from faceauth.faces import Box, CropCache
+from faceauth.io import video as fa_video
 from faceauth.plugins.datasets.clips import CLASSES, ClipSampling, build_clip_splits
-from faceauth.plugins.datasets.frames import (CropOptions, FrameCounts, FrameSource, crop_all, crop_geometry_of, detector_settings,
-                                              warn_shared_subjects)
+from faceauth.plugins.datasets.frames import (
+    CropOptions,
+    FrameCounts,
+    FrameSource,
+    crop_all,
+    crop_geometry_of,
+    detector_settings,
+    warn_shared_subjects,
+)
 
 __all__ = ["FACE_DIR", "VideoFile", "VideoOptions", "build_video_splits", "read_face_file", "video_root"]
 
@@ -46,7 +53,7 @@ FACE_DIR = "face-locations"
 class VideoOptions(CropOptions):
     """Options every video liveness database shares (plus the crop options it inherits)."""
 
-    root: str
+    root: str = faceauth.schema.required("the database's folder (see the dataset's layout)")
     frames_per_video: int = attrs.field(default=10, validator=faceauth.schema.positive)
     frame_stride: int | None = attrs.field(default=None, validator=faceauth.schema.positive)  # None: spread evenly
     clip_length: int | None = attrs.field(default=None, validator=faceauth.schema.positive)  # T; None: frames
@@ -203,9 +210,7 @@ def build_video_splits(name: str, root: Path, videos: dict[str, list[VideoFile]]
 
 def video_root(root: str, name: str, required: Sequence[str], layout: str) -> Path:
     """The database's root folder, absolute (crops are cached by absolute path), checked for `required` folders."""
-    path = Path(root).expanduser().resolve()
-    if not path.is_dir():
-        raise DataError(f"{name}: root {path} is not a directory (expected {layout})")
+    path = dataset_root(root, "data.root", layout).resolve()
     for folder in required:
         if not (path / folder).is_dir():
             raise DataError(f"{name}: root {path} has no '{folder}/' folder (expected {layout})")

@@ -52,12 +52,23 @@ from typing import Any, Literal
 
 import attrs
 
-from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes
-from faceauth.paths import inside
+import faceauth
+from faceauth.data import IMAGE_SUFFIXES, LIVE, SPOOF, Splits, check_classes, dataset_root
 from faceauth.errors import DataError, RecipeError
 from faceauth.faces import CropCache
-from faceauth.plugins.datasets.frames import (CropOptions, CroppedFaces, FrameSource, crop_all, crop_geometry_of, detector_settings, hold_out_subjects, open_fraction,
-                                              report_missing, warn_shared_subjects)
+from faceauth.io.paths import inside
+from faceauth.plugins.datasets.frames import (
+    CropOptions,
+    CroppedFaces,
+    FrameSource,
+    crop_all,
+    crop_geometry_of,
+    detector_settings,
+    hold_out_subjects,
+    open_fraction,
+    report_missing,
+    warn_shared_subjects,
+)
 
 __all__ = ["NuaaOptions", "VARIANTS", "parse_name", "scan", "read_list", "by_session", "load_nuaa"]
 
@@ -86,7 +97,7 @@ VARIANTS = {
 
 @attrs.frozen(kw_only=True)
 class NuaaOptions(CropOptions):
-    root: str
+    root: str = faceauth.schema.required("the NUAA folder (raw/, detected/ or normalized/ client and imposter folders)")
     protocol: Literal["sessions", "lists"] = "sessions"  # sessions: train 01+02, test 03; lists: the list files
     variant: Literal["raw", "detected", "normalized"] = "raw"
     val_subjects: float = attrs.field(default=0.2, validator=open_fraction)  # share of training subjects
@@ -205,10 +216,8 @@ def hold_out_session(train: list[NuaaImage], session: str, where: str) -> tuple[
 def load_nuaa(root: str | Path, *, protocol: str = "sessions", variant: str = "raw", val_subjects: float = 0.2,
               validation: str = "subjects", val_session: str = "02",
               seed: int = 0, crop: CropOptions = CropOptions(), detector: Any = None, key: str = "data.root") -> Splits:
-    root = Path(root).expanduser()
     layout = VARIANTS[variant]
-    if not root.is_dir():
-        raise DataError(f"{key}: {root} is not a directory (expected root/{layout.client}/<subject>/*.jpg)")
+    root = dataset_root(root, key, f"root/{layout.client}/<subject>/*.jpg")
     if variant == "raw" and detector is None:
         raise RecipeError("detector: NUAA's raw frames need a face detector; add `detector: {name: haar}` to the "
                           "recipe, or use data.variant 'detected' or 'normalized' (faces already cropped)")

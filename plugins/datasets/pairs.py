@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from faceauth.data import Verification, read_image
+from faceauth.data import Verification, dataset_root, read_image
 from faceauth.errors import DataError, quote
-from faceauth import images
-from faceauth.paths import atomic_write, inside
+from faceauth.io import images
+from faceauth.io.paths import atomic_write, inside
 
 __all__ = ["ImageFiles", "EncodedImages", "read_lfw_pairs", "read_bin", "write_bin", "generate_pairs",
-           "pairs_verification", "decode_image"]
+           "decode_image"]
 
 
 # --- image datasets -----------------------------------------------------------------------------
@@ -91,20 +91,20 @@ def _image_number(token: str, where: str, line: str) -> int:
     return number
 
 
-def read_lfw_pairs(pairs_file: str | Path, root: str | Path, name: str | None = None) -> Verification:
+def read_lfw_pairs(pairs_file: str | Path, root: str | Path, name: str | None = None,
+                   key: str = "data.lfw_root") -> Verification:
     """Read an LFW-style ``pairs.txt`` whose images live under ``root/<name>/<name>_<n:04d>.jpg``.
 
     A header line (``folds pairs_per_fold`` or a single count) is optional; when present, the number
     of pairs must match it. A malformed line or a missing image raises DataError with the line
     number and, for images, the path.
     """
-    pairs_file, root = Path(pairs_file).expanduser(), Path(root).expanduser()
+    pairs_file = Path(pairs_file).expanduser()
     try:
         text = pairs_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{pairs_file}: cannot read pairs list ({exc})") from None
-    if not root.is_dir():
-        raise DataError(f"{pairs_file}: image root {root} is not a directory (expected root/<name>/<name>_0001.jpg)")
+    root = dataset_root(root, key, f"the folder of {pairs_file.name}'s images, root/<name>/<name>_0001.jpg")
 
     index: dict[str, int] = {}
     paths: list[str] = []
@@ -337,10 +337,3 @@ def generate_pairs(labels: Sequence[int] | np.ndarray, count: int, seed: int = 0
     is_same = np.zeros(2 * half, bool)
     is_same[0::2] = True
     return pairs, is_same
-
-
-def pairs_verification(name: str, images: Any, labels: Sequence[int] | np.ndarray, count: int,
-                       seed: int) -> Verification:
-    """A `Verification` of `generate_pairs` over a labelled image dataset."""
-    pairs, is_same = generate_pairs(labels, count, seed)
-    return Verification(name=name, images=images, pairs=pairs, is_same=is_same)

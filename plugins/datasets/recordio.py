@@ -45,9 +45,9 @@ import attrs
 import numpy as np
 
 import faceauth
-from faceauth.data import Splits, Verification
+from faceauth.data import Splits, Verification, dataset_root
 from faceauth.errors import DataError
-from faceauth.paths import cache_dir, read_npz, write_npz
+from faceauth.io.paths import cache_dir, read_npz, write_npz
 from faceauth.plugins.datasets.identity import external_verification, held_out_verification, hold_out_identities
 from faceauth.plugins.datasets.pairs import decode_image
 
@@ -455,9 +455,7 @@ def _read_property(path: Path) -> int | None:
 
 def load_recordio(root: str | Path, *, val_identities: float = 0.0, pairs_per_identity: int = 20, seed: int = 0,
                   verification: Sequence[str] = (), key: str = "data.root") -> Splits:
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"{key}: {root} is not a directory (expected a folder with train.rec, train.idx, property)")
+    root = dataset_root(root, key, "a folder with train.rec, train.idx, property")
     index = load_index(root / "train.rec", root / "train.idx")
     num_classes = _read_property(root / "property")
     top = int(index.labels.max())
@@ -496,7 +494,7 @@ def load_recordio(root: str | Path, *, val_identities: float = 0.0, pairs_per_id
 
 @attrs.frozen
 class RecordIOOptions:
-    root: str    # the folder with train.rec, train.idx and property
+    root: str = faceauth.schema.required("the folder with train.rec, train.idx and property")
     # share of the identities held out (identity-disjoint) for validation pairs; 0: validate on the
     # first verification pack instead (insightface's practice)
     val_identities: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)

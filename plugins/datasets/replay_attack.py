@@ -29,8 +29,8 @@ import attrs
 
 from faceauth.data import LIVE, SPOOF, Splits
 from faceauth.errors import DataError
+from faceauth.io.video import videos_under
 from faceauth.plugins.datasets.liveness_videos import FACE_DIR, VideoFile, VideoOptions, build_video_splits, video_root
-from faceauth.video import videos_under
 
 __all__ = ["ReplayAttackOptions", "build", "parse_name"]
 

@@ -3,10 +3,10 @@
 ``detector: {name: mtcnn, weights: DIR}``: DIR holds ``pnet.pt``, ``rnet.pt`` and ``onet.pt``, state
 dicts in the layout of the widely used PyTorch MTCNN weights (the files the ``facenet-pytorch`` wheel
 carries under ``facenet_pytorch/data/``). They are read with ``torch.load(weights_only=True)``: a file
-that needs arbitrary unpickling is refused. The cascade itself (`faceauth.mtcnn.MtcnnPipeline`) is
+that needs arbitrary unpickling is refused. The cascade itself (`faceauth.faces.mtcnn.MtcnnPipeline`) is
 numpy and OpenCV; here the networks run in PyTorch and NMS is torchvision's.
 
-Deployment runs the same cascade with onnxruntime and no PyTorch (`faceauth.mtcnn.MtcnnOnnx`). Make the
+Deployment runs the same cascade with onnxruntime and no PyTorch (`faceauth.faces.mtcnn.MtcnnOnnx`). Make the
 ONNX files once, beside the .pt files::
 
     python -m faceauth.plugins.detectors.mtcnn_export DIR      # writes DIR/pnet.onnx, rnet.onnx, onet.onnx
@@ -24,7 +24,7 @@ import numpy as np
 
 import faceauth
 from faceauth.errors import DataError, PluginError
-from faceauth.mtcnn import MTCNN_NETS, MtcnnOnnx, MtcnnPipeline, MtcnnSettings
+from faceauth.faces.mtcnn import MTCNN_NETS, MtcnnOnnx, MtcnnPipeline, MtcnnSettings
 
 
 def _thresholds(instance: Any, attribute: attrs.Attribute, value: tuple[float, ...]) -> None:
@@ -40,7 +40,8 @@ def _factor(instance: Any, attribute: attrs.Attribute, value: float) -> None:
 
 @attrs.frozen
 class MtcnnOptions:
-    weights: str  # folder with pnet.pt, rnet.pt, onet.pt (and pnet.onnx ... for runtime: onnx)
+    weights: str = faceauth.schema.required("the folder with pnet.pt, rnet.pt, onet.pt (and pnet.onnx ... for "
+                                            "runtime: onnx)")
     min_face: int = attrs.field(default=20, validator=faceauth.schema.positive)  # pixels, after max_width
     factor: float = attrs.field(default=0.709, validator=_factor)
     thresholds: tuple[float, ...] = attrs.field(default=(0.6, 0.7, 0.7), validator=_thresholds)

@@ -4,7 +4,7 @@
 
 reads ``pnet.pt``, ``rnet.pt``, ``onet.pt`` from DIR and writes ``pnet.onnx``, ``rnet.onnx``,
 ``onet.onnx`` (batch and P-Net's height and width dynamic), each checked against PyTorch first.
-`faceauth.mtcnn.MtcnnOnnx` runs them (the Authenticator and the other deployment paths do).
+`faceauth.faces.mtcnn.MtcnnOnnx` runs them (the Authenticator and the other deployment paths do).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 import faceauth
-from faceauth.cli import add_version_option
 from faceauth.errors import PluginError
-from faceauth.mtcnn import MTCNN_NETS, onnx_files
-from faceauth.paths import atomic_write
+from faceauth.faces.mtcnn import MTCNN_NETS, onnx_files
+from faceauth.io.console import add_version_option
+from faceauth.io.paths import atomic_write
 from faceauth.plugins.detectors.mtcnn import load_networks
 
 

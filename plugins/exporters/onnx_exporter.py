@@ -26,9 +26,10 @@ import torch
 
 import faceauth
 from faceauth.errors import ExportError
-from faceauth.export import PARITY_TOLERANCE, Bundle, onnx_session, run_session
-from faceauth.paths import atomic_write
+from faceauth.io.onnx import onnx_session, run_session
+from faceauth.io.paths import atomic_write
 from faceauth.plugins.exporters.quantize import quantize_int8
+from faceauth.training.export import PARITY_TOLERANCE, Bundle
 
 log = logging.getLogger(__name__)
 

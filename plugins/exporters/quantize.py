@@ -31,9 +31,10 @@ import numpy as np
 import onnx
 
 from faceauth.errors import ExportError
-from faceauth.export import Bundle, onnx_session, run_session
+from faceauth.io.onnx import onnx_session, run_session
+from faceauth.training.export import Bundle
 
-log = logging.getLogger("faceauth.export")
+log = logging.getLogger(__name__)
 
 QUANTIZATION = "int8 static QDQ (uint8 activations, per-channel int8 weights), onnxruntime"
 

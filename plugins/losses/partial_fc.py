@@ -36,8 +36,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from faceauth import distributed
 from faceauth.plugins.losses.margin import CombinedMarginOptions, margin_logits
+from faceauth.training import distributed
 
 __all__ = ["PartialFC", "PartialFCOptions", "shard_bounds", "softmax_cross_entropy", "build_partial_fc"]
 

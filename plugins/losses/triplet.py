@@ -8,7 +8,7 @@ Euclidean between L2-normalised embeddings (so within [0, 2]), or their squares 
 Hermans et al. found trains more stably than the squared one.
 
 Batches need at least one identity with two images and a second identity; a P x K sampler
-(`faceauth.plugins.trainers.samplers.PKSampler`, P >= 2, K >= 2) guarantees that every anchor has both.
+(`faceauth.training.samplers.PKSampler`, P >= 2, K >= 2) guarantees that every anchor has both.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class BatchHardTripletLoss(torch.nn.Module):
                 f"triplet loss: the batch of {len(target)} embeddings from {identities} "
                 f"{'identity' if identities == 1 else 'identities'} has no valid triplet (no identity has two "
                 f"images alongside another identity); sample batches with P >= 2 identities x K >= 2 images "
-                f"(faceauth.plugins.trainers.samplers.PKSampler)")
+                f"(faceauth.training.samplers.PKSampler)")
         return F.relu(hardest_positive[valid] - hardest_negative[valid] + self.margin).mean()
 
 

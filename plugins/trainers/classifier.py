@@ -9,7 +9,7 @@ unit, is chosen on validation at the best epoch by ``trainer.threshold`` (``eer`
 
 Model selection: the best epoch is the one with the best ``trainer.monitor`` on validation
 (``loss`` is the validation loss of the recipe's criterion); ties go to the higher validation AUC,
-then the lower validation loss (`faceauth.plugins.trainers.loop`).
+then the lower validation loss (`faceauth.training.loop`).
 """
 
 from __future__ import annotations
@@ -24,33 +24,39 @@ import torch
 from torchvision.utils import make_grid
 
 import faceauth
-from faceauth import console, distributed
-from faceauth import metrics as fa_metrics
-from faceauth.images import utf8_text
-from faceauth.data import LIVE, Splits, live_log_odds, reraise_worker_errors
+from faceauth.data import LIVE, Splits, live_log_odds
 from faceauth.errors import DataError, RecipeError
-from faceauth.export import Bundle, model_metadata
-from faceauth.plugins.trainers.auxiliary import (AuxiliaryOptions, FourierHead, PixelMapHead, fourier_loss,
-                                                 has_feature_map, pixel_map_loss)
-from faceauth.report import ReportTarget, SplitScores, write_liveness_report
-from faceauth.plugins.trainers.loop import (LoopOptions, TrainingLoop, higher_is_better, image_loader,
-                                            lower_is_better, to_device)
-from faceauth.plugins.trainers.transforms import (AugmentOptions, denormalise, eval_transform, spoof_transform,
-                                                  train_transform)
-from faceauth.runner import FitResult, Run
-
-
-def _threshold_rule(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    try:
-        fa_metrics.parse_threshold_rule(value)
-    except ValueError as exc:
-        raise ValueError(f"{attribute.name}: {exc}") from None
+from faceauth.io.images import utf8_text
+from faceauth.metrics import threshold_rule_option
+from faceauth.metrics.report import ReportTarget
+from faceauth.plugins.trainers.auxiliary import (
+    AuxiliaryOptions,
+    FourierHead,
+    PixelMapHead,
+    fourier_loss,
+    has_feature_map,
+    pixel_map_loss,
+)
+from faceauth.plugins.trainers.liveness_scores import (
+    inputs_of,
+    measure,
+    predict,
+    report_split,
+    torch_frame_scorer,
+    write_report,
+)
+from faceauth.training import checkpoint, distributed
+from faceauth.training.export import Bundle, model_metadata
+from faceauth.training.loaders import image_loader, reraise_worker_errors, to_device
+from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better, seed_from
+from faceauth.training.run import FitResult, Run
+from faceauth.training.transforms import AugmentOptions, denormalise, eval_transform, spoof_transform, train_transform
 
 
 @attrs.frozen
 class ClassifierOptions(LoopOptions):
     monitor: Literal["acer", "hter", "eer", "auc", "loss"] = "acer"
-    threshold: str = attrs.field(default="eer", validator=_threshold_rule)  # eer | apcer=<rate> | bpcer=<rate>
+    threshold: str = attrs.field(default="eer", validator=threshold_rule_option)  # eer | apcer=<rate> | bpcer=<rate>
     # image: each input image standardised on its own (per channel), inside the model and its export,
     # so a global brightness, contrast or colour gain cannot be a cue
     input_norm: Literal["dataset", "image"] = "dataset"
@@ -109,11 +115,6 @@ class LivenessScore(torch.nn.Module):
         return live_log_odds(logits.float()), logits
 
 
-def inputs_of(batch: dict[str, Any]) -> torch.Tensor:
-    """A batch's model input: clips [N, T, 3, H, W] when samples are clips, else images [N, 3, H, W]."""
-    return batch["frames"] if "frames" in batch else batch["image"]
-
-
 def check_input_kind(backbone: torch.nn.Module, dataset: Any, run: Run, section: str) -> None:
     """A RecipeError when the samples are clips and the backbone takes images, or the other way round."""
     if dataset is None or len(dataset) == 0:
@@ -127,59 +128,6 @@ def check_input_kind(backbone: torch.nn.Module, dataset: Any, run: Run, section:
     if clips and not temporal:
         raise RecipeError(f"{section}.clip_length: {section} gives clips of frames, but backbone '{name}' takes "
                           f"single images; remove {section}.clip_length or use a temporal backbone (e.g. lstm)")
-
-
-def build_backbone(run: Run) -> torch.nn.Module:
-    backbone = run.build("backbone")
-    for attribute in ("num_features", "preprocess"):
-        if not hasattr(backbone, attribute):
-            raise faceauth.PluginError(f"backbone '{run.recipe.backbone.name}' has no '{attribute}' attribute "
-                                       f"(see faceauth.components.Backbone)")
-    return backbone
-
-
-PER_SAMPLE_STRINGS = ("video", "path", "subject")  # sample keys `predict` passes through when present
-
-
-def per_video(predictions: dict[str, np.ndarray], key: str = "score") -> dict[str, np.ndarray]:
-    """Clip scores averaged per source video: the field's video-level decision."""
-    videos, first, inverse = np.unique(predictions["video"], return_index=True, return_inverse=True)
-    sums = np.bincount(inverse, weights=predictions[key], minlength=len(videos))
-    counts = np.bincount(inverse, minlength=len(videos))
-    return {"score": sums / counts, "label": predictions["label"][first],
-            "attack_type": predictions["attack_type"][first]}
-
-
-def measure(predictions: dict[str, np.ndarray], threshold: float | None, key: str = "score",
-            rule: str = "eer") -> dict[str, float]:
-    """Liveness metrics of `predictions[key]`; per video when the samples name their video.
-
-    `threshold` None: the threshold `rule` picks on these scores (validation).
-    """
-    if "video" in predictions:
-        predictions = per_video(predictions, key)
-        key = "score"
-    is_live = predictions["label"] == LIVE
-    attack_types = [t if t else "attack" for t in predictions["attack_type"]]
-    if threshold is None and rule != "eer":
-        threshold = fa_metrics.threshold_for(predictions[key], is_live, rule, attack_types)
-    return fa_metrics.liveness_metrics(predictions[key], is_live, attack_types, threshold=threshold)
-
-
-def report_split(name: str, predictions: dict[str, np.ndarray], figures: dict[str, float]) -> SplitScores:
-    """A split's per-sample predictions and the unit its metrics were computed on (videos when named)."""
-    videos = "video" in predictions and len(np.unique(predictions["video"])) < len(predictions["video"])
-    return SplitScores(name, predictions, per_video(predictions) if videos else predictions, figures,
-                       "video" if videos else "sample")
-
-
-def write_report(run: Run, splits: list[SplitScores], threshold: float | None, rule: str, model: str,
-                 writer: Any, step: int = 0, directory: Any = None) -> None:
-    """`faceauth.report.write_liveness_report` into the run directory (or `directory`)."""
-    data = {key: run.recipe.to_dict().get(key) for key in ("data", "test_data") if run.recipe.to_dict().get(key)}
-    write_liveness_report(directory or run.dir, splits, model=model, data=data, threshold=threshold,
-                          threshold_rule=rule, started=run.started, components=run.versions()["components"],
-                          score="higher = more likely live", writer=writer, step=step)
 
 
 class LivenessTask:
@@ -239,14 +187,15 @@ class LivenessTask:
 
     def _predict(self, loader: Any) -> dict[str, np.ndarray]:
         frame_scorer = getattr(self.model.backbone, "frame_scorer", None)
-        baseline = self.trainer.torch_frame_scorer(frame_scorer) if frame_scorer is not None else None
+        baseline = torch_frame_scorer(frame_scorer) if frame_scorer is not None else None
 
         @torch.no_grad()
         def score_and_logits(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
             logits = self.model(x).float()
             return live_log_odds(logits).cpu().numpy(), logits.cpu().numpy()
 
-        return self.trainer.predict(score_and_logits, loader, self.run.device, baseline)
+        return predict(score_and_logits, loader, self.run.device, channels_last=self.options.channels_last,
+                       progress=self.options.progress, frame_score=baseline)
 
     @torch.no_grad()
     def validation_loss(self, predictions: dict[str, np.ndarray]) -> float:
@@ -292,7 +241,7 @@ class LivenessTask:
                 reports.append(report_split(label, predictions, results[label]))
         if reports and distributed.is_main():
             rule = self.checkpoint_extras().get("threshold_rule", "eer on val")
-            write_report(self.run, reports, threshold, rule, "checkpoints/best.pt", self.run.writer, step)
+            write_report(self.run, reports, threshold, rule, str(checkpoint.RUN_CHECKPOINT), self.run.writer, step)
         return results
 
     def log_samples(self, count: int = 16) -> None:
@@ -329,7 +278,7 @@ class ClassifierTrainer:
         self.options = options
 
     def build_model(self, run: Run, num_classes: int) -> Classifier:
-        backbone = build_backbone(run)
+        backbone = run.build("backbone")
         options = self.options
         wanted = [key for key, aux in (("pixel_supervision", options.pixel_supervision), ("fourier", options.fourier))
                   if aux.weight > 0]
@@ -341,9 +290,7 @@ class ClassifierTrainer:
                           pixel_map=options.pixel_supervision.weight > 0, fourier=options.fourier.weight > 0)
 
     def load_model(self, run: Run, payload: dict[str, Any]) -> Classifier:
-        if payload.get("task") != LivenessTask.name:
-            raise faceauth.CheckpointError(
-                f"{payload.get('path')}: a {payload.get('task', 'unknown')} checkpoint; expected a liveness classifier")
+        checkpoint.expect_task(payload, LivenessTask.name, "load a liveness classifier")
         model = self.build_model(run, len(payload["classes"]))
         model.load_state_dict(payload["model"])
         model.classes = tuple(payload["classes"])
@@ -353,52 +300,6 @@ class ClassifierTrainer:
     def eval_loader(self, dataset: Any, preprocess: Any, seed: int) -> Any:
         return image_loader(dataset, eval_transform(preprocess), batch_size=self.options.batch_size,
                             num_workers=self.options.num_workers, seed=seed, shuffle=False)
-
-    def predict(self, score: Callable[[torch.Tensor], Any], loader: Any, device: torch.device,
-                frame_score: Callable[[torch.Tensor], np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """Scores of every sample in order, with labels, attack types, and (when the samples carry
-        them) ``video`` ids, ``path`` and ``subject``.
-
-        `score` returns the scores [N], or (scores [N], logits [N, C]), whose logits are returned as
-        ``logits``. `frame_score`, when given, scores each frame of a clip alone (the frame-level
-        baseline of a temporal model); its per-clip mean is returned as ``frame_score``.
-        """
-        out: dict[str, list[Any]] = {key: [] for key in ("score", "logits", "label", "attack_type", "frame_score",
-                                                         *PER_SAMPLE_STRINGS)}
-        for batch in console.progress(reraise_worker_errors(loader), len(loader), enabled=self.options.progress):
-            x = to_device(inputs_of(batch), device, self.options.channels_last)
-            scored = score(x)
-            if isinstance(scored, tuple):
-                scored, logits = scored
-                out["logits"].append(np.asarray(logits))
-            out["score"].append(scored)
-            out["label"].append(batch["label"].numpy())
-            out["attack_type"].extend(batch.get("attack_type", [""] * len(batch["label"])))
-            for key in PER_SAMPLE_STRINGS:
-                out[key].extend(str(v) for v in batch.get(key, []))
-            if frame_score is not None:
-                n, t = x.shape[:2]
-                out["frame_score"].append(frame_score(x.flatten(0, 1)).reshape(n, t).mean(axis=1))
-        # Under torchrun each process scored its share: every process gets all of them.
-        parts = distributed.gather(out)
-        result = {"score": np.concatenate([s for p in parts for s in p["score"]]),
-                  "label": np.concatenate([s for p in parts for s in p["label"]]),
-                  "attack_type": np.array([a for p in parts for a in p["attack_type"]])}
-        for key in ("logits", "frame_score"):
-            if out[key]:
-                result[key] = np.concatenate([s for p in parts for s in p[key]])
-        for key in PER_SAMPLE_STRINGS:
-            if out[key]:
-                result[key] = np.array([v for p in parts for v in p[key]])
-        return result
-
-    @staticmethod
-    def torch_frame_scorer(frame_scorer: torch.nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
-        @torch.no_grad()
-        def score(frames: torch.Tensor) -> np.ndarray:
-            return frame_scorer(frames).float().cpu().numpy()
-
-        return score
 
     @staticmethod
     def torch_scorer(model: torch.nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
@@ -415,8 +316,9 @@ class ClassifierTrainer:
         dataset = run.build("data").get(split)
         if dataset is None:
             raise DataError(f"data: the dataset has no '{split}' split")
-        loader = self.eval_loader(dataset, build_backbone(run).preprocess, run.recipe.seed)
-        predictions = self.predict(score, loader, torch.device("cpu"))
+        loader = self.eval_loader(dataset, run.preprocess(), run.recipe.seed)
+        predictions = predict(score, loader, torch.device("cpu"), channels_last=self.options.channels_last,
+                              progress=self.options.progress)
         figures = measure(predictions, threshold)
         if report is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -430,9 +332,7 @@ class ClassifierTrainer:
         return figures
 
     def fit(self, run: Run) -> FitResult:
-        torch.manual_seed(run.recipe.seed)
-        if run.recipe.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        seed_from(run)
         return TrainingLoop(run, self.options, LivenessTask(run, self.options, self)).fit()
 
     def export_bundle(self, run: Run, model: Classifier) -> Bundle:
@@ -478,7 +378,8 @@ class ClassifierTrainer:
             return ((inputs_of(batch).numpy(),) for batch in reraise_worker_errors(split("val")))
 
         def evaluate(score: Callable[[torch.Tensor], np.ndarray]) -> dict[str, float]:
-            return measure(self.predict(score, split("test"), torch.device("cpu")), threshold)
+            return measure(predict(score, split("test"), torch.device("cpu"), channels_last=self.options.channels_last,
+                                   progress=self.options.progress), threshold)
 
         return {"calibration": calibration, "evaluate": evaluate, "parity_metric": "acer"}
 

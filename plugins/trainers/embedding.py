@@ -23,19 +23,19 @@ import torch
 from torchvision.utils import make_grid
 
 import faceauth
-from faceauth import console, distributed
 from faceauth import metrics as fa_metrics
-from faceauth.images import utf8_text
-from faceauth.data import Splits, TemplateVerification, Verification, reraise_worker_errors
+from faceauth.data import Splits, TemplateVerification, Verification
 from faceauth.errors import DataError, RecipeError
-from faceauth.export import Bundle, model_metadata
-from faceauth.plugins.trainers.samplers import PKSampler
+from faceauth.io import console
+from faceauth.io.images import utf8_text
 from faceauth.plugins.trainers.templates import template_metrics
-from faceauth.plugins.trainers.classifier import build_backbone
-from faceauth.plugins.trainers.loop import (LoopOptions, TrainingLoop, higher_is_better, image_loader,
-                                            lower_is_better, to_device)
-from faceauth.plugins.trainers.transforms import AugmentOptions, denormalise, eval_transform, train_transform
-from faceauth.runner import FitResult, Run
+from faceauth.training import checkpoint, distributed
+from faceauth.training.export import Bundle, model_metadata
+from faceauth.training.loaders import image_loader, reraise_worker_errors, to_device
+from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better, seed_from
+from faceauth.training.run import FitResult, Run
+from faceauth.training.samplers import PKSampler
+from faceauth.training.transforms import AugmentOptions, denormalise, eval_transform, train_transform
 
 
 @attrs.frozen
@@ -99,7 +99,7 @@ class EmbeddingTask:
         train = self.splits.train
         if train is None:
             raise DataError(f"data: dataset '{run.recipe.data.name}' has no training split")
-        self.model = build_backbone(run).to(run.device)
+        self.model = run.build("backbone").to(run.device)
         if options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         loss = run.component("loss")
@@ -196,10 +196,8 @@ class EmbeddingTrainer:
         self.options = options
 
     def load_model(self, run: Run, payload: dict[str, Any]) -> torch.nn.Module:
-        if payload.get("task") != EmbeddingTask.name:
-            raise faceauth.CheckpointError(
-                f"{payload.get('path')}: a {payload.get('task', 'unknown')} checkpoint; expected an embedding model")
-        model = build_backbone(run)
+        checkpoint.expect_task(payload, EmbeddingTask.name, "load an embedding model")
+        model = run.build("backbone")
         model.load_state_dict(payload["model"])
         model.threshold = payload.get("threshold")
         return model.to(run.device).eval()
@@ -239,7 +237,7 @@ class EmbeddingTrainer:
         protocol = run.build("data").get(split)
         if not isinstance(protocol, (Verification, TemplateVerification)):
             raise DataError(f"data: the dataset has no '{split}' verification protocol")
-        embeddings = self.embed(embed_fn, protocol.images, build_backbone(run).preprocess, run.recipe.seed,
+        embeddings = self.embed(embed_fn, protocol.images, run.preprocess(), run.recipe.seed,
                                 torch.device("cpu"))
         if isinstance(protocol, TemplateVerification):
             return template_metrics(embeddings, protocol, threshold, progress=self.options.progress)[0]
@@ -250,9 +248,7 @@ class EmbeddingTrainer:
         return figures
 
     def fit(self, run: Run) -> FitResult:
-        torch.manual_seed(run.recipe.seed)
-        if run.recipe.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        seed_from(run)
         return TrainingLoop(run, self.options, EmbeddingTask(run, self.options, self)).fit()
 
     def export_bundle(self, run: Run, model: torch.nn.Module) -> Bundle:

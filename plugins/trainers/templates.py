@@ -16,10 +16,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 from sklearn.preprocessing import normalize
-from faceauth import console
+
 from faceauth import metrics as fa_metrics
 from faceauth.data import TemplateVerification
 from faceauth.errors import DataError
+from faceauth.io import console
 
 __all__ = ["CHUNK_BYTES", "template_features", "template_pair_scores", "template_metrics"]
 

@@ -12,7 +12,8 @@ models. Its score is the classifier's decision function, the log-odds of live (h
 0 = even), in the same convention as the classifier trainer; the threshold is chosen at the
 validation EER (or by `threshold`, ``apcer=x`` / ``bpcer=x``, as the classifier's) and applied
 unchanged to test. There is nothing to export to ONNX: the run writes
-its fitted parameters to ``lbp.npz`` in the run directory instead.
+its fitted parameters to ``lbp.npz`` in the run directory instead. It takes no gradient steps, so a
+recipe that sets ``optimizer.*`` or ``scheduler.*`` is refused in one line rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import faceauth
+from faceauth.config.recipe import OptimizerConfig, Recipe, SchedulerConfig
 from faceauth.data import LIVE
 from faceauth.errors import DataError, ExportError, RecipeError
-from faceauth.metrics import parse_threshold_rule
-from faceauth.paths import write_npz
-from faceauth.plugins.trainers.classifier import measure
-from faceauth.runner import FitResult, Run
+from faceauth.io.paths import write_npz
+from faceauth.metrics import threshold_rule_option
+from faceauth.plugins.trainers.liveness_scores import measure
+from faceauth.training.run import FitResult, Run
 
 COLOUR_SPACES = {"rgb": None, "grey": cv2.COLOR_RGB2GRAY, "ycrcb": cv2.COLOR_RGB2YCrCb, "hsv": cv2.COLOR_RGB2HSV}
 NEIGHBOURS = 8  # per radius: the 59 uniform patterns of LBP^{u2}_{8,R}
@@ -44,13 +46,6 @@ def _colour_spaces(instance: Any, attribute: attrs.Attribute, value: Sequence[st
     unknown = [v for v in value if v not in COLOUR_SPACES]
     if not value or unknown:
         raise ValueError(f"{attribute.name}: expected one or more of {', '.join(COLOUR_SPACES)}, got {list(value)!r:.200}")
-
-
-def _threshold_rule(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    try:
-        parse_threshold_rule(value)
-    except ValueError as exc:
-        raise ValueError(f"{attribute.name}: {exc}") from None
 
 
 def _radii(instance: Any, attribute: attrs.Attribute, value: Sequence[int]) -> None:
@@ -67,7 +62,7 @@ class LbpOptions:
     C: float = attrs.field(default=0.1, validator=faceauth.schema.positive)  # inverse L2 strength
     class_weight: Literal["balanced", "none"] = "balanced"
     max_iter: int = attrs.field(default=2000, validator=faceauth.schema.positive)
-    threshold: str = attrs.field(default="eer", validator=_threshold_rule)  # as the classifier's trainer.threshold
+    threshold: str = attrs.field(default="eer", validator=threshold_rule_option)  # as the classifier's trainer.threshold
 
 
 def lbp_features(image: np.ndarray, options: LbpOptions) -> np.ndarray:
@@ -108,6 +103,18 @@ def _features(dataset: Any, options: LbpOptions, split: str) -> tuple[np.ndarray
     return np.stack(rows), targets
 
 
+def refuse_gradient_settings(recipe: Recipe) -> None:
+    """A RecipeError naming the first ``optimizer.*``/``scheduler.*`` key `recipe` sets away from its default:
+    the lbp trainer would ignore it."""
+    for section, default in (("optimizer", OptimizerConfig()), ("scheduler", SchedulerConfig())):
+        given = attrs.asdict(getattr(recipe, section))
+        for key, value in attrs.asdict(default).items():
+            if given[key] != value:
+                raise RecipeError(f"{section}.{key}: the lbp trainer fits a logistic regression and uses no optimizer "
+                                  f"or scheduler; remove {section}.{key} from the recipe (its settings are "
+                                  f"trainer.C and trainer.max_iter)")
+
+
 class LbpTrainer:
     def __init__(self, options: LbpOptions):
         self.options = options
@@ -118,12 +125,14 @@ class LbpTrainer:
                                                                   max_iter=self.options.max_iter, random_state=seed))
 
     def fit(self, run: Run) -> FitResult:
+        refuse_gradient_settings(run.recipe)
         if run.recipe.export is not None:
             raise ExportError(f"export.name: the lbp trainer cannot export {run.recipe.export.name!r} (it is not a "
                               f"network); set export: null, and use the fitted parameters it writes to lbp.npz")
         splits = run.build("data")
         if splits.val is None or len(splits.val) == 0:
             raise DataError("data: the lbp trainer chooses its threshold on the validation split; the dataset has none")
+        run.emit("train_start")  # one fit, no epochs: the event hooks see its start and end
         x_train, train = _features(splits.train, self.options, "train")
         model = self._classifier(run.recipe.seed).fit(x_train, train["label"] == LIVE)
         result: dict[str, Any] = {"epochs_completed": 1, "best_epoch": 1, "monitor": "val/eer",
@@ -140,6 +149,7 @@ class LbpTrainer:
             if label in result:
                 run.log({f"{label}/{k}": v for k, v in result[label].items()}, 1)
         self._save(run, model, result["threshold"])
+        run.emit("train_end", metrics=result)
         return FitResult(model=model, metrics=result)
 
     def _save(self, run: Run, model: Any, threshold: float) -> None:

@@ -1,4 +1,4 @@
-"""An example faceauth plugin: one registration module, four hooks, nothing from faceauth's internals.
+"""An example faceauth plugin: one registration module, eight hooks, nothing from faceauth's internals.
 
 This module imports no PyTorch, so `faceauth-run --list` stays fast: the records point at their
 builders in `models.py` through `faceauth.components.lazy`, imported when a recipe uses them.
@@ -13,7 +13,7 @@ from typing import Literal
 import attrs
 
 import faceauth
-from faceauth.components import Backbone, Dataset, Loss, lazy
+from faceauth.components import Backbone, Dataset, Loss, Trainer, lazy
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 class TinyOptions:
     width: int = attrs.field(default=16, validator=faceauth.schema.positive)
     norm: Literal["batch", "group"] = "batch"  # group norm is per sample: batch-size independent
+    pretrained: str | None = None  # a faceauth checkpoint or run directory with a tiny_cnn backbone
 
 
 @attrs.frozen
@@ -56,6 +57,14 @@ def faceauth_datasets():
 def faceauth_losses():
     return [Loss(name="focal", build=lazy("faceauth_example_plugin.models:build_focal"), options=FocalOptions,
                  consumes="logits", description="focal loss on logits (example)")]
+
+
+@faceauth.hookimpl
+def faceauth_trainers():
+    # Its options extend faceauth.training.loop.LoopOptions (PyTorch), so they are referenced lazily too.
+    return [Trainer(name="linear_probe", build=lazy("faceauth_example_plugin.probe:build"),
+                    options=lazy("faceauth_example_plugin.probe:ProbeOptions"),
+                    description="linear live/spoof head on a frozen backbone, built on faceauth.training (example)")]
 
 
 def _log(run, event: str, **fields) -> None:

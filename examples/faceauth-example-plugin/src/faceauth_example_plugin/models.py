@@ -8,6 +8,7 @@ from PIL import Image
 
 from faceauth.components import Preprocess
 from faceauth.data import LIVE, SPOOF, Splits
+from faceauth.training.weights import load_pretrained
 from faceauth_example_plugin import FocalOptions, StripesOptions, TinyOptions
 
 
@@ -26,6 +27,8 @@ class TinyCNN(torch.nn.Module):
             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
         self.num_features = 2 * w
         self.preprocess = Preprocess(input_size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        if options.pretrained:
+            load_pretrained(self, options.pretrained)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
