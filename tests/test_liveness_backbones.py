@@ -36,6 +36,33 @@ def test_central_difference_convolution_is_the_neighbours_difference_to_the_cent
     torch.testing.assert_close(conv(x), plain(x))
 
 
+STRIDED_CDC = """
+import torch
+from faceauth.plugins.backbones.cdcn import CentralDifferenceConv2d
+
+torch.manual_seed(0)
+conv = CentralDifferenceConv2d(3, 8, stride=2, theta=0.7)
+x = torch.randn(2, 3, 96, 96).contiguous(memory_format=torch.channels_last).requires_grad_()
+out = conv(x)
+out.sum().backward()  # PyTorch 2.14 crashed here when the centre term was a strided 1x1 convolution
+# The same operator as one plain convolution: the kernel's centre tap less theta times the kernel's sum.
+kernel = conv.weight.detach().clone()
+kernel[:, :, 1, 1] -= 0.7 * conv.weight.detach().sum(dim=(2, 3))
+expected = torch.nn.functional.conv2d(x.detach(), kernel, stride=2, padding=1)
+torch.testing.assert_close(out.detach(), expected, rtol=1e-4, atol=1e-4)
+print("OK", tuple(out.shape), tuple(x.grad.shape))
+"""
+
+
+def test_strided_central_difference_convolution_trains_on_channels_last_input() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", STRIDED_CDC], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-1500:]}"
+    assert "OK (2, 8, 48, 48) (2, 3, 96, 96)" in done.stdout
+
+
 @pytest.mark.parametrize("name, size, grid", [("cdcn", 64, 4), ("minifas", 80, 5)])
 def test_liveness_backbones_expose_their_feature_map(name, size, grid) -> None:
     backbone = _build(name, input_size=size).eval()

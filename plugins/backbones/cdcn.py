@@ -53,7 +53,9 @@ class CentralDifferenceConv2d(nn.Conv2d):
         out = super().forward(x)
         if self.theta == 0.0:
             return out
-        centre = F.conv2d(x, self.weight.sum(dim=(2, 3), keepdim=True), stride=self.stride)
+        # The centre tap of every output sits on the strided input grid: a 1x1 convolution of that grid.
+        # (Striding the 1x1 convolution instead crashes PyTorch 2.14's CPU backward on channels-last input.)
+        centre = F.conv2d(x[..., ::self.stride[0], ::self.stride[1]], self.weight.sum(dim=(2, 3), keepdim=True))
         return out - self.theta * centre
 
 
