@@ -3,6 +3,7 @@ validation loss, and tie-breaks that do not keep an undertrained epoch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,18 @@ def test_a_tie_on_the_monitor_does_not_keep_the_earliest_epoch(tmp_path: Path, m
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     result = faceauth.run(path)
     assert result.metrics["best_epoch"] == 2 and result.metrics["monitor"] == "val/acer"
+
+
+def test_a_perfectly_separating_validation_set_is_said_once(tiny_recipe, caplog) -> None:
+    """A validation set the model separates perfectly puts the threshold at an arbitrary point of the gap
+    (issue 12: val ACER 0.008, test 0.25): the run says so once, at the first such epoch."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="faceauth.plugins.trainers.classifier"):
+        # Eight validation samples: separated perfectly at the first two of three epochs (seed 0, CPU).
+        result = faceauth.run(tiny_recipe, ["data.val=8", "trainer.epochs=3", "export=null", "run_name=separable"])
+    epochs = [json.loads(line) for line in (result.dir / "epochs.jsonl").read_text().splitlines()]
+    perfect = [e["epoch"] for e in epochs if e.get("val/auc") == 1.0]
+    said = [r.getMessage() for r in caplog.records if "separates live from spoof perfectly" in r.getMessage()]
+    assert len(perfect) >= 2 and len(said) == 1
+    assert f"at epoch {perfect[0]}:" in said[0] and "data.validation=session" in said[0]

@@ -14,6 +14,7 @@ then the lower validation loss (`faceauth.training.loop`).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any, Literal
@@ -51,6 +52,8 @@ from faceauth.training.loaders import image_loader, reraise_worker_errors, to_de
 from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better, seed_from
 from faceauth.training.run import FitResult, Run
 from faceauth.training.transforms import AugmentOptions, denormalise, eval_transform, spoof_transform, train_transform
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -221,6 +224,12 @@ class LivenessTask:
         figures = self._with_baseline(predictions, measure(predictions, threshold=None, rule=rule), None, rule)
         figures["loss"] = self.validation_loss(predictions)
         self.baseline_threshold = figures.get("frame_baseline/threshold")
+        if figures.get("auc") == 1.0 and not getattr(self, "warned_separable", False):
+            self.warned_separable = True
+            log.warning("validation separates live from spoof perfectly (AUC 1.0) at epoch %d: the %s threshold sits "
+                        "at an arbitrary point of the gap and may not transfer to test; validate on a held-out "
+                        "session or capture condition where the dataset has one (NUAA: data.validation=session)",
+                        step, rule)
         return figures
 
     def test(self, step: int, threshold: float | None) -> dict[str, dict[str, float]]:
