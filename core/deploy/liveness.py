@@ -72,7 +72,7 @@ def inputs_under(path: str | Path) -> list[Path]:
     if not path.is_dir():
         raise DataError(f"{path}: no such file or folder")
     suffixes = fa_video.IMAGE_SUFFIXES + fa_video.VIDEO_SUFFIXES
-    found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    found = fa_video.files_under(path, suffixes)
     if not found:
         raise DataError(f"{path}: no images or videos in this folder (expected files ending in "
                         f"{', '.join(suffixes)})")

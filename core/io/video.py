@@ -13,7 +13,7 @@ import numpy as np
 
 from faceauth.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "clip_indices", "clip_span", "frame_count", "padded_clip", "read_frames", "sample_indices",
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "files_under", "clip_indices", "clip_span", "frame_count", "padded_clip", "read_frames", "sample_indices",
            "videos_under", "write_video"]
 
 VIDEO_SUFFIXES = (".avi", ".mov", ".mp4", ".webm", ".mkv")
@@ -44,9 +44,14 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> 
     return path
 
 
+def files_under(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files below `folder` (any depth) whose suffix, in any case, is one of `suffixes`, sorted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
 def videos_under(folder: Path) -> list[Path]:
     """Video files below `folder` (any depth), sorted; other files (thumbnails, notes) are ignored."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    return files_under(folder, VIDEO_SUFFIXES)
 
 
 def _open(path: str | Path):

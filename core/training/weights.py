@@ -18,7 +18,7 @@ import torch
 from faceauth.errors import CheckpointError
 from faceauth.training.checkpoint import FORMAT, resolve
 
-__all__ = ["load_pretrained", "restoring", "is_restoring"]
+__all__ = ["load_pretrained", "read_state_dict", "restoring", "is_restoring"]
 
 _RESTORING = contextvars.ContextVar("faceauth_restoring", default=False)
 
@@ -65,6 +65,20 @@ def _strip_layout_prefix(state: dict[str, torch.Tensor], prefixes: tuple[str, ..
     return state
 
 
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The parameter tensors in weights file `path` (a bare state_dict, one wrapped under ``state_dict`` or
+    ``model``, or a faceauth checkpoint's backbone), or a CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"backbone.pretrained: {path} does not exist (a local .pth/.pt state_dict file, or a "
+                              f"faceauth checkpoint or run directory)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    return _state_dict_of(payload, path)
+
+
 def load_pretrained(module: torch.nn.Module, path: str | Path, *, ignore: tuple[str, ...] = (),
                     prefixes: tuple[str, ...] = (), layouts: str = "") -> None:
     """Load `path` into `module` with strict key and shape matching; `ignore` lists key prefixes to skip.
@@ -75,14 +89,7 @@ def load_pretrained(module: torch.nn.Module, path: str | Path, *, ignore: tuple[
     if is_restoring():
         return  # the restored weights replace these
     path = resolve(path, key="backbone.pretrained")  # a faceauth run directory: its model's backbone
-    if not path.is_file():
-        raise CheckpointError(f"backbone.pretrained: {path} does not exist (a local .pth/.pt state_dict file, or a "
-                              f"faceauth checkpoint or run directory)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    state = _strip_layout_prefix(_state_dict_of(payload, path), prefixes)
+    state = _strip_layout_prefix(read_state_dict(path), prefixes)
     state = {k: v for k, v in state.items() if not k.startswith(ignore)}
     own = {k: v for k, v in module.state_dict().items() if not k.startswith(ignore)}
     missing = [k for k in own if k not in state]

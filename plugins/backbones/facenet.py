@@ -22,7 +22,7 @@ from torch import nn
 import faceauth
 from faceauth.components import Preprocess
 from faceauth.errors import CheckpointError
-from faceauth.training.weights import load_pretrained
+from faceauth.training.weights import load_pretrained, read_state_dict
 
 __all__ = ["FaceNetOptions", "InceptionResnetV1", "PUBLIC_CLASSES", "preprocess"]
 
@@ -195,20 +195,12 @@ class InceptionResnetV1(nn.Module):
 
 
 def _logits_classes(path: str | Path) -> int | None:
-    """The class count of the `logits` head stored in a state_dict file, or None when it holds none."""
+    """The class count of the `logits` head stored in a weights file, or None when it holds none."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+        weight = read_state_dict(path).get("logits.weight")
+    except CheckpointError:
         return None
-    if isinstance(payload, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(payload.get(key), dict):
-                payload = payload[key]
-                break
-    if not isinstance(payload, dict):
-        return None
-    weight = payload.get("logits.weight", payload.get("module.logits.weight"))
-    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
+    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else None
 
 
 def _load(module: InceptionResnetV1, path: str, classes: int | None) -> None:

@@ -138,6 +138,7 @@ class LivenessTask:
 
     def __init__(self, run: Run, options: ClassifierOptions, trainer: ClassifierTrainer):
         self.run, self.options, self.trainer = run, options, trainer
+        self.warned_separable = False  # said once per run (see validate)
         self.splits: Splits = run.build("data")
         self.classes = tuple(self.splits.classes)
         self.model = trainer.build_model(run, len(self.classes)).to(run.device)
@@ -224,7 +225,7 @@ class LivenessTask:
         figures = self._with_baseline(predictions, measure(predictions, threshold=None, rule=rule), None, rule)
         figures["loss"] = self.validation_loss(predictions)
         self.baseline_threshold = figures.get("frame_baseline/threshold")
-        if figures.get("auc") == 1.0 and not getattr(self, "warned_separable", False):
+        if figures.get("auc") == 1.0 and not self.warned_separable:
             self.warned_separable = True
             log.warning("validation separates live from spoof perfectly (AUC 1.0) at epoch %d: the %s threshold sits "
                         "at an arbitrary point of the gap and may not transfer to test; validate on a held-out "
