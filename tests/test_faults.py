@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from faceauth.commands.cli import eval_main, run_main
 from faceauth.errors import CheckpointError, RecipeError
 from faceauth.io.paths import FolderLocked, folder_lock
 from faceauth.training import checkpoint
-from tests.conftest import TINY_RECIPE
+from tests.conftest import REPO, TINY_RECIPE
 
 
 def one_line_error(prog: str, rc: int, capsys: pytest.CaptureFixture, *parts: str) -> str:
@@ -259,3 +260,25 @@ def test_a_failed_export_keeps_the_figures(run_dir: Path) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["stopped"] is None and "acer" in metrics["test"]
     assert not (run_dir / "model.onnx").exists()
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
+    # The folder is claimed by mkdir itself: eight threads asking at once for one name all get a folder of their own.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from faceauth.config.recipe import load_recipe
+    from faceauth.config.registry import load_registry
+    from faceauth.runs.runner import _run_dir
+
+    recipe = load_recipe(REPO / "recipes" / "liveness_resnet18.yaml", [f"output_dir={tmp_path}", "run_name=same"],
+                         registry=load_registry())
+    barrier = threading.Barrier(8)
+
+    def claim(_: int) -> Path:
+        barrier.wait()
+        return _run_dir(recipe)
+
+    with ThreadPoolExecutor(8) as pool:
+        folders = list(pool.map(claim, range(8)))
+    assert len(set(folders)) == 8 and all(folder.is_dir() for folder in folders)
+    assert sorted(f.name for f in folders) == sorted(["same"] + [f"same-{i}" for i in range(2, 9)])

@@ -97,15 +97,16 @@ def _run_dir(recipe: Recipe) -> Path:
     stem = Path(recipe.source).stem if recipe.source != "<recipe>" else "run"
     name = recipe.run_name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     root = Path(recipe.output_dir)
-    directory = root / name
-    suffix = 1
-    while directory.exists():
-        suffix += 1
-        directory = root / f"{name}-{suffix}"
-    try:
-        directory.mkdir(parents=True)
-    except OSError as exc:
-        raise RecipeError(f"output_dir: cannot create run directory {directory} ({exc.strerror or exc})") from None
+    directory, suffix = root / name, 1
+    while True:  # mkdir, not exists(), decides: two runs started in the same second get different folders
+        try:
+            directory.mkdir(parents=True)
+            break
+        except FileExistsError:
+            suffix += 1
+            directory = root / f"{name}-{suffix}"
+        except OSError as exc:
+            raise RecipeError(f"output_dir: cannot create run directory {directory} ({exc.strerror or exc})") from None
     return directory
 
 
