@@ -35,8 +35,16 @@ def test_the_crop_side_is_the_box_side_times_the_scale() -> None:
     box = Box(50, 40, 20, 16)  # centre (60, 48), longer side 20
     assert np.array_equal(crop_face(image, box, 2.0, 40), image[28:68, 40:80])
     assert np.array_equal(crop_face(image, box, 1.0, 20), image[38:58, 50:70])
-    wide = crop_face(image, box, 8.0, 160)  # past the border: edge pixels repeat, the face keeps its scale
-    assert wide.shape == (160, 160, 3) and np.array_equal(wide[60:100, 60:100], crop_face(image, box, 2.0, 40))
+
+
+def test_a_window_past_the_frame_is_moved_inside_and_no_pixel_is_invented() -> None:
+    image = gradient()  # 100 x 120
+    near_corner = Box(100, 2, 16, 16)  # centre (108, 10): a 32-px window would reach past the top and right
+    assert np.array_equal(crop_face(image, near_corner, 2.0, 32), image[0:32, 88:120])
+    too_big = Box(50, 40, 20, 16)  # x8: a 160-px window, larger than the frame: it shrinks to its shorter side
+    assert np.array_equal(crop_face(image, too_big, 8.0, 100), image[0:100, 10:110])
+    off_frame = Box(-30, 90, 20, 20)  # a box partly outside the frame still gives a crop of real pixels
+    assert np.array_equal(crop_face(image, off_frame, 1.0, 20), image[80:100, 0:20])
 
 
 @pytest.mark.parametrize("bad", [0, -1, 10.5, [1.0, 0.0], []])

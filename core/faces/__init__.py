@@ -27,6 +27,10 @@ from faceauth.io.paths import atomic_write, cache_dir
 __all__ = ["Box", "CropCache", "CropGeometry", "CropReport", "HaarCascade", "LANDMARK_NAMES", "crop_face", "crop_faces",
            "crop_geometry", "face_detector", "find_face", "first_face"]
 
+#: How `crop_face` frames a window that reaches past the image; part of every crop cache's key, so
+#: crops framed another way are never mixed in.
+CROP_FRAMING = "inside"
+
 #: The five landmarks a `Box` may carry, in this order (the order of the ArcFace alignment template).
 LANDMARK_NAMES = ("left eye", "right eye", "nose", "left mouth corner", "right mouth corner")
 
@@ -140,21 +144,20 @@ def first_face(boxes: list[Box], width: int, height: int) -> Box | None:
 
 
 def crop_face(image: np.ndarray, box: Box, scale: float, size: int) -> np.ndarray:
-    """A square crop centred on `box`, its side the box's longer side times `scale`.
+    """A square crop around `box`, its side the box's longer side times `scale`, of real pixels only.
 
-    Parts outside the image are filled by repeating the edge pixels, so faces near the border keep
-    their scale. Returns a `size` x `size` RGB uint8 array.
+    A window that would reach past the frame is shifted back inside it, and one larger than the
+    frame's shorter side shrinks to that side (as Silent-Face frames its crops): no pixel is invented.
+    Filling the outside instead (repeated edge pixels, a constant) paints a pattern whose presence
+    follows where the face sits in the frame, a cue of the capture setup rather than of liveness.
+    Returns a `size` x `size` RGB uint8 array.
     """
     height, width = image.shape[:2]
-    side = max(box.w, box.h) * scale
+    side = max(1, min(int(round(max(box.w, box.h) * scale)), width, height))
     cx, cy = box.x + box.w / 2, box.y + box.h / 2
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    x1, y1 = x0 + max(1, int(round(side))), y0 + max(1, int(round(side)))
-    pad = max(0, -x0, -y0, x1 - width, y1 - height)
-    if pad:
-        image = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-        x0, y0, x1, y1 = x0 + pad, y0 + pad, x1 + pad, y1 + pad
-    crop = Image.fromarray(image[y0:y1, x0:x1])
+    x0 = min(max(int(round(cx - side / 2)), 0), width - side)
+    y0 = min(max(int(round(cy - side / 2)), 0), height - side)
+    crop = Image.fromarray(np.ascontiguousarray(image[y0:y0 + side, x0:x0 + side]))
     return np.asarray(crop.resize((size, size), Image.BILINEAR))
 
 
@@ -324,6 +327,7 @@ class CropCache:
             raise RecipeError(f"data.crop_align: aligned crops need a detector that finds the five landmarks "
                               f"(detector: {{name: mtcnn, weights: DIR}}); {type(detector).__name__} finds none")
         key = hashlib.sha256(json.dumps({"dataset": dataset, **settings, "scales": list(geometry.scales),
+                                         "framing": CROP_FRAMING,
                                          "size": geometry.size, "align": geometry.align},
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
         self.folder = cache_dir("crops", f"{dataset}-{key}")
