@@ -23,13 +23,14 @@ from faceauth.training.transforms import (
     RandomBlur,
     RandomGamma,
     RandomJpeg,
+    RandomWhiteBalance,
     SpoofArtefacts,
     spoof_transform,
     train_transform,
 )
 
 PRE = Preprocess(input_size=(48, 48), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-ALL_ON = AugmentOptions(gamma=0.3, blur=0.5, jpeg=0.5, print_artefacts=0.5, replay_artefacts=0.5)
+ALL_ON = AugmentOptions(gamma=0.3, white_balance=0.2, blur=0.5, jpeg=0.5, print_artefacts=0.5, replay_artefacts=0.5)
 
 
 def face_like(size: int = 64, seed: int = 0) -> Image.Image:
@@ -84,12 +85,25 @@ def test_gamma_changes_the_image_and_keeps_black_and_white():
     assert np.array_equal(pixels(seeded(RandomGamma(0.5), extremes, 3)), pixels(extremes))
 
 
+def test_white_balance_scales_each_channel_by_its_own_gain_within_the_range():
+    grey = Image.fromarray(np.full((8, 8, 3), 100, np.uint8))
+    gains = []
+    for seed in range(20):
+        out = pixels(seeded(RandomWhiteBalance(0.3), grey, seed))
+        assert (out == out[0, 0]).all()  # one gain per channel, the same at every pixel
+        gains.append(out[0, 0] / 100)
+    gains = np.array(gains)
+    assert gains.min() >= 0.7 - 0.01 and gains.max() <= 1.3 + 0.01
+    assert np.abs(gains[:, 0] - gains[:, 1]).max() > 0.1  # channels drawn apart: a colour cast, not a brightness
+    assert np.array_equal(pixels(seeded(RandomWhiteBalance(0.3), Image.new("RGB", (2, 2)), 0)), np.zeros((2, 2, 3)))
+
+
 def test_disabled_options_add_no_steps_so_existing_runs_keep_their_random_stream():
     """Off by default: the pipeline (and so every draw from the RNG) is what it was before these options."""
     default = train_transform(PRE, AugmentOptions())
     zeros = train_transform(PRE, AugmentOptions(gamma=0.0, blur=0.0, jpeg=0.0))
     assert [type(t) for t in default.transforms] == [type(t) for t in zeros.transforms]
-    assert not any(isinstance(t, (RandomGamma, RandomBlur, RandomJpeg)) for t in default.transforms)
+    assert not any(isinstance(t, (RandomGamma, RandomWhiteBalance, RandomBlur, RandomJpeg)) for t in default.transforms)
     assert spoof_transform(AugmentOptions()) is None
     assert spoof_transform(AugmentOptions(print_artefacts=0.5, artefact_strength=0.0)) is None
     assert isinstance(spoof_transform(AugmentOptions(replay_artefacts=0.2)), SpoofArtefacts)
@@ -98,14 +112,14 @@ def test_disabled_options_add_no_steps_so_existing_runs_keep_their_random_stream
 def test_pipeline_order_is_geometry_light_optics_codec_tensor():
     steps = [type(t).__name__ for t in train_transform(PRE, ALL_ON).transforms]
     assert steps == ["RandomResizedCrop", "RandomHorizontalFlip", "RandomRotation", "ColorJitter", "RandomGamma",
-                     "RandomBlur", "RandomJpeg", "ToImage", "ToDtype", "Normalize"]
+                     "RandomWhiteBalance", "RandomBlur", "RandomJpeg", "ToImage", "ToDtype", "Normalize"]
 
 
 def test_train_transform_with_the_new_steps_differs_from_without():
     image = face_like()
     plain = seeded(train_transform(PRE, AugmentOptions()), image, 7)
     for options in (AugmentOptions(blur=1.0, blur_sigma=2.0), AugmentOptions(jpeg=1.0, jpeg_quality=5),
-                    AugmentOptions(gamma=0.5)):
+                    AugmentOptions(gamma=0.5), AugmentOptions(white_balance=0.3)):
         out = seeded(train_transform(PRE, options), image, 7)
         assert out.shape == plain.shape == (3, 48, 48)
         assert not torch.equal(out, plain)
@@ -257,6 +271,7 @@ def _error(data: dict, options: type = ClassifierOptions) -> str:
     ("replay_artefacts", 1.5, "expected a number between 0 and 1, got 1.5"),
     ("artefact_strength", 1.2, "expected a number between 0 and 1, got 1.2"),
     ("gamma", -0.2, "expected a number >= 0, got -0.2"),
+    ("white_balance", 1.5, "expected a number between 0 and 1, got 1.5"),
     ("blur_sigma", 0, "expected a positive number, got 0.0"),
     ("jpeg_quality", 0, "expected an integer from 1 to 100, got 0"),
     ("jpeg_quality", 101, "expected an integer from 1 to 100, got 101"),

@@ -50,6 +50,8 @@ class AugmentOptions:
     grayscale: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)
     # gamma drawn log-uniformly from [1/(1+gamma), 1+gamma]: exposure / display response
     gamma: float = attrs.field(default=0.0, validator=faceauth.schema.non_negative)
+    # each channel's gain drawn from [1 - white_balance, 1 + white_balance]: the camera's white balance
+    white_balance: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)
     blur: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)  # probability
     blur_sigma: float = attrs.field(default=1.5, validator=faceauth.schema.positive)  # sigma <= this, input px
     jpeg: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)  # probability
@@ -86,6 +88,22 @@ class RandomGamma:
 
     def __repr__(self) -> str:
         return f"RandomGamma(strength={self.strength})"
+
+
+class RandomWhiteBalance:
+    """Each RGB channel times its own gain, uniform in [1 - strength, 1 + strength], through lookup tables."""
+
+    def __init__(self, strength: float):
+        self.strength = strength
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        gains = [1 + self.strength * (2 * u - 1) for u in _uniforms(3)]
+        ramp = np.arange(256)
+        lut = [int(v) for gain in gains for v in np.clip(np.rint(ramp * gain), 0, 255)]
+        return image.convert("RGB").point(lut)
+
+    def __repr__(self) -> str:
+        return f"RandomWhiteBalance(strength={self.strength})"
 
 
 class RandomBlur:
@@ -160,6 +178,8 @@ def train_transform(preprocess: Preprocess, augment: AugmentOptions) -> v2.Compo
         steps.append(v2.RandomGrayscale(augment.grayscale))
     if augment.gamma > 0:
         steps.append(RandomGamma(augment.gamma))
+    if augment.white_balance > 0:
+        steps.append(RandomWhiteBalance(augment.white_balance))
     if augment.blur > 0:
         steps.append(RandomBlur(augment.blur, augment.blur_sigma))
     if augment.jpeg > 0:
