@@ -11,6 +11,7 @@ import faceauth
 from faceauth.config.registry import load_registry
 from faceauth.errors import CheckpointError, RecipeError
 from faceauth.plugins.backbones.cdcn import CentralDifferenceConv2d
+from tests.conftest import TINY_RECIPE
 
 
 def _build(name: str, **options):
@@ -74,6 +75,26 @@ def test_liveness_backbones_expose_their_feature_map(name, size, grid) -> None:
     assert backbone.preprocess.input_size == (size, size)
 
 
+def test_chroma_planes_ignore_the_light_level_and_export_with_the_network(tmp_path) -> None:
+    backbone = _build("cdcn", input_size=32, chroma=True).eval()
+    assert backbone.stem[0].in_channels == 6 and _build("cdcn", input_size=32).stem[0].in_channels == 3
+    torch.manual_seed(0)
+    rgb = 0.2 + 0.6 * torch.rand(2, 3, 32, 32)
+    normalise = lambda image: (image - 0.5) / 0.5  # noqa: E731 - the cdcn preprocess
+    planes = backbone.chroma(normalise(rgb))[:, 3:]
+    dimmer = backbone.chroma(normalise(0.6 * rgb))[:, 3:]
+    torch.testing.assert_close(planes, dimmer, rtol=0, atol=0.01)  # a ratio: the light level cancels
+    grey = backbone.chroma(normalise(rgb[:, :1].expand(2, 3, 32, 32)))[:, 3:]
+    assert grey.abs().max() < 1e-5  # no colour, no chroma
+    recipe = {**TINY_RECIPE, "backbone": {"name": "cdcn", "input_size": 32, "chroma": True},
+              "output_dir": str(tmp_path / "runs")}
+    recipe["trainer"] = {**recipe["trainer"], "epochs": 1}
+    path = tmp_path / "chroma.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    result = faceauth.run(path)  # the exporter checks ONNX Runtime against PyTorch before writing
+    assert result.onnx_path is not None and result.onnx_path.is_file()
+
+
 def test_mobile_network_stays_under_half_a_million_parameters_with_its_head() -> None:
     backbone = _build("minifas")
     total = sum(p.numel() for p in backbone.parameters()) + backbone.num_features * 2 + 2
@@ -86,8 +107,6 @@ def test_cdcn_theta_outside_zero_to_one_is_a_recipe_error(tiny_recipe) -> None:
 
 
 def test_mobile_network_trains_and_exports_to_onnx(tmp_path) -> None:
-    from tests.conftest import TINY_RECIPE
-
     recipe = {**TINY_RECIPE, "backbone": {"name": "minifas", "input_size": 48}, "output_dir": str(tmp_path / "runs")}
     recipe["trainer"] = {**recipe["trainer"], "epochs": 1}
     path = tmp_path / "minifas.yaml"

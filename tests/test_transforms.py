@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 import random
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -30,7 +31,8 @@ from faceauth.training.transforms import (
 )
 
 PRE = Preprocess(input_size=(48, 48), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-ALL_ON = AugmentOptions(gamma=0.3, white_balance=0.2, blur=0.5, jpeg=0.5, print_artefacts=0.5, replay_artefacts=0.5)
+ALL_ON = AugmentOptions(gamma=0.3, white_balance=0.2, blur=0.5, jpeg=0.5, print_artefacts=0.5, replay_artefacts=0.5,
+                        erase=0.5)
 
 
 def face_like(size: int = 64, seed: int = 0) -> Image.Image:
@@ -98,6 +100,17 @@ def test_white_balance_scales_each_channel_by_its_own_gain_within_the_range():
     assert np.array_equal(pixels(seeded(RandomWhiteBalance(0.3), Image.new("RGB", (2, 2)), 0)), np.zeros((2, 2, 3)))
 
 
+def test_erase_blanks_one_rectangle_of_the_normalised_image():
+    image = face_like()
+    options = AugmentOptions(hflip=False, crop_scale=1.0, rotation=0.0, color_jitter=0.0)
+    plain = seeded(train_transform(PRE, options), image, 3)
+    erased = seeded(train_transform(PRE, attrs.evolve(options, erase=1.0)), image, 3)
+    changed = (erased != plain).any(dim=0)
+    rows, cols = changed.any(dim=1).nonzero().flatten(), changed.any(dim=0).nonzero().flatten()
+    box = erased[:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    assert 0.02 * 48 * 48 <= box[0].numel() <= 0.34 * 48 * 48 and (box == 0).all()  # one rectangle of the mean
+
+
 def test_disabled_options_add_no_steps_so_existing_runs_keep_their_random_stream():
     """Off by default: the pipeline (and so every draw from the RNG) is what it was before these options."""
     default = train_transform(PRE, AugmentOptions())
@@ -112,7 +125,8 @@ def test_disabled_options_add_no_steps_so_existing_runs_keep_their_random_stream
 def test_pipeline_order_is_geometry_light_optics_codec_tensor():
     steps = [type(t).__name__ for t in train_transform(PRE, ALL_ON).transforms]
     assert steps == ["RandomResizedCrop", "RandomHorizontalFlip", "RandomRotation", "ColorJitter", "RandomGamma",
-                     "RandomWhiteBalance", "RandomBlur", "RandomJpeg", "ToImage", "ToDtype", "Normalize"]
+                     "RandomWhiteBalance", "RandomBlur", "RandomJpeg", "ToImage", "ToDtype", "Normalize",
+                     "RandomErasing"]
 
 
 def test_train_transform_with_the_new_steps_differs_from_without():
@@ -271,6 +285,7 @@ def _error(data: dict, options: type = ClassifierOptions) -> str:
     ("replay_artefacts", 1.5, "expected a number between 0 and 1, got 1.5"),
     ("artefact_strength", 1.2, "expected a number between 0 and 1, got 1.2"),
     ("gamma", -0.2, "expected a number >= 0, got -0.2"),
+    ("erase", 2, "expected a number between 0 and 1, got 2.0"),
     ("white_balance", 1.5, "expected a number between 0 and 1, got 1.5"),
     ("blur_sigma", 0, "expected a positive number, got 0.0"),
     ("jpeg_quality", 0, "expected an integer from 1 to 100, got 0"),

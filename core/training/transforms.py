@@ -60,6 +60,9 @@ class AugmentOptions:
     print_artefacts: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)
     replay_artefacts: float = attrs.field(default=0.0, validator=_one_attack_at_a_time)
     artefact_strength: float = attrs.field(default=0.3, validator=faceauth.schema.fraction)
+    # probability of erasing one random rectangle (2-33% of the image, filled with the normalised mean,
+    # torchvision's RandomErasing defaults): no single region (an eye, a print's edge) carries the decision
+    erase: float = attrs.field(default=0.0, validator=faceauth.schema.fraction)
 
 
 def _normalise(preprocess: Preprocess) -> list[v2.Transform]:
@@ -184,7 +187,10 @@ def train_transform(preprocess: Preprocess, augment: AugmentOptions) -> v2.Compo
         steps.append(RandomBlur(augment.blur, augment.blur_sigma))
     if augment.jpeg > 0:
         steps.append(RandomJpeg(augment.jpeg, augment.jpeg_quality))
-    return v2.Compose([*steps, *_normalise(preprocess)])
+    steps += _normalise(preprocess)
+    if augment.erase > 0:
+        steps.append(v2.RandomErasing(augment.erase))
+    return v2.Compose(steps)
 
 
 # --- simulated presentation attacks --------------------------------------------------------------

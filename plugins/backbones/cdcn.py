@@ -14,6 +14,13 @@ stride-2 max pool, and a multi-level head that joins the three blocks' outputs a
 resolution (input / 16) into a feature map.
 `forward_map` returns the pooled features and that map (for pixel-wise supervision); `forward`
 returns the pooled features only.
+
+With ``chroma: true`` the network also sees three chromaticity planes of its input (colour texture
+analysis, as the LBP baseline's YCrCb and HSV channels): the opponent colours ``R - (G + B) / 2``
+and ``(G - B) * sqrt(3) / 2`` and the chroma ``max - min``, each over the pixel's value ``max(R, G, B)``.
+Being ratios, they do not change when the light gets brighter or dimmer; a print's narrower ink gamut
+and a screen's colour cast show in them. They are computed inside the network, so the exported
+model takes the same RGB input.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class CdcnOptions:
     input_size: int = attrs.field(default=64, validator=faceauth.schema.positive)
     theta: float = attrs.field(default=0.7, validator=_theta)
     width: int = attrs.field(default=16, validator=faceauth.schema.positive)  # the stem's channels; blocks use 2x-3x
+    chroma: bool = False  # add the three brightness-invariant chromaticity planes (module docstring)
 
 
 class CentralDifferenceConv2d(nn.Conv2d):
@@ -69,6 +77,22 @@ def _block(cin: int, width: int, theta: float) -> nn.Sequential:
                          _cdc_bn_relu(6 * width, 4 * width, theta), nn.MaxPool2d(3, stride=2, padding=1))
 
 
+class ChromaPlanes(nn.Module):
+    """[N, 3, H, W] RGB normalised by `preprocess` -> the same with three chromaticity planes appended."""
+
+    def __init__(self, preprocess: Preprocess):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rgb = (x * self.std + self.mean).clamp(0, 1)
+        r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+        value, low = rgb.amax(dim=1, keepdim=True), rgb.amin(dim=1, keepdim=True)
+        planes = torch.cat([r - (g + b) / 2, (g - b) * (3**0.5 / 2), value - low], dim=1) / (value + 1e-3)
+        return torch.cat([x, 2 * planes], dim=1)  # x2: about the spread of the normalised RGB
+
+
 def preprocess(options: CdcnOptions) -> Preprocess:
     """`input_size` square crops, pixels scaled to [-1, 1]."""
     return Preprocess(input_size=(options.input_size, options.input_size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -81,20 +105,23 @@ class Cdcn(nn.Module):
         super().__init__()
         options = options or CdcnOptions()
         w, theta = options.width, options.theta
-        self.stem = _cdc_bn_relu(3, 2 * w, theta, stride=2)
+        self.preprocess = preprocess(options)
+        self.chroma = ChromaPlanes(self.preprocess) if options.chroma else None
+        self.stem = _cdc_bn_relu(6 if options.chroma else 3, 2 * w, theta, stride=2)
         self.block1 = _block(2 * w, w, theta)
         self.block2 = _block(4 * w, w, theta)
         self.block3 = _block(4 * w, w, theta)
         self.map_channels = 4 * w
         self.head = nn.Sequential(_cdc_bn_relu(12 * w, 4 * w, theta), _cdc_bn_relu(4 * w, self.map_channels, theta))
         self.num_features = self.map_channels
-        self.preprocess = preprocess(options)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pooled features [N, map_channels], feature map [N, map_channels, H/16, W/16])."""
+        if self.chroma is not None:
+            x = self.chroma(x)
         x1 = self.block1(self.stem(x))
         x2 = self.block2(x1)
         x3 = self.block3(x2)
