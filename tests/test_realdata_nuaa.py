@@ -83,7 +83,7 @@ def test_nuaa_sessions_protocol_on_real_faces(tmp_path):
 
 
 @pytest.mark.skipif(not SUBSET.is_dir(), reason=f"{SUBSET} is absent")
-def test_shipped_nuaa_recipe_end_to_end(registered, tmp_path):
+def test_shipped_nuaa_recipe_end_to_end(tmp_path):
     """The shipped recipe as a user runs it (only data.root set): trained, tested, exported; the ONNX
     model, evaluated alone, gives the run's test figures at the threshold stored in its metadata."""
     from faceauth.io.onnx import read_metadata
