@@ -10,6 +10,7 @@ function here is a no-op.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -36,6 +37,14 @@ def setup(device_setting: str = "auto") -> None:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
+    atexit.register(_leave)
+
+
+def _leave() -> None:
+    """Leave the process group before the interpreter tears down: gloo's threads, still alive at
+    finalisation, made a finished rank abort ("terminate called without an active exception", SIGABRT)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def backend_for(device_setting: str, gpus: int, local_processes: int) -> str:
