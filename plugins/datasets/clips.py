@@ -19,8 +19,8 @@ over the video. A video shorter than one clip gives one clip padded by repeating
 frame (``short_video: pad``) or none (``skip``); both are counted and logged.
 
 Faces: with a ``detector`` in the recipe each sampled frame is cropped to its face (``crop_scale``,
-``crop_size``); without one the whole frame is used, made square by repeating its edge pixels and
-resized to ``crop_size`` — right for videos that already show a face crop, as ``demo_clips`` do.
+``crop_size``); without one the frame's centre square (`faceauth.faces.crop_face` of the whole frame) is
+used, resized to ``crop_size`` — right for videos that already show a face crop, as ``demo_clips`` do.
 Crops go through `CropCache` and frame counts through `FrameCounts`, so a second run decodes no
 video. Frames without a face are replaced by the nearest frame of the same clip that has one; a clip
 with no face at all is dropped (both counted and logged).
