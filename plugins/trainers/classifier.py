@@ -46,6 +46,7 @@ from faceauth.plugins.trainers.liveness_scores import (
     torch_frame_scorer,
     write_report,
 )
+from faceauth.plugins.trainers.texture import LbpScore, TextureOptions, texture_branch
 from faceauth.training import checkpoint, distributed
 from faceauth.training.export import Bundle, model_metadata
 from faceauth.training.loaders import image_loader, reraise_worker_errors, to_device
@@ -67,6 +68,7 @@ class ClassifierOptions(LoopOptions):
     fourier: AuxiliaryOptions = AuxiliaryOptions()  # weight > 0: the log-spectrum target
     balance: Literal["none", "sampler"] = "none"  # sampler: draw each class equally often (or use loss.class_weights)
     augment: AugmentOptions = AugmentOptions()
+    texture: TextureOptions = TextureOptions()  # weight > 0: + weight x the LBP baseline's log-odds
 
 
 def standardise_images(x: torch.Tensor) -> torch.Tensor:
@@ -78,10 +80,14 @@ def standardise_images(x: torch.Tensor) -> torch.Tensor:
 
 class Classifier(torch.nn.Module):
     """Backbone + linear head; with `pixel_map` / `fourier`, auxiliary heads on the backbone's feature
-    map that only `forward_train` uses (see `faceauth.plugins.trainers.auxiliary`)."""
+    map that only `forward_train` uses (see `faceauth.plugins.trainers.auxiliary`).
+
+    With `texture` (the fitted LBP baseline), ``texture_weight`` x its log-odds is added to the live logit:
+    the output's log-odds is the sum of both models'. `forward_train` sees the network's logits only."""
 
     def __init__(self, backbone: torch.nn.Module, num_classes: int, *, input_norm: str = "dataset",
-                 pixel_map: bool = False, fourier: bool = False):
+                 pixel_map: bool = False, fourier: bool = False, texture: LbpScore | None = None,
+                 texture_weight: float = 1.0):
         super().__init__()
         self.backbone = backbone
         self.head = torch.nn.Linear(backbone.num_features, num_classes)
@@ -89,14 +95,23 @@ class Classifier(torch.nn.Module):
         channels = getattr(backbone, "map_channels", 0)
         self.pixel_head = PixelMapHead(channels) if pixel_map else None
         self.fourier_head = FourierHead(channels) if fourier else None
+        self.texture, self.texture_weight = texture, texture_weight
+        self.register_buffer("live", torch.nn.functional.one_hot(torch.tensor(LIVE), num_classes).float(),
+                             persistent=False)
+
+    def network_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(standardise_images(x) if self.standardise else x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(standardise_images(x) if self.standardise else x))
+        logits = self.network_logits(x)
+        if self.texture is None:
+            return logits
+        return logits + (self.texture_weight * self.texture(x)).unsqueeze(1) * self.live
 
     def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(logits, {"pixel": map logits [N, h, w], "fourier": spectrum [N, h, w]}) of the heads present."""
         if self.pixel_head is None and self.fourier_head is None:
-            return self(x), {}
+            return self.network_logits(x), {}
         features, feature_map = self.backbone.forward_map(standardise_images(x) if self.standardise else x)
         aux = {}
         if self.pixel_head is not None:
@@ -160,6 +175,9 @@ class LivenessTask:
                                          spoof_transform=spoof_transform(options.augment))
         self.val_loader = trainer.eval_loader(self.splits.val, self.preprocess, seed)
         self.monitor = (options.monitor, higher_is_better if options.monitor == "auc" else lower_is_better)
+        if self.model.texture is not None:  # fitted once, on the training split as evaluation sees it
+            self.model.texture.fit(trainer.eval_loader(self.splits.train, self.preprocess, seed), run.device,
+                                   options.texture, seed, progress=options.progress)
 
     def _balance_weights(self) -> np.ndarray | None:
         if self.options.balance == "none":
@@ -297,7 +315,9 @@ class ClassifierTrainer:
                               f"map_channels), but backbone.name '{run.recipe.backbone.name}' has no feature map "
                               f"(use e.g. resnet18, or set trainer.{wanted[0]}.weight=0)")
         return Classifier(backbone, num_classes, input_norm=options.input_norm,
-                          pixel_map=options.pixel_supervision.weight > 0, fourier=options.fourier.weight > 0)
+                          pixel_map=options.pixel_supervision.weight > 0, fourier=options.fourier.weight > 0,
+                          texture=texture_branch(options.texture, backbone, run.recipe.backbone.name),
+                          texture_weight=options.texture.weight)
 
     def load_model(self, run: Run, payload: dict[str, Any]) -> Classifier:
         checkpoint.expect_task(payload, LivenessTask.name, "load a liveness classifier")
@@ -355,6 +375,8 @@ class ClassifierTrainer:
                   "accept as live when score >= threshold",
             classes=",".join(getattr(model, "classes", ("live", "spoof"))))
         metadata["faceauth.threshold_rule"] = getattr(model, "threshold_rule", None) or "eer on val"
+        if model.texture is not None:
+            metadata["faceauth.texture"] = f"score includes {model.texture_weight:g} x {model.texture.description()}"
         generator = torch.Generator().manual_seed(0)
         axes = {"input": {0: "batch"}, "score": {0: "batch"}, "logits": {0: "batch"}}
         if getattr(model.backbone, "temporal", False):

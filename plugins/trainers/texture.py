@@ -11,19 +11,27 @@ It is trained and measured through the same recipes, datasets, splits and metric
 models. Its score is the classifier's decision function, the log-odds of live (higher = live,
 0 = even), in the same convention as the classifier trainer; the threshold is chosen at the
 validation EER (or by `threshold`, ``apcer=x`` / ``bpcer=x``, as the classifier's) and applied
-unchanged to test. There is nothing to export to ONNX: the run writes
-its fitted parameters to ``lbp.npz`` in the run directory instead. It takes no gradient steps, so a
-recipe that sets ``optimizer.*`` or ``scheduler.*`` is refused in one line rather than silently ignored.
+unchanged to test. The run writes its fitted parameters to ``lbp.npz`` in the run directory; it
+exports no ONNX model of its own. It takes no gradient steps, so a recipe that sets ``optimizer.*``
+or ``scheduler.*`` is refused in one line rather than silently ignored.
+
+The same descriptor is also a network, `LbpDescriptor` (equal to `lbp_features` bit for bit, tested),
+and with the fitted linear model `LbpScore`: the classifier trainer's texture branch
+(``trainer.texture.weight`` > 0) fits it the same way on the training split and adds its log-odds to
+the network's, so the baseline ships inside the network's ONNX model.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any, Literal
 
 import attrs
 import cv2
 import numpy as np
+import torch
 from skimage.feature import local_binary_pattern
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -35,8 +43,10 @@ from faceauth.data import LIVE
 from faceauth.errors import DataError, ExportError, RecipeError
 from faceauth.io.paths import write_npz
 from faceauth.metrics import threshold_rule_option
-from faceauth.plugins.trainers.liveness_scores import measure
+from faceauth.plugins.trainers.liveness_scores import measure, predict
 from faceauth.training.run import FitResult, Run
+
+log = logging.getLogger(__name__)
 
 COLOUR_SPACES = {"rgb": None, "grey": cv2.COLOR_RGB2GRAY, "ycrcb": cv2.COLOR_RGB2YCrCb, "hsv": cv2.COLOR_RGB2HSV}
 NEIGHBOURS = 8  # per radius: the 59 uniform patterns of LBP^{u2}_{8,R}
@@ -54,23 +64,45 @@ def _radii(instance: Any, attribute: attrs.Attribute, value: Sequence[int]) -> N
 
 
 @attrs.frozen
-class LbpOptions:
+class LbpDescriptorOptions:
+    """The descriptor: uniform LBP histograms of each channel of each colour space, per grid cell."""
+
     image_size: int = attrs.field(default=64, validator=faceauth.schema.positive)
     colour_spaces: tuple[str, ...] = attrs.field(default=("ycrcb", "hsv"), converter=tuple, validator=_colour_spaces)
     radii: tuple[int, ...] = attrs.field(default=(1, 2), converter=tuple, validator=_radii)
     grid: int = attrs.field(default=3, validator=faceauth.schema.positive)
+
+
+@attrs.frozen
+class LinearOptions(LbpDescriptorOptions):
+    """The descriptor and the standardised logistic regression on it."""
+
     C: float = attrs.field(default=0.1, validator=faceauth.schema.positive)  # inverse L2 strength
     class_weight: Literal["balanced", "none"] = "balanced"
     max_iter: int = attrs.field(default=2000, validator=faceauth.schema.positive)
+
+
+@attrs.frozen
+class LbpOptions(LinearOptions):
     threshold: str = attrs.field(default="eer", validator=threshold_rule_option)  # as the classifier's trainer.threshold
 
 
-def lbp_features(image: np.ndarray, options: LbpOptions) -> np.ndarray:
+@attrs.frozen
+class TextureOptions(LinearOptions):
+    """The classifier's texture branch (``trainer.texture``): weight > 0 adds weight x the LBP baseline's
+    log-odds to the network's."""
+
+    weight: float = attrs.field(default=0.0, validator=faceauth.schema.non_negative)  # 0: off
+
+
+LBP_BINS = NEIGHBOURS * (NEIGHBOURS - 1) + 3  # nri_uniform labels 0..58
+
+
+def lbp_features(image: np.ndarray, options: LbpDescriptorOptions) -> np.ndarray:
     """The concatenated, per-cell normalised LBP histograms of one HxWx3 uint8 RGB face crop."""
     size = options.image_size
     image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    bins = NEIGHBOURS * (NEIGHBOURS - 1) + 3  # nri_uniform labels 0..58
-    edges = np.linspace(0, size, options.grid + 1).astype(int)
+    edges = _cell_edges(size, options.grid)
     parts = []
     for space in options.colour_spaces:
         code = COLOUR_SPACES[space]
@@ -79,11 +111,212 @@ def lbp_features(image: np.ndarray, options: LbpOptions) -> np.ndarray:
         for c in range(channels.shape[2]):
             for radius in options.radii:
                 codes = local_binary_pattern(channels[..., c], NEIGHBOURS, radius, method="nri_uniform").astype(int)
-                for y0, y1 in zip(edges, edges[1:]):
-                    for x0, x1 in zip(edges, edges[1:]):
-                        counts = np.bincount(codes[y0:y1, x0:x1].ravel(), minlength=bins).astype(np.float32)
+                for y0, y1 in pairwise(edges):
+                    for x0, x1 in pairwise(edges):
+                        counts = np.bincount(codes[y0:y1, x0:x1].ravel(), minlength=LBP_BINS).astype(np.float32)
                         parts.append(counts / max(counts.sum(), 1.0))
     return np.concatenate(parts)
+
+
+def _cell_edges(size: int, grid: int) -> np.ndarray:
+    return np.linspace(0, size, grid + 1).astype(int)
+
+
+def uniform_labels(points: int = NEIGHBOURS) -> np.ndarray:
+    """The ``nri_uniform`` label of each of the 2^points patterns (bit i set: neighbour i >= the centre),
+    numbered as scikit-image numbers them: 0 for no bit set, then each uniform pattern by its count of
+    set bits and its rotation, points(points-1)+1 for all bits set, points(points-1)+2 for the rest."""
+    table = np.empty(2 ** points, dtype=np.int64)
+    for code in range(2 ** points):
+        bits = [(code >> i) & 1 for i in range(points)]
+        ones = sum(bits)
+        if sum(a != b for a, b in pairwise(bits)) > 2:
+            table[code] = points * (points - 1) + 2
+        elif ones in (0, points):
+            table[code] = 0 if ones == 0 else points * (points - 1) + 1
+        else:
+            first_one, first_zero = bits.index(1), bits.index(0)
+            table[code] = 1 + (ones - 1) * points + (ones - first_zero if first_one == 0 else points - first_one)
+    return table
+
+
+def _floor_div(x: torch.Tensor, divisor: float) -> torch.Tensor:
+    return torch.floor(x / divisor)  # integer arithmetic in float64: exact below 2^53
+
+
+def _colour_planes(rgb: torch.Tensor, space: str, tables: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """OpenCV's 8-bit conversions of integer-valued RGB [N, 3, H, W] (float64), bit for bit:
+    its fixed-point formulas, here in float64 integers."""
+    r, g, b = rgb.unbind(1)
+    if space == "rgb":
+        return [r, g, b]
+    if space == "grey":
+        return [_floor_div(r * 9798 + g * 19235 + b * 3735 + 16384, 32768)]
+    if space == "ycrcb":
+        y = _floor_div(r * 4899 + g * 9617 + b * 1868 + 8192, 16384)
+        return [y] + [_floor_div((c - y) * k + 128 * 16384 + 8192, 16384).clamp(0, 255)
+                      for c, k in ((r, 11682), (b, 9241))]
+    high, low = rgb.amax(1), rgb.amin(1)
+    spread = high - low
+    saturation = _floor_div(spread * tables["saturation"][high.long()] + 2048, 4096)
+    at_r, at_g = high == r, (high == g) & (high != r)
+    hue = torch.where(at_r, g - b, torch.where(at_g, b - r + 2 * spread, r - g + 4 * spread))
+    hue = _floor_div(hue * tables["hue"][spread.long()] + 2048, 4096)
+    return [torch.where(hue < 0, hue + 180, hue), saturation, high]
+
+
+class LbpDescriptor(torch.nn.Module):
+    """`lbp_features` as a network, for the classifier's texture branch and its ONNX export: normalised
+    images [N, 3, H, W] (`preprocess`'s mean and std) in, the same histograms [N, D] out.
+
+    Every step reproduces the reference (OpenCV's area resize and colour conversions in their
+    fixed-point arithmetic, scikit-image's bilinear neighbours with zeros outside the image, in
+    float64), so the features equal `lbp_features` of the uint8 crop, tested bit for bit. The input
+    side must be `image_size` times a whole number (area resizing by that factor)."""
+
+    def __init__(self, options: LbpDescriptorOptions, input_size: tuple[int, int],
+                 mean: Sequence[float], std: Sequence[float], key: str = "trainer.texture.image_size"):
+        super().__init__()
+        height, width = input_size
+        size = options.image_size
+        if height != width or height % size:
+            raise RecipeError(f"{key}: the texture branch resizes the {height}x{width} input by a whole factor, "
+                              f"so the input must be square and a multiple of {key}; got {size}")
+        self.factor, self.size, self.options = height // size, size, options
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1), persistent=False)
+        spread = np.arange(256, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            saturation = np.where(spread > 0, np.round((255 << 12) / spread), 0.0)
+            hue = np.where(spread > 0, np.round((180 << 12) / (6.0 * spread)), 0.0)
+        self.register_buffer("saturation", torch.from_numpy(saturation), persistent=False)
+        self.register_buffer("hue", torch.from_numpy(hue), persistent=False)
+        self.register_buffer("labels", torch.from_numpy(uniform_labels()), persistent=False)
+        cells = np.zeros((options.grid, size), dtype=np.float32)
+        edges = _cell_edges(size, options.grid)
+        for cell, (start, stop) in enumerate(pairwise(edges)):
+            cells[cell, start:stop] = 1.0
+        self.register_buffer("cells", torch.from_numpy(cells), persistent=False)
+        self.register_buffer("cell_area", torch.from_numpy(np.outer(cells.sum(1), cells.sum(1))[..., None]),
+                             persistent=False)
+        self.register_buffer("bins", torch.arange(LBP_BINS).view(1, LBP_BINS, 1, 1), persistent=False)
+        # Per radius and neighbour: the four source rows/columns and the bilinear weights of every pixel,
+        # computed as the reference computes them (offsets rounded to 5 decimals, coordinate - floor).
+        self.neighbours: list[list[tuple[str, ...]]] = []
+        for radius in options.radii:
+            names = []
+            for i in range(NEIGHBOURS):
+                angle = 2 * np.pi * i / NEIGHBOURS
+                name = f"r{radius}n{i}"
+                for axis, offset in (("row", np.round(-radius * np.sin(angle), 5)),
+                                     ("col", np.round(radius * np.cos(angle), 5))):
+                    at = np.arange(size) + offset
+                    low, high = np.floor(at), np.ceil(at)
+                    self.register_buffer(f"{name}_{axis}_low", torch.from_numpy(low.astype(np.int64) + radius + 1),
+                                         persistent=False)
+                    self.register_buffer(f"{name}_{axis}_high", torch.from_numpy(high.astype(np.int64) + radius + 1),
+                                         persistent=False)
+                    self.register_buffer(f"{name}_{axis}_weight", torch.from_numpy(at - low), persistent=False)
+                names.append(name)
+            self.neighbours.append(names)
+        self.num_features = len(options.radii) * options.grid ** 2 * LBP_BINS * sum(
+            1 if s == "grey" else 3 for s in options.colour_spaces)
+
+    def _codes(self, plane: torch.Tensor, radius: int, names: list[str]) -> torch.Tensor:
+        """Uniform-pattern labels [N, S, S] of one plane [N, S, S] at one radius."""
+        padded = torch.nn.functional.pad(plane, (radius + 1,) * 4)
+        code = torch.zeros_like(plane)
+        for i, name in enumerate(names):
+            rows = [getattr(self, f"{name}_row_{end}") for end in ("low", "high")]
+            cols = [getattr(self, f"{name}_col_{end}") for end in ("low", "high")]
+            dr = getattr(self, f"{name}_row_weight").view(-1, 1)
+            dc = getattr(self, f"{name}_col_weight").view(1, -1)
+            top, bottom = (padded.index_select(1, r) for r in rows)
+            top = (1 - dc) * top.index_select(2, cols[0]) + dc * top.index_select(2, cols[1])
+            bottom = (1 - dc) * bottom.index_select(2, cols[0]) + dc * bottom.index_select(2, cols[1])
+            value = (1 - dr) * top + dr * bottom
+            code = code + (value - plane >= 0).to(plane.dtype) * float(2 ** i)
+        return self.labels[code.long()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rgb = torch.round(((x.to(torch.float64) * self.std + self.mean) * 255).clamp(0, 255))
+        if self.factor > 1:  # OpenCV's area resize of 8-bit images by a whole factor: the block mean, rounded
+            f, size = self.factor, self.size  # half up at 2x, else to even
+            total = rgb.reshape(-1, 3, size, f, size, f).sum(dim=(3, 5))
+            rgb = _floor_div(total + 2, 4) if self.factor == 2 else torch.round(total / self.factor ** 2)
+        tables = {"saturation": self.saturation, "hue": self.hue}
+        parts = []
+        for space in self.options.colour_spaces:
+            for plane in _colour_planes(rgb, space, tables):
+                for radius, names in zip(self.options.radii, self.neighbours):
+                    onehot = (self._codes(plane, radius, names).unsqueeze(1) == self.bins).to(torch.float32)
+                    counts = self.cells @ onehot @ self.cells.T  # [N, bins, grid, grid]
+                    parts.append((counts.permute(0, 2, 3, 1) / self.cell_area).flatten(1))
+        return torch.cat(parts, dim=1)
+
+
+def fit_linear(features: np.ndarray, live: np.ndarray, options: LinearOptions, seed: int) -> dict[str, np.ndarray]:
+    """The standardised logistic regression of `live` on `features`: its parameters, whose
+    ``(features - mean) / scale @ coef + intercept`` is the log-odds of live."""
+    weight = "balanced" if options.class_weight == "balanced" else None
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=options.C, class_weight=weight,
+                                                               max_iter=options.max_iter, random_state=seed))
+    model.fit(features, live)
+    scaler, linear = model.named_steps["standardscaler"], model.named_steps["logisticregression"]
+    return {"mean": scaler.mean_, "scale": scaler.scale_, "coef": linear.coef_[0], "intercept": linear.intercept_}
+
+
+def linear_score(features: np.ndarray, parameters: dict[str, np.ndarray]) -> np.ndarray:
+    return (features - parameters["mean"]) / parameters["scale"] @ parameters["coef"] + parameters["intercept"][0]
+
+
+class LbpScore(torch.nn.Module):
+    """The LBP baseline as a network: normalised images in, its log-odds of live [N] out (the
+    descriptor, then the standardised linear model `fit_linear` fitted, stored as buffers)."""
+
+    def __init__(self, descriptor: LbpDescriptor):
+        super().__init__()
+        self.descriptor = descriptor
+        size = descriptor.num_features
+        for name, value in (("mean", torch.zeros(size)), ("scale", torch.ones(size)), ("coef", torch.zeros(size)),
+                            ("intercept", torch.zeros(1))):
+            self.register_buffer(name, value.to(torch.float64))
+
+    def load(self, parameters: dict[str, np.ndarray]) -> None:
+        for name, value in parameters.items():
+            getattr(self, name).copy_(torch.from_numpy(np.asarray(value, dtype=np.float64)))
+
+    def fit(self, loader: Any, device: torch.device, options: LinearOptions, seed: int, progress: bool = True) -> None:
+        """`fit_linear` on the descriptor of every sample of `loader` (all of them, under torchrun too)."""
+
+        @torch.no_grad()
+        def describe(x: torch.Tensor) -> np.ndarray:
+            return self.descriptor(x).cpu().numpy()
+
+        described = predict(describe, loader, device, progress=progress)  # its "score" is the features [N, D]
+        self.load(fit_linear(described["score"], described["label"] == LIVE, options, seed))
+        log.info("texture branch: LBP histograms (%d features) of %d training crops, logistic regression fitted",
+                 described["score"].shape[1], len(described["label"]))
+
+    def description(self) -> str:
+        o = self.descriptor.options
+        return (f"the log-odds of LBP histograms ({'+'.join(o.colour_spaces)}; radii {','.join(map(str, o.radii))}; "
+                f"{o.grid}x{o.grid} grid at {o.image_size} px) + logistic regression")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.descriptor(x).to(torch.float64)
+        return (((features - self.mean) / self.scale) @ self.coef + self.intercept).to(torch.float32)
+
+
+def texture_branch(options: TextureOptions, backbone: torch.nn.Module, name: str) -> LbpScore | None:
+    """The classifier's texture branch for `backbone` (unfitted), or None when ``weight`` is 0."""
+    if options.weight == 0:
+        return None
+    if getattr(backbone, "temporal", False):
+        raise RecipeError(f"trainer.texture.weight: the texture branch describes single images, but backbone.name "
+                          f"'{name}' takes clips; set trainer.texture.weight=0")
+    pre = backbone.preprocess
+    return LbpScore(LbpDescriptor(options, pre.input_size, pre.mean, pre.std))
 
 
 def _features(dataset: Any, options: LbpOptions, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -119,32 +352,28 @@ class LbpTrainer:
     def __init__(self, options: LbpOptions):
         self.options = options
 
-    def _classifier(self, seed: int) -> Any:
-        weight = "balanced" if self.options.class_weight == "balanced" else None
-        return make_pipeline(StandardScaler(), LogisticRegression(C=self.options.C, class_weight=weight,
-                                                                  max_iter=self.options.max_iter, random_state=seed))
-
     def fit(self, run: Run) -> FitResult:
         refuse_gradient_settings(run.recipe)
         if run.recipe.export is not None:
             raise ExportError(f"export.name: the lbp trainer cannot export {run.recipe.export.name!r} (it is not a "
-                              f"network); set export: null, and use the fitted parameters it writes to lbp.npz")
+                              f"network); set export: null, and use the fitted parameters it writes to lbp.npz, "
+                              f"or ship it inside a network's ONNX model with the classifier's trainer.texture")
         splits = run.build("data")
         if splits.val is None or len(splits.val) == 0:
             raise DataError("data: the lbp trainer chooses its threshold on the validation split; the dataset has none")
         run.emit("train_start")  # one fit, no epochs: the event hooks see its start and end
         x_train, train = _features(splits.train, self.options, "train")
-        model = self._classifier(run.recipe.seed).fit(x_train, train["label"] == LIVE)
+        model = fit_linear(x_train, train["label"] == LIVE, self.options, run.recipe.seed)
         result: dict[str, Any] = {"epochs_completed": 1, "best_epoch": 1, "monitor": "val/eer",
                                   "num_features": int(x_train.shape[1]),
                                   "threshold_rule": f"{self.options.threshold} on val"}
         x_val, val = _features(splits.val, self.options, "val")
-        result["val"] = measure({**val, "score": model.decision_function(x_val)}, threshold=None,
+        result["val"] = measure({**val, "score": linear_score(x_val, model)}, threshold=None,
                                 rule=self.options.threshold)
         result["threshold"] = result["val"]["threshold"]
         if splits.test is not None and len(splits.test):
             x_test, test = _features(splits.test, self.options, "test")
-            result["test"] = measure({**test, "score": model.decision_function(x_test)}, result["threshold"])
+            result["test"] = measure({**test, "score": linear_score(x_test, model)}, result["threshold"])
         for label in ("val", "test"):
             if label in result:
                 run.log({f"{label}/{k}": v for k, v in result[label].items()}, 1)
@@ -152,11 +381,9 @@ class LbpTrainer:
         run.emit("train_end", metrics=result)
         return FitResult(model=model, metrics=result)
 
-    def _save(self, run: Run, model: Any, threshold: float) -> None:
-        scaler, linear = model.named_steps["standardscaler"], model.named_steps["logisticregression"]
+    def _save(self, run: Run, model: dict[str, np.ndarray], threshold: float) -> None:
         write_npz(run.dir / "lbp.npz", {
-            "mean": scaler.mean_, "scale": scaler.scale_, "coef": linear.coef_[0], "intercept": linear.intercept_,
-            "threshold": np.asarray(threshold), "options": np.asarray(repr(attrs.asdict(self.options))),
+            **model, "threshold": np.asarray(threshold), "options": np.asarray(repr(attrs.asdict(self.options))),
             "score": np.asarray("log-odds of live: (features - mean) / scale @ coef + intercept; live when >= threshold"),
         })
 
