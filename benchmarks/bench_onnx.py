@@ -4,6 +4,10 @@ Each engine is timed in its own block with onnxruntime's thread spinning disable
 spinning workers slow down whatever runs next on a 2-core machine.
 
     python benchmarks/bench_onnx.py [--size 112] [--repeats 30] [--backbone minifas --size 80]
+    python benchmarks/bench_onnx.py --backbone cdcn --size 128 --texture   # + the LBP texture branch
+
+With ``--texture`` the model is timed twice, without and with the classifier's texture branch (the
+LBP descriptor and its linear model inside the graph, `trainer.texture` at its defaults).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from common import eager_and_onnx_seconds, table
 from faceauth.config.registry import load_registry
 from faceauth.plugins.exporters.onnx_exporter import OnnxExporter, OnnxOptions
 from faceauth.plugins.trainers.classifier import Classifier, LivenessScore
+from faceauth.plugins.trainers.texture import TextureOptions, texture_branch
 from faceauth.training.export import Bundle
 
 
@@ -26,20 +31,27 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--texture", action="store_true", help="also time the model with the texture branch")
     args = parser.parse_args()
     torch.manual_seed(0)
     entry = load_registry().get("backbone", args.backbone)
-    model = LivenessScore(Classifier(entry.build(entry.options(input_size=args.size)), 2)).eval()
-    rows = [("batch", "eager PyTorch ms", "onnxruntime ms", "speed-up")]
+    backbone = entry.build(entry.options(input_size=args.size))
+    variants = {"network": None}
+    if args.texture:
+        variants["network + texture"] = texture_branch(TextureOptions(weight=1.0), backbone, args.backbone)
+    rows = [("model", "batch", "eager PyTorch ms", "onnxruntime ms", "speed-up")]
     with tempfile.TemporaryDirectory() as tmp:
-        example = torch.randn(2, 3, args.size, args.size)
-        bundle = Bundle(module=model, example_inputs=(example,), input_names=("input",),
-                        output_names=("score", "logits"), dynamic_axes={"input": {0: "batch"}}, metadata={})
-        path = OnnxExporter(OnnxOptions()).export(bundle, Path(tmp) / "model.onnx")
-        for batch in (1, 32):
-            x = torch.randn(batch, 3, args.size, args.size)
-            eager, ort_time = eager_and_onnx_seconds(model, path, x, args.repeats)
-            rows.append((str(batch), f"{eager * 1e3:.2f}", f"{ort_time * 1e3:.2f}", f"{eager / ort_time:.2f}x"))
+        for name, texture in variants.items():
+            model = LivenessScore(Classifier(backbone, 2, texture=texture)).eval()
+            example = torch.randn(2, 3, args.size, args.size)
+            bundle = Bundle(module=model, example_inputs=(example,), input_names=("input",),
+                            output_names=("score", "logits"), dynamic_axes={"input": {0: "batch"}}, metadata={})
+            path = OnnxExporter(OnnxOptions()).export(bundle, Path(tmp) / f"{len(rows)}.onnx")
+            for batch in (1, 32):
+                x = torch.randn(batch, 3, args.size, args.size)
+                eager, ort_time = eager_and_onnx_seconds(model, path, x, args.repeats)
+                rows.append((name, str(batch), f"{eager * 1e3:.2f}", f"{ort_time * 1e3:.2f}",
+                             f"{eager / ort_time:.2f}x"))
     print(table(rows))
     print(f"{args.backbone} liveness model, {args.size}x{args.size}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")

@@ -192,7 +192,7 @@ class LbpDescriptor(torch.nn.Module):
         self.register_buffer("saturation", torch.from_numpy(saturation), persistent=False)
         self.register_buffer("hue", torch.from_numpy(hue), persistent=False)
         self.register_buffer("labels", torch.from_numpy(uniform_labels()), persistent=False)
-        cells = np.zeros((options.grid, size), dtype=np.float32)
+        cells = np.zeros((options.grid, size), dtype=np.float64)
         edges = _cell_edges(size, options.grid)
         for cell, (start, stop) in enumerate(pairwise(edges)):
             cells[cell, start:stop] = 1.0
@@ -249,10 +249,11 @@ class LbpDescriptor(torch.nn.Module):
         for space in self.options.colour_spaces:
             for plane in _colour_planes(rgb, space, tables):
                 for radius, names in zip(self.options.radii, self.neighbours):
-                    onehot = (self._codes(plane, radius, names).unsqueeze(1) == self.bins).to(torch.float32)
+                    onehot = (self._codes(plane, radius, names).unsqueeze(1) == self.bins).to(torch.float64)
                     counts = self.cells @ onehot @ self.cells.T  # [N, bins, grid, grid]
                     parts.append((counts.permute(0, 2, 3, 1) / self.cell_area).flatten(1))
-        return torch.cat(parts, dim=1)
+        # float64 throughout (exact counts; int8 export quantizes float32 tensors only, so it leaves them)
+        return torch.cat(parts, dim=1).to(torch.float32)
 
 
 def fit_linear(features: np.ndarray, live: np.ndarray, options: LinearOptions, seed: int) -> dict[str, np.ndarray]:
