@@ -202,7 +202,7 @@ class LbpDescriptor(torch.nn.Module):
         self.register_buffer("bins", torch.arange(LBP_BINS).view(1, LBP_BINS, 1, 1), persistent=False)
         # Per radius and neighbour: the four source rows/columns and the bilinear weights of every pixel,
         # computed as the reference computes them (offsets rounded to 5 decimals, coordinate - floor).
-        self.neighbours: list[list[tuple[str, ...]]] = []
+        self.neighbours: list[list[str]] = []
         for radius in options.radii:
             names = []
             for i in range(NEIGHBOURS):
