@@ -91,6 +91,11 @@ def test_texture_branch_is_the_lbp_baseline_added_to_the_network_and_exported_wi
     fitted = read_npz(baseline.dir / "lbp.npz")
     for name in ("mean", "scale", "coef", "intercept"):
         np.testing.assert_allclose(payload["model"][f"texture.{name}"].numpy(), fitted[name], rtol=1e-6, atol=1e-9)
+    # Each branch is also measured alone, at its own validation threshold: the texture branch as the baseline.
+    for split in ("val", "test"):
+        for key in ("acer", "auc", "threshold"):
+            assert fused.metrics[split][f"texture/{key}"] == pytest.approx(baseline.metrics[split][key], abs=1e-4), key
+        assert {"network/acer", "network/auc"} <= set(fused.metrics[split])
     backbone = ResNetFeatures(18, ResNetOptions(input_size=64))
     pre = backbone.preprocess
     options = LbpDescriptorOptions(image_size=32, grid=2)

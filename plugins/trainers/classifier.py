@@ -22,7 +22,6 @@ from typing import Any, Literal
 import attrs
 import numpy as np
 import torch
-from torchvision.utils import make_grid
 
 import faceauth
 from faceauth.data import LIVE, Splits, live_log_odds
@@ -43,6 +42,8 @@ from faceauth.plugins.trainers.liveness_scores import (
     measure,
     predict,
     report_split,
+    sample_grid,
+    side_figures,
     torch_frame_scorer,
     write_report,
 )
@@ -52,7 +53,7 @@ from faceauth.training.export import Bundle, model_metadata
 from faceauth.training.loaders import image_loader, reraise_worker_errors, to_device
 from faceauth.training.loop import LoopOptions, TrainingLoop, higher_is_better, lower_is_better, seed_from
 from faceauth.training.run import FitResult, Run
-from faceauth.training.transforms import AugmentOptions, denormalise, eval_transform, spoof_transform, train_transform
+from faceauth.training.transforms import AugmentOptions, eval_transform, spoof_transform, train_transform
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,12 @@ class Classifier(torch.nn.Module):
     def network_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(standardise_images(x) if self.standardise else x))
 
+    def fuse(self, network_logits: torch.Tensor, texture_score: torch.Tensor) -> torch.Tensor:
+        return network_logits + (self.texture_weight * texture_score).unsqueeze(1) * self.live
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.network_logits(x)
-        if self.texture is None:
-            return logits
-        return logits + (self.texture_weight * self.texture(x)).unsqueeze(1) * self.live
+        return logits if self.texture is None else self.fuse(logits, self.texture(x))
 
     def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(logits, {"pixel": map logits [N, h, w], "fourier": spectrum [N, h, w]}) of the heads present."""
@@ -212,9 +214,14 @@ class LivenessTask:
         baseline = torch_frame_scorer(frame_scorer) if frame_scorer is not None else None
 
         @torch.no_grad()
-        def score_and_logits(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-            logits = self.model(x).float()
-            return live_log_odds(logits).cpu().numpy(), logits.cpu().numpy()
+        def score_and_logits(x: torch.Tensor) -> tuple[np.ndarray, ...]:
+            if self.model.texture is None:
+                logits = self.model(x).float()
+                return live_log_odds(logits).cpu().numpy(), logits.cpu().numpy()
+            network, texture = self.model.network_logits(x).float(), self.model.texture(x)  # each branch alone too
+            logits = self.model.fuse(network, texture)
+            return (live_log_odds(logits).cpu().numpy(), logits.cpu().numpy(),
+                    {"network_score": live_log_odds(network).cpu().numpy(), "texture_score": texture.cpu().numpy()})
 
         return predict(score_and_logits, loader, self.run.device, channels_last=self.options.channels_last,
                        progress=self.options.progress, frame_score=baseline)
@@ -226,23 +233,14 @@ class LivenessTask:
         logits = torch.from_numpy(predictions["logits"]).to(device)
         return float(self.criterion(logits, torch.from_numpy(predictions["label"]).long().to(device)))
 
-    def _with_baseline(self, predictions: dict[str, np.ndarray], figures: dict[str, float],
-                       threshold: float | None, rule: str = "eer") -> dict[str, float]:
-        """The frame-level baseline's figures beside the model's, as ``frame_baseline/<metric>``."""
-        if "frame_score" not in predictions:
-            return figures
-        baseline = measure(predictions, threshold, key="frame_score", rule=rule)
-        return {**figures, **{f"frame_baseline/{k}": v for k, v in baseline.items()}}
-
     def validate(self, step: int) -> dict[str, float]:
         predictions = self._predict(self.val_loader)
         # The PR curve wants probabilities: P(live) = sigmoid(log-odds), for this figure only.
         probability = 1.0 / (1.0 + np.exp(-np.clip(predictions["score"], -80.0, 80.0)))
         self.run.writer.add_pr_curve("val/pr_live", predictions["label"] == LIVE, probability, step)
         rule = self.options.threshold
-        figures = self._with_baseline(predictions, measure(predictions, threshold=None, rule=rule), None, rule)
+        figures = {**measure(predictions, threshold=None, rule=rule), **side_figures(predictions, None, rule)}
         figures["loss"] = self.validation_loss(predictions)
-        self.baseline_threshold = figures.get("frame_baseline/threshold")
         if figures.get("auc") == 1.0 and not self.warned_separable:
             self.warned_separable = True
             log.warning("validation separates live from spoof perfectly (AUC 1.0) at epoch %d: the %s threshold sits "
@@ -261,33 +259,29 @@ class LivenessTask:
             check_input_kind(self.model.backbone, cross.test, self.run, "test_data")
             sets["cross_test"] = cross.test
         results, reports = {}, []
+        thresholds = self._side_thresholds()
         for label, dataset in sets.items():
             if dataset is not None:
                 predictions = self._predict(self.trainer.eval_loader(dataset, self.preprocess, self.run.recipe.seed))
-                results[label] = self._with_baseline(predictions, measure(predictions, threshold=threshold),
-                                                     getattr(self, "baseline_threshold", None))
+                results[label] = {**measure(predictions, threshold=threshold), **side_figures(predictions, thresholds)}
                 reports.append(report_split(label, predictions, results[label]))
         if reports and distributed.is_main():
             rule = self.checkpoint_extras().get("threshold_rule", "eer on val")
             write_report(self.run, reports, threshold, rule, str(checkpoint.RUN_CHECKPOINT), self.run.writer, step)
         return results
 
+    def _side_thresholds(self) -> dict[str, float]:
+        """The thresholds of the side scores (frame baseline, fused branches), chosen on validation by this
+        model (the best epoch's, which `test` scores with)."""
+        if self.model.texture is None and getattr(self.model.backbone, "frame_scorer", None) is None:
+            return {}
+        figures = side_figures(self._predict(self.val_loader), None, self.options.threshold)
+        return {key.removesuffix("/threshold"): value for key, value in figures.items() if key.endswith("/threshold")}
+
     def log_samples(self, count: int = 16) -> None:
         """Once per run: a grid of training inputs, framed green (live) or red (spoof), and their labels."""
-        dataset = self.train_loader.dataset
-        picks = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).astype(int)
-        images, labels = [], []
-        for index in picks:
-            sample = dataset[(int(index), int(index))]
-            first = sample["frames"][0] if "frames" in sample else sample["image"]  # a clip shows its first frame
-            image = torch.nn.functional.pad(denormalise(first[None], self.preprocess)[0], (3, 3, 3, 3))
-            colour = (0.1, 0.8, 0.1) if sample["label"] == LIVE else (0.9, 0.1, 0.1)
-            for channel, value in enumerate(colour):
-                plane = image[channel]
-                plane[:3, :], plane[-3:, :], plane[:, :3], plane[:, -3:] = value, value, value, value
-            images.append(image)
-            labels.append(self.classes[sample["label"]] + (f":{sample['attack_type']}" if sample.get("attack_type") else ""))
-        self.run.writer.add_image("train/samples", make_grid(torch.stack(images), nrow=8), 0)
+        image, labels = sample_grid(self.train_loader.dataset, self.classes, self.preprocess, count)
+        self.run.writer.add_image("train/samples", image, 0)
         self.run.writer.add_text("train/sample_labels", utf8_text(", ".join(labels)), 0)  # folder names need not be UTF-8
 
 
