@@ -192,50 +192,53 @@ class LbpDescriptor(torch.nn.Module):
         self.register_buffer("saturation", torch.from_numpy(saturation), persistent=False)
         self.register_buffer("hue", torch.from_numpy(hue), persistent=False)
         self.register_buffer("labels", torch.from_numpy(uniform_labels()), persistent=False)
-        cells = np.zeros((options.grid, size), dtype=np.float64)
         edges = _cell_edges(size, options.grid)
-        for cell, (start, stop) in enumerate(pairwise(edges)):
-            cells[cell, start:stop] = 1.0
-        self.register_buffer("cells", torch.from_numpy(cells), persistent=False)
-        self.register_buffer("cell_area", torch.from_numpy(np.outer(cells.sum(1), cells.sum(1))[..., None]),
-                             persistent=False)
-        self.register_buffer("bins", torch.arange(LBP_BINS).view(1, LBP_BINS, 1, 1), persistent=False)
-        # Per radius and neighbour: the four source rows/columns and the bilinear weights of every pixel,
-        # computed as the reference computes them (offsets rounded to 5 decimals, coordinate - floor).
-        self.neighbours: list[list[str]] = []
+        # Per radius and neighbour: where its four source pixels start (slices of the padded planes) and the
+        # bilinear weights of every row and column, computed as the reference computes them (offsets
+        # rounded to 5 decimals, weight = coordinate - floor: it varies in the last bits from row to row).
+        self.neighbours: list[list[tuple[str, int, int, int, int]]] = []
         for radius in options.radii:
-            names = []
+            points = []
             for i in range(NEIGHBOURS):
                 angle = 2 * np.pi * i / NEIGHBOURS
-                name = f"r{radius}n{i}"
+                name, starts = f"r{radius}n{i}", []
                 for axis, offset in (("row", np.round(-radius * np.sin(angle), 5)),
                                      ("col", np.round(radius * np.cos(angle), 5))):
                     at = np.arange(size) + offset
                     low, high = np.floor(at), np.ceil(at)
-                    self.register_buffer(f"{name}_{axis}_low", torch.from_numpy(low.astype(np.int64) + radius + 1),
+                    assert (np.diff(low) == 1).all() and (np.diff(high) == 1).all()  # contiguous: a slice
+                    starts += [int(low[0]) + radius + 1, int(high[0]) + radius + 1]
+                    shape = (-1, 1) if axis == "row" else (1, -1)
+                    self.register_buffer(f"{name}_{axis}", torch.from_numpy(at - low).view(shape), persistent=False)
+                    self.register_buffer(f"{name}_{axis}_rest", torch.from_numpy(1 - (at - low)).view(shape),
                                          persistent=False)
-                    self.register_buffer(f"{name}_{axis}_high", torch.from_numpy(high.astype(np.int64) + radius + 1),
-                                         persistent=False)
-                    self.register_buffer(f"{name}_{axis}_weight", torch.from_numpy(at - low), persistent=False)
-                names.append(name)
-            self.neighbours.append(names)
-        self.num_features = len(options.radii) * options.grid ** 2 * LBP_BINS * sum(
-            1 if s == "grey" else 3 for s in options.colour_spaces)
+                points.append((name, *starts))
+            self.neighbours.append(points)
+        planes = sum(1 if s == "grey" else 3 for s in options.colour_spaces)
+        self.num_features = planes * len(options.radii) * options.grid ** 2 * LBP_BINS
+        # The first histogram slot of each (plane, radius, pixel): its cell's, and each slot's cell area.
+        cell = np.searchsorted(edges, np.arange(size), side="right") - 1
+        cell_of_pixel = cell[:, None] * options.grid + cell[None, :]  # [S, S]
+        base = (np.arange(planes * len(options.radii))[:, None, None] * options.grid ** 2 + cell_of_pixel) * LBP_BINS
+        self.register_buffer("slot_base", torch.from_numpy(base.reshape(planes, len(options.radii), size, size)),
+                             persistent=False)
+        area = np.outer(np.diff(edges), np.diff(edges)).ravel().astype(np.float64)  # per cell
+        self.register_buffer("slot_area", torch.from_numpy(np.tile(np.repeat(area, LBP_BINS), planes * len(options.radii))),
+                             persistent=False)
 
-    def _codes(self, plane: torch.Tensor, radius: int, names: list[str]) -> torch.Tensor:
-        """Uniform-pattern labels [N, S, S] of one plane [N, S, S] at one radius."""
-        padded = torch.nn.functional.pad(plane, (radius + 1,) * 4)
-        code = torch.zeros_like(plane)
-        for i, name in enumerate(names):
-            rows = [getattr(self, f"{name}_row_{end}") for end in ("low", "high")]
-            cols = [getattr(self, f"{name}_col_{end}") for end in ("low", "high")]
-            dr = getattr(self, f"{name}_row_weight").view(-1, 1)
-            dc = getattr(self, f"{name}_col_weight").view(1, -1)
-            top, bottom = (padded.index_select(1, r) for r in rows)
-            top = (1 - dc) * top.index_select(2, cols[0]) + dc * top.index_select(2, cols[1])
-            bottom = (1 - dc) * bottom.index_select(2, cols[0]) + dc * bottom.index_select(2, cols[1])
-            value = (1 - dr) * top + dr * bottom
-            code = code + (value - plane >= 0).to(plane.dtype) * float(2 ** i)
+    def _codes(self, planes: torch.Tensor, radius: int, points: list[tuple[str, int, int, int, int]]) -> torch.Tensor:
+        """Uniform-pattern labels [N, C, S, S] of planes [N, C, S, S] at one radius."""
+        size = self.size
+        padded = torch.nn.functional.pad(planes, (radius + 1,) * 4)
+        code = torch.zeros_like(planes)
+        for i, (name, row_low, row_high, col_low, col_high) in enumerate(points):
+            dr, kr = getattr(self, f"{name}_row"), getattr(self, f"{name}_row_rest")
+            dc, kc = getattr(self, f"{name}_col"), getattr(self, f"{name}_col_rest")
+            top, bottom = padded[..., row_low:row_low + size, :], padded[..., row_high:row_high + size, :]
+            top = kc * top[..., col_low:col_low + size] + dc * top[..., col_high:col_high + size]
+            bottom = kc * bottom[..., col_low:col_low + size] + dc * bottom[..., col_high:col_high + size]
+            value = kr * top + dr * bottom
+            code = code + (value - planes >= 0).to(planes.dtype) * float(2 ** i)
         return self.labels[code.long()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -245,15 +248,16 @@ class LbpDescriptor(torch.nn.Module):
             total = rgb.reshape(-1, 3, size, f, size, f).sum(dim=(3, 5))
             rgb = _floor_div(total + 2, 4) if self.factor == 2 else torch.round(total / self.factor ** 2)
         tables = {"saturation": self.saturation, "hue": self.hue}
-        parts = []
-        for space in self.options.colour_spaces:
-            for plane in _colour_planes(rgb, space, tables):
-                for radius, names in zip(self.options.radii, self.neighbours):
-                    onehot = (self._codes(plane, radius, names).unsqueeze(1) == self.bins).to(torch.float64)
-                    counts = self.cells @ onehot @ self.cells.T  # [N, bins, grid, grid]
-                    parts.append((counts.permute(0, 2, 3, 1) / self.cell_area).flatten(1))
-        # float64 throughout (exact counts; int8 export quantizes float32 tensors only, so it leaves them)
-        return torch.cat(parts, dim=1).to(torch.float32)
+        planes = torch.stack([plane for space in self.options.colour_spaces
+                              for plane in _colour_planes(rgb, space, tables)], dim=1)  # [N, C, S, S]
+        # Each pixel's slot in the histograms, in lbp_features' order (plane, radius, cell, bin), counted by a
+        # scatter-add; float64 throughout (exact counts; int8 export quantizes float32 tensors only).
+        codes = torch.stack([self._codes(planes, radius, points)
+                             for radius, points in zip(self.options.radii, self.neighbours)], dim=2)
+        slots = (self.slot_base + codes).flatten(1)  # [N, C * R * S * S]
+        counts = torch.zeros(slots.shape[0], self.num_features, dtype=torch.float64, device=x.device)
+        counts = counts.scatter_add(1, slots, torch.ones_like(slots, dtype=torch.float64))
+        return (counts / self.slot_area).to(torch.float32)
 
 
 def fit_linear(features: np.ndarray, live: np.ndarray, options: LinearOptions, seed: int) -> dict[str, np.ndarray]:
