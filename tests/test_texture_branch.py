@@ -85,7 +85,7 @@ TEXTURE = {"weight": 1.0, "image_size": 32, "grid": 2}
 def test_texture_branch_is_the_lbp_baseline_added_to_the_network_and_exported_with_it(tmp_path: Path) -> None:
     baseline = faceauth.run(_recipe(tmp_path, {"name": "lbp", "image_size": 32, "grid": 2}, export=None),
                             ["run_name=lbp"])
-    fused = faceauth.run(_recipe(tmp_path, {"epochs": 1, "texture": TEXTURE}), ["run_name=fused"])
+    fused = faceauth.run(_recipe(tmp_path, {"epochs": 2, "texture": TEXTURE}), ["run_name=fused"])
     # The branch is fitted on the same features as the baseline, the same way; training leaves it alone.
     payload = faceauth.training.checkpoint.load(fused.dir / "checkpoints" / "best.pt")
     fitted = read_npz(baseline.dir / "lbp.npz")
@@ -96,6 +96,9 @@ def test_texture_branch_is_the_lbp_baseline_added_to_the_network_and_exported_wi
         for key in ("acer", "auc", "threshold"):
             assert fused.metrics[split][f"texture/{key}"] == pytest.approx(baseline.metrics[split][key], abs=1e-4), key
         assert {"network/acer", "network/auc"} <= set(fused.metrics[split])
+    # Test applies the thresholds the best epoch chose on validation, the model's and each branch's.
+    for prefix in ("", "network/", "texture/"):
+        assert fused.metrics["test"][f"{prefix}threshold"] == pytest.approx(fused.metrics["val"][f"{prefix}threshold"])
     backbone = ResNetFeatures(18, ResNetOptions(input_size=64))
     pre = backbone.preprocess
     options = LbpDescriptorOptions(image_size=32, grid=2)
