@@ -175,10 +175,10 @@ class LbpDescriptor(torch.nn.Module):
     side must be `image_size` times a whole number (area resizing by that factor)."""
 
     def __init__(self, options: LbpDescriptorOptions, input_size: tuple[int, int],
-                 mean: Sequence[float], std: Sequence[float], key: str = "trainer.texture.image_size"):
+                 mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         height, width = input_size
-        size = options.image_size
+        size, key = options.image_size, "trainer.texture.image_size"
         if height != width or height % size:
             raise RecipeError(f"{key}: the texture branch resizes the {height}x{width} input by a whole factor, "
                               f"so the input must be square and a multiple of {key}; got {size}")
