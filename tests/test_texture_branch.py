@@ -4,6 +4,7 @@ the same ONNX graph."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
@@ -82,7 +83,7 @@ TEXTURE = {"weight": 1.0, "image_size": 32, "grid": 2}
 
 
 @pytest.mark.slow
-def test_texture_branch_is_the_lbp_baseline_added_to_the_network_and_exported_with_it(tmp_path: Path) -> None:
+def test_texture_branch_is_the_lbp_baseline_added_to_the_network_and_exported_with_it(tmp_path: Path, caplog) -> None:
     baseline = faceauth.run(_recipe(tmp_path, {"name": "lbp", "image_size": 32, "grid": 2}, export=None),
                             ["run_name=lbp"])
     fused = faceauth.run(_recipe(tmp_path, {"epochs": 2, "texture": TEXTURE}), ["run_name=fused"])
@@ -118,6 +119,13 @@ def test_texture_branch_is_the_lbp_baseline_added_to_the_network_and_exported_wi
     exported, _ = session.run(None, {"input": x.numpy()})
     np.testing.assert_allclose(exported, score.numpy(), rtol=1e-4, atol=1e-3)
     assert "LBP histograms (ycrcb+hsv" in session.get_modelmeta().custom_metadata_map["faceauth.texture"]
+    # A resumed run keeps the fitted branch from its checkpoint rather than fitting it again.
+    with caplog.at_level(logging.INFO, logger="faceauth"):
+        resumed = faceauth.run(None, ["trainer.epochs=3", "export=null"], resume=fused.dir)
+    assert "texture branch" not in caplog.text
+    last = faceauth.training.checkpoint.load(resumed.dir / "checkpoints" / "last.pt")
+    for name in ("mean", "scale", "coef", "intercept"):
+        assert torch.equal(last["model"][f"texture.{name}"], payload["model"][f"texture.{name}"]), name
 
 
 def test_texture_branch_needs_an_input_a_whole_multiple_of_its_image_size(tmp_path: Path) -> None:

@@ -177,7 +177,8 @@ class LivenessTask:
                                          spoof_transform=spoof_transform(options.augment))
         self.val_loader = trainer.eval_loader(self.splits.val, self.preprocess, seed)
         self.monitor = (options.monitor, higher_is_better if options.monitor == "auc" else lower_is_better)
-        if self.model.texture is not None:  # fitted once, on the training split as evaluation sees it
+        if self.model.texture is not None and run.resume is None:  # fitted once, on the training split as
+            # evaluation sees it; a resumed run takes the fitted buffers from its checkpoint
             self.model.texture.fit(trainer.eval_loader(self.splits.train, self.preprocess, seed), run.device,
                                    options.texture, seed, progress=options.progress)
 
