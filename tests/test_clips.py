@@ -9,11 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from faceauth.config.recipe import load_recipe
 from faceauth.config.registry import load_registry
 from faceauth.data import LIVE, SPOOF
-from faceauth.errors import DataError
+from faceauth.deploy.models import FaceFinder
+from faceauth.errors import DataError, RecipeError
+from faceauth.faces import WHOLE_FRAME, WholeFrame, crop_geometry
+from faceauth.io.video import read_frames
+from faceauth.training.transforms import jpeg_round_trip
 from faceauth.plugins.datasets import clips as clip_module
 from faceauth.plugins.datasets import demo_clips
 from faceauth.plugins.datasets.clips import ClipSampling, VideoFolderOptions, build_video_folder, clip_indices
@@ -44,7 +49,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def load(root: Path, **options) -> object:
-    return build_video_folder(VideoFolderOptions(root=str(root), crop_size=16, **options))
+    return build_video_folder(VideoFolderOptions(root=str(root), crop_size=16, **options), WholeFrame())
 
 
 def by_video(dataset) -> dict[str, list[dict]]:
@@ -158,6 +163,37 @@ def test_faceless_frames_are_held_from_the_nearest_frame_with_a_face(tree: Path)
     assert splits.info["clips"]["train"]["held_frames"] > 0
 
 
+def test_video_folder_asks_for_a_detector_and_whole_frame_names_the_faces_it_crops(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"^detector: video_folder crops each video frame to its face; name a "
+                                          r"detector .*detector\.name=whole_frame for videos whose frames show a face"):
+        build_video_folder(VideoFolderOptions(root=str(_wide_videos(tmp_path)), crop_size=16))
+
+
+def _wide_videos(tmp_path: Path) -> Path:
+    """Videos of 40 x 24 frames, a ramp left to right and one top to bottom: a centre square and a
+    squashed whole frame differ."""
+    x, y = np.meshgrid(np.linspace(0, 250, 40), np.linspace(0, 120, 24))
+    frame = np.stack([x, y, x / 2 + y], -1).astype(np.uint8)
+    root = tmp_path / "wide"
+    for rel in ("train/live/a.avi", "train/spoof/b.avi", "val/live/c.avi", "val/spoof/d.avi"):
+        write_video(root / rel, [frame] * 4)
+    return root
+
+
+def test_whole_frame_crops_are_what_deployment_crops_from_the_exported_geometry(tmp_path: Path) -> None:
+    root = _wide_videos(tmp_path)
+    splits = build_video_folder(VideoFolderOptions(root=str(root), crop_size=16, clip_length=2), WholeFrame())
+    trained = np.asarray(by_video(splits.train)["a.avi"][0]["frames"][0])
+    geometry = crop_geometry({"data": {"name": "video_folder", "crop_size": 16, "crop_scale": 1.4},
+                              "detector": {"name": WHOLE_FRAME}})
+    assert geometry.detector == WHOLE_FRAME  # what the exported model's faceauth.crop records
+    frame = read_frames(root / "train" / "live" / "a.avi", [0])[0]
+    (deployed,) = FaceFinder(geometry).crops(frame, "a.avi")
+    # the crop cache keeps JPEG files at quality 95: the same crop, stored
+    np.testing.assert_array_equal(np.asarray(jpeg_round_trip(Image.fromarray(deployed), 95)), trained)
+    assert abs(int(trained[8, 0, 0]) - int(frame[12, 8, 0])) <= 12  # the centre square, not the squashed frame
+
+
 # ---- demo_clips ----------------------------------------------------------------------------------
 
 SMALL = {"train": 6, "val": 3, "test": 3, "frames": 6, "size": 32, "clip_length": 4}
@@ -211,6 +247,7 @@ def test_live_faces_are_rendered_per_frame_and_attacks_once(monkeypatch: pytest.
 @pytest.mark.parametrize("overrides", [
     [],
     ["data.name=video_folder", "data.root=/data/videos", "detector.name=haar"],
+    ["data.name=video_folder", "data.root=/data/videos"],  # the recipe's whole_frame: videos of face crops
     ["backbone.encoder_checkpoint=runs/liveness/checkpoints/best.pt", "backbone.freeze_encoder=true"],
 ])
 def test_the_temporal_recipe_and_its_documented_overrides_resolve(overrides: list[str]) -> None:

@@ -64,6 +64,7 @@ def test_a_temporal_model_evaluates_without_the_checkpoint_it_started_from(tmp_p
 
 
 def test_spoof_subject_folders_are_not_taken_for_attack_types(tmp_path: Path) -> None:
+    from faceauth.faces import WholeFrame
     from faceauth.plugins.datasets.clips import VideoFolderOptions, build_video_folder
 
     frames = [np.full((24, 24, 3), 40 * i, np.uint8) for i in range(6)]
@@ -73,9 +74,9 @@ def test_spoof_subject_folders_are_not_taken_for_attack_types(tmp_path: Path) ->
         write_video(root / rel, frames)
     with pytest.raises(DataError, match=r"train/spoof/alice: named like the live subject folder live/alice/, but the "
                                         r"level below spoof/ is the attack type"):
-        build_video_folder(VideoFolderOptions(root=str(root), crop_size=16))
+        build_video_folder(VideoFolderOptions(root=str(root), crop_size=16), WholeFrame())
     for subject in ("alice", "bob"):  # the documented layout: spoof/<attack type>/<subject>/
         (root / "train" / "spoof" / "replay").mkdir(exist_ok=True)
         shutil.move(root / "train" / "spoof" / subject, root / "train" / "spoof" / "replay" / subject)
-    built = build_video_folder(VideoFolderOptions(root=str(root), crop_size=16))
+    built = build_video_folder(VideoFolderOptions(root=str(root), crop_size=16), WholeFrame())
     assert {built.train[i]["attack_type"] for i in range(len(built.train))} == {"", "replay"}

@@ -24,8 +24,8 @@ from PIL import Image
 from faceauth.errors import DataError, quote
 from faceauth.io.paths import atomic_write, cache_dir
 
-__all__ = ["Box", "CropCache", "CropGeometry", "CropReport", "HaarCascade", "LANDMARK_NAMES", "crop_face", "crop_faces",
-           "crop_geometry", "face_detector", "find_face", "first_face"]
+__all__ = ["Box", "CropCache", "CropGeometry", "CropReport", "HaarCascade", "LANDMARK_NAMES", "WHOLE_FRAME", "WholeFrame",
+           "crop_face", "crop_faces", "crop_geometry", "face_detector", "find_face", "first_face"]
 
 #: How `crop_face` frames a window that reaches past the image; part of every crop cache's key, so
 #: crops framed another way are never mixed in.
@@ -64,6 +64,19 @@ class Box:
         if x1 - x0 < 2 or y1 - y0 < 2:
             return None
         return Box(x0, y0, x1 - x0, y1 - y0, self.score, self.landmarks)
+
+
+#: The detector name of faces that are whole frames (videos that show a face crop already).
+WHOLE_FRAME = "whole_frame"
+
+
+class WholeFrame:
+    """The `whole_frame` detector: the face is the whole frame, so its crop is the frame's centre square
+    (`crop_face` at a scale of 1 or more), in training and in deployment alike."""
+
+    def detect(self, image: np.ndarray, hint: Box | None = None) -> list[Box]:
+        height, width = image.shape[:2]
+        return [Box(0.0, 0.0, float(width), float(height))]
 
 
 class HaarCascade:
@@ -176,7 +189,7 @@ class CropGeometry:
     """How a face becomes a model's input crop, recorded in runs and in exported models (``faceauth.crop``).
 
     `detector` is the recipe's detector name (None: the training images were crops already, or the
-    dataset's own boxes) and `detector_options` its options. Without alignment each face gives one
+    dataset's own boxes; `WHOLE_FRAME`: each frame was the face) and `detector_options` its options. Without alignment each face gives one
     square crop per scale in `scales` (side = the box's longer side x scale, `size` pixels); several
     scales make several samples of one face, whose scores are averaged. With `align` the face is
     warped by its five landmarks onto the ArcFace template (scaled to `size`), as recognition
@@ -256,7 +269,7 @@ def crop_faces(image: np.ndarray, box: Box, geometry: CropGeometry, where: str =
 
 def face_detector(geometry: CropGeometry, mtcnn_weights: str | Path | None = None) -> Any:
     """The detector deployment runs for `geometry`, without PyTorch: OpenCV's Haar cascade (also for crops
-    trained without a detector or with a dataset's boxes) or MTCNN on onnxruntime.
+    trained without a detector or with a dataset's boxes), MTCNN on onnxruntime, or `WholeFrame`.
 
     MTCNN's ONNX files are looked for in `mtcnn_weights`, else in ``$FACEAUTH_MTCNN_WEIGHTS``, else in the
     folder the model was trained with (``detector_options.weights``).
@@ -278,11 +291,13 @@ def face_detector(geometry: CropGeometry, mtcnn_weights: str | Path | None = Non
         except (TypeError, ValueError) as exc:
             raise DataError(f"mtcnn: the model's crop geometry holds settings MTCNN cannot run ({quote(exc, 120)})") from None
         return MtcnnOnnx(folder, chosen)
+    if geometry.detector == WHOLE_FRAME:
+        return WholeFrame()
     if geometry.detector in (None, "haar"):
         return HaarCascade(**{k: v for k, v in options.items()
                               if k in ("scale_factor", "min_neighbors", "min_size", "max_width")})
     raise DataError(f"crop geometry names the detector {quote(geometry.detector, 60)}, which deployment cannot run "
-                    f"(it runs haar and mtcnn)")
+                    f"(it runs haar, mtcnn and {WHOLE_FRAME})")
 
 
 def find_face(image: np.ndarray, detector: Any, where: str) -> Box:

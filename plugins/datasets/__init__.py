@@ -38,7 +38,7 @@ def faceauth_datasets() -> list[Dataset]:
                  "train sessions 01+02, test 03, or the shipped lists"),
         _dataset("video_folder", "clips", "build_video_folder", "VideoFolderOptions",
                  "clips of root/{train,val,test}/{live,spoof}/ videos (spoof/<attack type>/ optional); "
-                 "face crops with the recipe's detector, else whole frames"),
+                 "face crops with the recipe's detector (whole_frame: videos of face crops)"),
         _dataset("demo_clips", "demo_clips", "build_demo_clips", "DemoClipsOptions",
                  "procedural face videos: live (blinks, head motion, light drift), rigid print and "
                  "flickering replay; rendered once into the cache, read as clips"),

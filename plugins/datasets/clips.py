@@ -18,9 +18,10 @@ Sampling: `clip_length` (T) frames per clip, spread evenly over the whole video
 over the video. A video shorter than one clip gives one clip padded by repeating its last sampled
 frame (``short_video: pad``) or none (``skip``); both are counted and logged.
 
-Faces: with a ``detector`` in the recipe each sampled frame is cropped to its face (``crop_scale``,
-``crop_size``); without one the frame's centre square (`faceauth.faces.crop_face` of the whole frame) is
-used, resized to ``crop_size`` — right for videos that already show a face crop, as ``demo_clips`` do.
+Faces: each sampled frame is cropped to the face the recipe's ``detector`` finds (``crop_scale``,
+``crop_size``); ``whole_frame`` takes the frame as the face, so its crop is the frame's centre square
+(`faceauth.faces.crop_face` of the whole frame), right for videos that already show a face crop, as
+``demo_clips`` do. The exported model records the detector, and deployment crops the same way.
 Crops go through `CropCache` and frame counts through `FrameCounts`, so a second run decodes no
 video. Frames without a face are replaced by the nearest frame of the same clip that has one; a clip
 with no face at all is dropped (both counted and logged).
@@ -37,17 +38,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
-import numpy as np
 from PIL import Image
 
 import faceauth
 from faceauth.data import LIVE, SPOOF, Splits, check_classes, dataset_root
 from faceauth.errors import DataError, RecipeError
-from faceauth.faces import Box, CropCache, CropGeometry
+from faceauth.faces import WHOLE_FRAME, Box, CropCache
 from faceauth.io import video as fa_video
 from faceauth.plugins.datasets.frames import FrameCounts, FrameSource, crop_all, crop_geometry_of, detector_settings
 
-__all__ = ["CLASSES", "ClipDataset", "ClipOptions", "ClipReport", "ClipSampling", "ClipVideo", "VideoFolderOptions", "WholeFrame",
+__all__ = ["CLASSES", "ClipDataset", "ClipOptions", "ClipReport", "ClipSampling", "ClipVideo", "VideoFolderOptions",
            "build_clip_splits", "clip_cache", "clip_dataset", "clip_indices", "load_video_folder"]
 
 log = logging.getLogger(__name__)
@@ -91,14 +91,6 @@ class ClipVideo:
     label: int
     attack_type: str
     subject: str
-
-
-class WholeFrame:
-    """Stands in for a detector when the recipe has none: the face is the whole frame."""
-
-    def detect(self, image: np.ndarray, hint: Box | None = None) -> list[Box]:
-        height, width = image.shape[:2]
-        return [Box(0.0, 0.0, float(width), float(height))]
 
 
 # ---- sampling ------------------------------------------------------------------------------------
@@ -187,7 +179,7 @@ class ClipReport:
 
 
 def clip_cache(name: str, detector: Any, options: ClipOptions, settings: Mapping[str, Any] | None = None) -> CropCache:
-    """The crop cache of a clip dataset: the detector's faces, or whole frames when there is none.
+    """The crop cache of a clip dataset: the faces `detector` finds (`faceauth.faces.WholeFrame`: the frames).
 
     `settings` (the detector's description) names the cache folder; pass the one a frame dataset of
     the same videos uses and both share their crops. A dataset whose faces come from shipped boxes
@@ -198,8 +190,9 @@ def clip_cache(name: str, detector: Any, options: ClipOptions, settings: Mapping
         raise RecipeError(f"data.crop_scale: clips take one crop scale without alignment, got "
                           f"{list(geometry.scales)}{' aligned' if geometry.align else ''}")
     if detector is None:
-        return CropCache(name, {"detector": "whole-frame"}, WholeFrame(), CropGeometry(None, scales=1.0,
-                                                                                       size=options.crop_size))
+        raise RecipeError(f"detector: {name} crops each video frame to its face; name a detector (detector.name="
+                          f"haar or mtcnn), or detector.name={WHOLE_FRAME} for videos whose frames show a face "
+                          f"crop already (each frame's centre square, in training and in deployment)")
     settings = detector_settings(detector) if settings is None else settings
     return CropCache(name, dict(settings), detector, geometry)
 

@@ -15,7 +15,8 @@ Every video, whatever its class, gets the same kind of hand-held camera motion (
 drift) and fresh sensor noise in each frame, so neither is a cue. Files are real videos (Motion-JPEG
 ``.avi``) in the ``video_folder`` layout, ``root/<split>/{live,spoof/print,spoof/replay}/s<id>/v<n>.avi``,
 with disjoint identities per split, and they are read by the ``video_folder`` code (frames used
-whole: they are face crops already; the recipe's detector is not used).
+whole, as the `whole_frame` detector takes them: they are face crops already; the recipe's
+detector is not used).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 import faceauth
 from faceauth.data import Splits
+from faceauth.faces import WholeFrame
 from faceauth.io.paths import atomic_folder, cache_dir
 from faceauth.io.video import write_video
 from faceauth.plugins.datasets.clips import ClipOptions, ClipSampling, load_video_folder
@@ -196,4 +198,4 @@ def demo_clips_root(options: DemoClipsOptions) -> Path:
 def build_demo_clips(options: DemoClipsOptions) -> Splits:
     sampling = attrs.asdict(options, filter=lambda a, _: a.name in attrs.fields_dict(ClipSampling))
     clip_options = ClipOptions(**sampling, crop_size=options.size, on_bad_video="error")
-    return load_video_folder(demo_clips_root(options), clip_options, None, name="demo_clips", key="demo_clips")
+    return load_video_folder(demo_clips_root(options), clip_options, WholeFrame(), name="demo_clips", key="demo_clips")

@@ -1,5 +1,5 @@
-"""Built-in face detectors: OpenCV's Haar cascade (its model ships in the opencv wheel), `boxes`, and
-`mtcnn` (five landmarks, from local weight files).
+"""Built-in face detectors: OpenCV's Haar cascade (its model ships in the opencv wheel), `boxes`,
+`mtcnn` (five landmarks, from local weight files) and `whole_frame` (frames that are faces already).
 
 Registered without importing them (`faceauth.components.lazy`): OpenCV loads when a recipe uses one.
 """
@@ -19,4 +19,7 @@ def faceauth_detectors() -> list[Detector]:
         Detector(name="mtcnn", build=lazy("faceauth.plugins.detectors.mtcnn:MtcnnDetector"),
                  options=lazy("faceauth.plugins.detectors.mtcnn:MtcnnOptions"),
                  description="MTCNN from local pnet/rnet/onet weights (facenet-pytorch layout): boxes + 5 landmarks"),
+        Detector(name="whole_frame", build=lazy("faceauth.faces:WholeFrame"),
+                 description="no detection: each frame is the face, cropped to its centre square (videos of face "
+                             "crops); deployment crops the same way"),
     ]
