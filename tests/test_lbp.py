@@ -1,4 +1,5 @@
-"""The `lbp` classical baseline trainer: features, a run through the same recipe machinery, its refusals."""
+"""The `lbp` classical baseline trainer: features, a run through the same recipe machinery, its ONNX model,
+its refusals."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import pytest
 import yaml
 
 import faceauth
-from faceauth.errors import ExportError, RecipeError
+from faceauth.errors import RecipeError
 from faceauth.io.paths import read_npz
-from faceauth.plugins.trainers.texture import LbpOptions, lbp_features
+from faceauth.plugins.trainers.lbp import LbpOptions
+from faceauth.plugins.trainers.texture import lbp_features, linear_score
 
 RECIPE = {
     "seed": 0,
@@ -52,11 +54,30 @@ def test_lbp_run_gives_liveness_metrics_in_log_odds_and_writes_its_parameters(tm
     assert result.onnx_path is None and (result.dir / "metrics.json").is_file()
 
 
-def test_lbp_asked_for_onnx_says_what_it_writes_instead_before_any_work(tmp_path) -> None:
-    with pytest.raises(ExportError, match=r"export.name: .*lbp trainer.*lbp\.npz") as caught:
-        faceauth.run(_recipe(tmp_path, export={"name": "onnx"}), ["run_name=onnx"])
-    assert "\n" not in str(caught.value)
-    assert not (tmp_path / "runs").exists()
+def test_lbp_exports_an_onnx_model_that_scores_as_the_run_did(tmp_path) -> None:
+    from faceauth.deploy.liveness import Liveness
+    from faceauth.io.onnx import read_metadata
+    from faceauth.runs.models import evaluate, export_checkpoint
+
+    result = faceauth.run(_recipe(tmp_path, export={"name": "onnx"}), ["run_name=onnx"])
+    metadata = read_metadata(result.onnx_path)
+    assert metadata["faceauth.task"] == "liveness" and metadata["preprocess.input_size"] == "32,32"
+    assert float(metadata["faceauth.threshold"]) == pytest.approx(result.metrics["threshold"], rel=1e-6)
+    # faceauth-eval of the exported model gives the run's test figures
+    # faceauth-eval of the exported model, and of the run's checkpoint, give the run's test figures
+    exported, stored = evaluate(result.onnx_path, split="test"), evaluate(result.dir, split="test")
+    for key in ("acer", "apcer", "bpcer", "auc", "eer"):
+        assert exported[key] == pytest.approx(result.metrics["test"][key], abs=1e-9), key
+        assert stored[key] == pytest.approx(result.metrics["test"][key], abs=1e-9), key
+    # faceauth-export makes the same model from the checkpoint
+    again = export_checkpoint(result.dir, tmp_path / "again.onnx")
+    assert read_metadata(again)["faceauth.threshold"] == metadata["faceauth.threshold"]
+    # and its score is the baseline's log-odds of the crop, as lbp.npz computes it
+    crops = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    saved = read_npz(result.dir / "lbp.npz")
+    expected = linear_score(np.stack([lbp_features(c, LbpOptions(image_size=32, grid=2)) for c in crops]), saved)
+    model = Liveness(result.onnx_path, detect=False)
+    np.testing.assert_allclose(model.score_faces([[c] for c in crops]), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("override, key", [("trainer.colour_spaces=[lab]", "trainer.colour_spaces"),

@@ -19,7 +19,7 @@ def faceauth_trainers() -> list[Trainer]:
         Trainer(name="fusion", build=lazy(f"{_PACKAGE}.fusion:build"), options=lazy(f"{_PACKAGE}.fusion:FusionOptions"),
                 description="MLP fusion of match and liveness scores on verification attempts; FAR/FRR/HTER/SFAR "
                             "beside AND and logistic-regression baselines; fusion ONNX export"),
-        Trainer(name="lbp", build=lazy(f"{_PACKAGE}.texture:build"), options=lazy(f"{_PACKAGE}.texture:LbpOptions"),
+        Trainer(name="lbp", build=lazy(f"{_PACKAGE}.lbp:build"), options=lazy(f"{_PACKAGE}.lbp:LbpOptions"),
                 description="classical liveness baseline: colour LBP histograms + logistic regression; "
-                            "score = log-odds of live; writes lbp.npz, no ONNX"),
+                            "score = log-odds of live; writes lbp.npz; ONNX export with the histograms in the graph"),
     ]

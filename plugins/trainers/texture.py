@@ -1,24 +1,17 @@
-"""The `lbp` trainer: the classical liveness baseline, LBP histograms + a linear classifier.
+"""LBP colour texture: the descriptor, its network form and the fitted linear score.
 
 Each face crop is resized to `image_size`, converted to each of `colour_spaces` (colour texture
 analysis: luminance and chrominance channels of YCrCb and HSV show print and replay artefacts that
 grey levels hide), and every channel is described by uniform local binary patterns (scikit-image,
 ``nri_uniform``: 59 labels for 8 neighbours) at each radius of `radii`, histogrammed over a
-`grid` x `grid` spatial grid. A standardised logistic regression (scikit-learn) separates live
-from spoof.
-
-It is trained and measured through the same recipes, datasets, splits and metrics as the deep
-models. Its score is the classifier's decision function, the log-odds of live (higher = live,
-0 = even), in the same convention as the classifier trainer; the threshold is chosen at the
-validation EER (or by `threshold`, ``apcer=x`` / ``bpcer=x``, as the classifier's) and applied
-unchanged to test. The run writes its fitted parameters to ``lbp.npz`` in the run directory; it
-exports no ONNX model of its own. It takes no gradient steps, so a recipe that sets ``optimizer.*``
-or ``scheduler.*`` is refused in one line rather than silently ignored.
+`grid` x `grid` spatial grid (`lbp_features`, the reference). A standardised logistic regression
+(scikit-learn, `fit_linear`) separates live from spoof; its decision function is the log-odds of live.
 
 The same descriptor is also a network, `LbpDescriptor` (equal to `lbp_features` bit for bit, tested),
-and with the fitted linear model `LbpScore`: the classifier trainer's texture branch
-(``trainer.texture.weight`` > 0) fits it the same way on the training split and adds its log-odds to
-the network's, so the baseline ships inside the network's ONNX model.
+and with the fitted linear model `LbpScore`. Two trainers use it: the `lbp` trainer
+(`faceauth.plugins.trainers.lbp`), the classical baseline, which ships `LbpScore` as its ONNX model,
+and the classifier trainer's texture branch (``trainer.texture.weight`` > 0), which fits it the same
+way on the training split and adds its log-odds to the network's.
 """
 
 from __future__ import annotations
@@ -38,13 +31,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import faceauth
-from faceauth.config.recipe import OptimizerConfig, Recipe, SchedulerConfig
 from faceauth.data import LIVE
-from faceauth.errors import DataError, ExportError, RecipeError
-from faceauth.io.paths import write_npz
-from faceauth.metrics import threshold_rule_option
-from faceauth.plugins.trainers.liveness_scores import measure, predict
-from faceauth.training.run import FitResult, Run
+from faceauth.errors import RecipeError
+from faceauth.plugins.trainers.liveness_scores import predict
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +69,6 @@ class LinearOptions(LbpDescriptorOptions):
     C: float = attrs.field(default=0.1, validator=faceauth.schema.positive)  # inverse L2 strength
     class_weight: Literal["balanced", "none"] = "balanced"
     max_iter: int = attrs.field(default=2000, validator=faceauth.schema.positive)
-
-
-@attrs.frozen
-class LbpOptions(LinearOptions):
-    threshold: str = attrs.field(default="eer", validator=threshold_rule_option)  # as the classifier's trainer.threshold
 
 
 @attrs.frozen
@@ -178,7 +162,7 @@ class LbpDescriptor(torch.nn.Module):
                  mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         height, width = input_size
-        size, key = options.image_size, "trainer.texture.image_size"
+        size, key = options.image_size, "trainer.texture.image_size"  # the lbp trainer picks a fitting input
         if height != width or height % size:
             raise RecipeError(f"{key}: the texture branch resizes the {height}x{width} input by a whole factor, "
                               f"so the input must be square and a multiple of {key}; got {size}")
@@ -322,80 +306,3 @@ def texture_branch(options: TextureOptions, backbone: torch.nn.Module, name: str
                           f"'{name}' takes clips; set trainer.texture.weight=0")
     pre = backbone.preprocess
     return LbpScore(LbpDescriptor(options, pre.input_size, pre.mean, pre.std))
-
-
-def _features(dataset: Any, options: LbpOptions, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Features of every sample of `dataset` and the labels/attack types/videos `measure` reads."""
-    rows, labels, attack_types, videos = [], [], [], []
-    for index in range(len(dataset)):
-        sample = dataset[index]
-        if "frames" in sample:
-            raise RecipeError("data.clip_length: the lbp trainer describes single images; remove data.clip_length")
-        rows.append(lbp_features(np.asarray(sample["image"].convert("RGB")), options))
-        labels.append(int(sample["label"]))
-        attack_types.append(sample.get("attack_type") or "")
-        videos.append(str(sample.get("video", f"{split}:{index}")))
-    if not rows:
-        raise DataError(f"data: the {split} split is empty")
-    targets = {"label": np.asarray(labels), "attack_type": np.asarray(attack_types), "video": np.asarray(videos)}
-    return np.stack(rows), targets
-
-
-def refuse_gradient_settings(recipe: Recipe) -> None:
-    """A RecipeError naming the first ``optimizer.*``/``scheduler.*`` key `recipe` sets away from its default:
-    the lbp trainer would ignore it."""
-    for section, default in (("optimizer", OptimizerConfig()), ("scheduler", SchedulerConfig())):
-        given = attrs.asdict(getattr(recipe, section))
-        for key, value in attrs.asdict(default).items():
-            if given[key] != value:
-                raise RecipeError(f"{section}.{key}: the lbp trainer fits a logistic regression and uses no optimizer "
-                                  f"or scheduler; remove {section}.{key} from the recipe (its settings are "
-                                  f"trainer.C and trainer.max_iter)")
-
-
-class LbpTrainer:
-    def __init__(self, options: LbpOptions):
-        self.options = options
-
-    def fit(self, run: Run) -> FitResult:
-        refuse_gradient_settings(run.recipe)
-        if run.recipe.export is not None:
-            raise ExportError(f"export.name: the lbp trainer cannot export {run.recipe.export.name!r} (it is not a "
-                              f"network); set export: null, and use the fitted parameters it writes to lbp.npz, "
-                              f"or ship it inside a network's ONNX model with the classifier's trainer.texture")
-        splits = run.build("data")
-        if splits.val is None or len(splits.val) == 0:
-            raise DataError("data: the lbp trainer chooses its threshold on the validation split; the dataset has none")
-        run.emit("train_start")  # one fit, no epochs: the event hooks see its start and end
-        x_train, train = _features(splits.train, self.options, "train")
-        model = fit_linear(x_train, train["label"] == LIVE, self.options, run.recipe.seed)
-        result: dict[str, Any] = {"epochs_completed": 1, "best_epoch": 1, "monitor": "val/eer",
-                                  "num_features": int(x_train.shape[1]),
-                                  "threshold_rule": f"{self.options.threshold} on val"}
-        x_val, val = _features(splits.val, self.options, "val")
-        result["val"] = measure({**val, "score": linear_score(x_val, model)}, threshold=None,
-                                rule=self.options.threshold)
-        result["threshold"] = result["val"]["threshold"]
-        if splits.test is not None and len(splits.test):
-            x_test, test = _features(splits.test, self.options, "test")
-            result["test"] = measure({**test, "score": linear_score(x_test, model)}, result["threshold"])
-        for label in ("val", "test"):
-            if label in result:
-                run.log({f"{label}/{k}": v for k, v in result[label].items()}, 1)
-        self._save(run, model, result["threshold"])
-        run.emit("train_end", metrics=result)
-        return FitResult(model=model, metrics=result)
-
-    def _save(self, run: Run, model: dict[str, np.ndarray], threshold: float) -> None:
-        write_npz(run.dir / "lbp.npz", {
-            **model, "threshold": np.asarray(threshold), "options": np.asarray(repr(attrs.asdict(self.options))),
-            "score": np.asarray("log-odds of live: (features - mean) / scale @ coef + intercept; live when >= threshold"),
-        })
-
-    def export_bundle(self, run: Run, model: Any) -> Any:
-        raise ExportError("export.name: the lbp trainer has no ONNX form; its fitted parameters are in lbp.npz")
-
-
-def build(options: LbpOptions) -> LbpTrainer:
-    return LbpTrainer(options)
-
