@@ -202,7 +202,7 @@ def test_cached_second_build_decodes_no_video(tree: Path, monkeypatch: pytest.Mo
 def test_damaged_crop_is_rebuilt(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACEAUTH_CACHE", str(tmp_path / "own-cache"))
     splits = build(options(tree, frames_per_video=1))
-    crops = sorted(Path(splits.info["crop_cache"]).rglob("*.jpg"))
+    crops = sorted(Path(splits.info["crop_cache"]).rglob("*.png"))
     assert len(crops) == 60
     for crop in crops:
         crop.write_bytes(b"damaged")

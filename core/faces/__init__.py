@@ -328,7 +328,11 @@ class CropReport:
 
 
 class CropCache:
-    """Face crops of one dataset under one setting, stored as JPEG files keyed by source id.
+    """Face crops of one dataset under one setting, stored as lossless PNG files keyed by source id.
+
+    Lossless, so a model trains and is measured on the very pixels deployment crops from the same
+    frame (`crop_faces`): a JPEG re-encoding (even at quality 95) moves fine texture, and the LBP
+    baseline's scores with it.
 
     `settings` (detector name and options, ...) and the `geometry`'s scales, size and alignment name
     the cache folder, so changing any of them starts a new cache instead of mixing crops. A geometry
@@ -342,7 +346,7 @@ class CropCache:
             raise RecipeError(f"data.crop_align: aligned crops need a detector that finds the five landmarks "
                               f"(detector: {{name: mtcnn, weights: DIR}}); {type(detector).__name__} finds none")
         key = hashlib.sha256(json.dumps({"dataset": dataset, **settings, "scales": list(geometry.scales),
-                                         "framing": CROP_FRAMING,
+                                         "framing": CROP_FRAMING, "format": "png",
                                          "size": geometry.size, "align": geometry.align},
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
         self.folder = cache_dir("crops", f"{dataset}-{key}")
@@ -354,7 +358,7 @@ class CropCache:
 
     def _path(self, source_id: str, scale: int = 0) -> Path:
         digest = hashlib.sha256(source_id.encode("utf-8", "surrogateescape")).hexdigest()  # names need not be UTF-8
-        return self.folder / digest[:2] / (f"{digest}.jpg" if scale == 0 else f"{digest}-{scale}.jpg")
+        return self.folder / digest[:2] / (f"{digest}.png" if scale == 0 else f"{digest}-{scale}.png")
 
     def _no_face_path(self, source_id: str) -> Path:
         return self._path(source_id).with_suffix(".noface")
@@ -372,7 +376,7 @@ class CropCache:
         crops = crop_faces(image, box, self.geometry, source_id)
         for scale, crop in reversed(list(enumerate(crops))):  # the first scale's file, written last, marks completion
             with atomic_write(self._path(source_id, scale)) as handle:
-                Image.fromarray(crop).save(handle, format="JPEG", quality=95)
+                Image.fromarray(crop).save(handle, format="PNG", compress_level=1)
         return crops
 
     def status(self, source_id: str) -> str:
