@@ -59,7 +59,9 @@ def test_lbp_exports_an_onnx_model_that_scores_as_the_run_did(tmp_path) -> None:
     from faceauth.io.onnx import read_metadata
     from faceauth.runs.models import evaluate, export_checkpoint
 
-    result = faceauth.run(_recipe(tmp_path, export={"name": "onnx"}), ["run_name=onnx"])
+    # crops at image_size: the exported model sees the pixels the run described (no resize on either side)
+    result = faceauth.run(_recipe(tmp_path, export={"name": "onnx"}, data={**RECIPE["data"], "size": 32}),
+                          ["run_name=onnx"])
     metadata = read_metadata(result.onnx_path)
     assert metadata["faceauth.task"] == "liveness" and metadata["preprocess.input_size"] == "32,32"
     assert float(metadata["faceauth.threshold"]) == pytest.approx(result.metrics["threshold"], rel=1e-6)

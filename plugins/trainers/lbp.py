@@ -83,7 +83,8 @@ class LbpTrainer:
 
     def preprocess(self, run: Run) -> Preprocess:
         """The exported model's input: the data's crops as they are (``crop_size``, when `LbpDescriptor` can
-        area-resize it by a whole factor, as `lbp_features` does), else `image_size`; pixels scaled to 0-1."""
+        area-resize it by a whole factor, as `lbp_features` does), else `image_size` (images of other sizes
+        then reach it by deployment's bilinear resize instead of the area resize); pixels scaled to 0-1."""
         crop = attrs.asdict(run.recipe.data.options).get("crop_size") if attrs.has(type(run.recipe.data.options)) else None
         side = crop if isinstance(crop, int) and crop % self.options.image_size == 0 else self.options.image_size
         return Preprocess(input_size=(side, side), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
