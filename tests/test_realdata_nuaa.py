@@ -114,3 +114,25 @@ def test_shipped_nuaa_recipe_end_to_end(tmp_path):
           f"{minutes:.1f} min on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"phone replays (an unseen attack): {accepted} of {len(scored)} with a face accepted as live "
           f"(APCER {accepted / max(1, len(scored)):.3f}), {len(replays) - len(scored)} without a face found")
+
+
+@pytest.mark.skipif(not SUBSET.is_dir(), reason=f"{SUBSET} is absent")
+def test_lbp_recipe_deployed_gives_the_figures_the_run_measured(tmp_path):
+    """The LBP baseline's exported model, run as deployment runs it (`faceauth-predict`'s path: Haar on the
+    raw frames of session 03, the recipe's crop), decides every test frame as the run's test did."""
+    from faceauth.deploy.liveness import Liveness
+
+    result = faceauth.run(REPO / "recipes" / "liveness_nuaa_lbp.yaml",
+                          [f"data.root={SUBSET}", f"output_dir={tmp_path / 'runs'}", "run_name=lbp"])
+    model = Liveness(result.onnx_path)
+    # <subject>_<glasses>_<variation>_<session>_<frame>.jpg: session 03's frames
+    frames = sorted(p for p in SUBSET.glob("*Raw/*/*.jpg") if p.stem.split("_")[3] == "03")
+    rows = [row for path in frames for row in model.predict(path)]
+    live = [row for row in rows if "/ClientRaw/" in row.path and row.face]
+    attacks = [row for row in rows if "/ImposterRaw/" in row.path and row.face]
+    test = result.metrics["test"]
+    apcer, bpcer = (sum(row.live for row in attacks) / len(attacks), sum(not row.live for row in live) / len(live))
+    assert (len(live), len(attacks)) == (test["num_live"], test["num_attack"])
+    assert apcer == pytest.approx(test["apcer"], abs=1e-9) and bpcer == pytest.approx(test["bpcer"], abs=1e-9)
+    print(f"\nLBP deployed on session 03: APCER {apcer:.4f} BPCER {bpcer:.4f} (the run: {test['apcer']:.4f} "
+          f"{test['bpcer']:.4f})")
