@@ -6,8 +6,9 @@ spinning workers slow down whatever runs next on a 2-core machine.
     python benchmarks/bench_onnx.py [--size 112] [--repeats 30] [--backbone minifas --size 80]
     python benchmarks/bench_onnx.py --backbone cdcn --size 128 --texture   # + the LBP texture branch
 
-With ``--texture`` the model is timed twice, without and with the classifier's texture branch (the
-LBP descriptor and its linear model inside the graph, `trainer.texture` at its defaults).
+With ``--texture`` the model is timed without and with the classifier's texture branch (the LBP
+descriptor and its linear model inside the graph, `trainer.texture` at its defaults), and the branch
+alone, which is what the `lbp` trainer exports.
 """
 
 from __future__ import annotations
@@ -36,16 +37,18 @@ def main() -> None:
     torch.manual_seed(0)
     entry = load_registry().get("backbone", args.backbone)
     backbone = entry.build(entry.options(input_size=args.size))
-    variants = {"network": None}
+    models = {"network": LivenessScore(Classifier(backbone, 2)).eval()}
     if args.texture:
-        variants["network + texture"] = texture_branch(TextureOptions(weight=1.0), backbone, args.backbone)
+        texture = texture_branch(TextureOptions(weight=1.0), backbone, args.backbone)
+        models["network + texture"] = LivenessScore(Classifier(backbone, 2, texture=texture)).eval()
+        models["texture alone (lbp trainer)"] = texture.eval()
     rows = [("model", "batch", "eager PyTorch ms", "onnxruntime ms", "speed-up")]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, texture in variants.items():
-            model = LivenessScore(Classifier(backbone, 2, texture=texture)).eval()
+        for name, model in models.items():
             example = torch.randn(2, 3, args.size, args.size)
+            outputs = ("score",) if name.startswith("texture") else ("score", "logits")
             bundle = Bundle(module=model, example_inputs=(example,), input_names=("input",),
-                            output_names=("score", "logits"), dynamic_axes={"input": {0: "batch"}}, metadata={})
+                            output_names=outputs, dynamic_axes={"input": {0: "batch"}}, metadata={})
             path = OnnxExporter(OnnxOptions()).export(bundle, Path(tmp) / f"{len(rows)}.onnx")
             for batch in (1, 32):
                 x = torch.randn(batch, 3, args.size, args.size)
