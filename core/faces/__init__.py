@@ -191,10 +191,9 @@ class CropGeometry:
     `detector` is the recipe's detector name (None: the training images were crops already, or the
     dataset's own boxes; `WHOLE_FRAME`: each frame was the face) and `detector_options` its options.
     Without alignment each face gives one square crop per scale in `scales` (side = the box's longer
-    side x scale, `size` pixels); several
-    scales make several samples of one face, whose scores are averaged. With `align` the face is
-    warped by its five landmarks onto the ArcFace template (scaled to `size`), as recognition
-    models expect; that needs a detector with landmarks and takes one scale.
+    side x scale, `size` pixels); several scales make several samples of one face, whose scores are
+    averaged. With `align` the face is warped by its five landmarks onto the ArcFace template (scaled
+    to `size`), as recognition models expect; that needs a detector with landmarks and takes one scale.
     """
 
     detector: str | None = "haar"
