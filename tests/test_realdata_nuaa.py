@@ -1,8 +1,10 @@
 """NUAA on real faces: the liveness recipe on ../shared/data/nuaa_imposter_raw_subset (opt-in: --realdata).
 
 Haar-detected face crops of the raw 640x480 frames, NUAA's protocol (train on sessions 01+02, test
-on 03), the recipe's network at 64x64 for a few epochs on the CPU. The figures are printed and
-written to /tmp/nuaa_figures.md; they are checked for being finite rates, not for a quality level.
+on 03): the recipe's network at 64x64 for a few epochs on the CPU, whose figures are printed and
+written to /tmp/nuaa_figures.md, checked for being finite rates, not for a quality level; the shipped
+recipe and the LBP recipe as a user runs them, whose exported models, deployed on session 03's raw
+frames, must decide as their runs' test did; and the phone replays scored by the shipped model.
 """
 
 from __future__ import annotations
