@@ -118,3 +118,9 @@ def test_lbp_runs_emit_the_start_and_end_events_plugins_listen_to(tmp_path) -> N
     events = _Events()
     faceauth.run(_recipe(tmp_path), ["run_name=events"], extra_plugins=[events])
     assert events.seen == ["train_start", "train_end ['best_epoch']"]
+
+
+def test_lbp_on_clips_names_the_clip_length(tmp_path) -> None:
+    clips = {"name": "demo_clips", "train": 6, "val": 3, "test": 3, "frames": 6, "size": 32, "clip_length": 4}
+    with pytest.raises(RecipeError, match=r"^data\.clip_length: the lbp trainer describes single images"):
+        faceauth.run(_recipe(tmp_path, data=clips), ["run_name=clips"])

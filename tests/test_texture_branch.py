@@ -122,7 +122,7 @@ def test_texture_branch_is_the_lbp_baseline_added_to_the_network_and_exported_wi
     # A resumed run keeps the fitted branch from its checkpoint rather than fitting it again.
     with caplog.at_level(logging.INFO, logger="faceauth"):
         resumed = faceauth.run(None, ["trainer.epochs=3", "export=null"], resume=fused.dir)
-    assert "texture branch" not in caplog.text
+    assert "logistic regression fitted" not in caplog.text
     last = faceauth.training.checkpoint.load(resumed.dir / "checkpoints" / "last.pt")
     for name in ("mean", "scale", "coef", "intercept"):
         assert torch.equal(last["model"][f"texture.{name}"], payload["model"][f"texture.{name}"]), name

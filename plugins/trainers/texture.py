@@ -284,7 +284,7 @@ class LbpScore(torch.nn.Module):
 
         described = predict(describe, loader, device, progress=progress)  # its "score" is the features [N, D]
         self.load(fit_linear(described["score"], described["label"] == LIVE, options, seed))
-        log.info("texture branch: LBP histograms (%d features) of %d training crops, logistic regression fitted",
+        log.info("LBP histograms (%d features) of %d training crops, logistic regression fitted",
                  described["score"].shape[1], len(described["label"]))
 
     def description(self) -> str:
